@@ -1,0 +1,94 @@
+"""Intake's composition root: wires the domain to the log and its projection."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rethink.shared.clock import Clock
+from rethink.shared.commands import CaseQuery, accepted, case_not_found, execute
+from rethink.shared.envelope import Origin, Recorded, new_case_id
+from rethink.shared.eventlog import EventLog
+from rethink.shared.messaging import Route
+from rethink.shared.projection import ProjectionStore, make_engine
+from rethink.shared.runtime import ServiceParts
+from rethink.shared.settings import Settings
+
+from . import domain, projection
+
+NAME = "intake"
+
+
+class ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: str | None = Field(default=None, pattern=r"^(awaiting_checks|checks_confirmed)$")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
+    store = ProjectionStore(make_engine(settings.db_url(NAME)), projection.metadata, NAME, projection.apply)
+    store.create_schema()
+
+    def origin(agency: str, actor: str, cmd: Any) -> Origin:
+        correlation = cmd.command_id or uuid.uuid4()
+        return Origin(producer=agency, actor=actor, correlation_id=correlation)
+
+    async def submit(req: domain.SubmitRequest, agency: str = "cli") -> dict[str, Any]:
+        seed = f"{agency}|{req.request_id}" if req.request_id else (req.command_id or None)
+        case_id = new_case_id(f"request|{agency}|{req.request_id}") if req.request_id else new_case_id()
+        actor = req.actor if req.actor != "unspecified" else str(req.requester.email)
+        events, repeat = await execute(
+            log, case_id, lambda h: domain.decide_submission(h, req, agency),
+            origin(agency, actor, req), clock, seed,
+        )
+        missing = req.checks.missing()
+        return accepted(
+            case_id, events, duplicate=repeat or not events,
+            checks="complete" if not missing else "incomplete",
+            missing_checks=missing,
+            next_steps=("The partnership will assign a facilitator and arrange the meeting."
+                        if not missing else domain.guidance_for(missing)),
+        )
+
+    async def confirm_checks(cmd: domain.ConfirmChecks, agency: str = "cli") -> dict[str, Any]:
+        def decide(history: list[Recorded]):
+            if not history:
+                raise case_not_found(cmd.case_id)
+            return domain.decide_confirmation(history, cmd, agency)
+
+        events, repeat = await execute(log, cmd.case_id, decide, origin(agency, cmd.actor, cmd), clock,
+                                       cmd.command_id)
+        return accepted(cmd.case_id, events, duplicate=repeat or not events, checks="complete")
+
+    async def on_event(r: Recorded) -> None:
+        if r.type == "RequestSubmitted":
+            await execute(
+                log, r.envelope.case_id, lambda h: domain.react(h, r),
+                Origin(NAME, f"service:{NAME}", r.envelope.correlation_id, r.envelope.event_id),
+                clock, f"{r.envelope.event_id}|{NAME}",
+            )
+        store.apply(r)
+
+    async def case(q: CaseQuery) -> dict[str, Any]:
+        with store.engine.connect() as conn:
+            view = projection.case_view(conn, q.case_id)
+        if view is None:
+            raise case_not_found(q.case_id)
+        return {"status": "ok", "result": view}
+
+    async def requests(q: ListQuery) -> dict[str, Any]:
+        with store.engine.connect() as conn:
+            return {"status": "ok", "result": projection.list_view(conn, q.status, q.limit)}
+
+    return ServiceParts(
+        name=NAME,
+        commands={
+            "submit": Route(domain.SubmitRequest, submit, "Request a Re-think"),
+            "confirm_checks": Route(domain.ConfirmChecks, confirm_checks, "Confirm the three checks"),
+        },
+        queries={"case": Route(CaseQuery, case), "requests": Route(ListQuery, requests)},
+        on_event=on_event,
+        intake_subject=True,
+    )

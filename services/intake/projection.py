@@ -1,0 +1,64 @@
+"""Intake's own view: each request, who sent it, and whether its checks are complete."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Column, Connection, DateTime, MetaData, String, Table, Text, select
+
+from rethink.shared.envelope import Recorded
+from rethink.shared.events import ChecksConfirmed, RequestSubmitted
+from rethink.shared.projection import checkpoint_table
+
+metadata = MetaData()
+checkpoint_table(metadata)
+requests = Table(
+    "intake_requests",
+    metadata,
+    Column("case_id", String(16), primary_key=True),
+    Column("agency", String(120), nullable=False),
+    Column("request_id", String(100)),
+    Column("case_reference", String(64), nullable=False),
+    Column("reason", String(20), nullable=False),
+    Column("agencies", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("missing_checks", Text, nullable=False),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("confirmed_at", DateTime(timezone=True)),
+)
+
+
+def apply(conn: Connection, r: Recorded) -> None:
+    e, env = r.payload, r.envelope
+    if isinstance(e, RequestSubmitted):
+        missing = e.checks.missing()
+        conn.execute(requests.insert().values(
+            case_id=env.case_id, agency=env.producer, request_id=e.request_id,
+            case_reference=e.case_reference, reason=e.reason.value, agencies=json.dumps(e.agencies),
+            status="awaiting_checks", missing_checks=json.dumps(missing), submitted_at=env.occurred_at,
+        ))
+    elif isinstance(e, ChecksConfirmed):
+        conn.execute(requests.update().where(requests.c.case_id == env.case_id).values(
+            status="checks_confirmed", missing_checks="[]", confirmed_at=env.occurred_at))
+
+
+def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(requests).where(requests.c.case_id == case_id)).mappings().first()
+    if row is None:
+        return None
+    return {
+        "case_id": row["case_id"], "agency": row["agency"], "case_reference": row["case_reference"],
+        "reason": row["reason"], "agencies": json.loads(row["agencies"]), "status": row["status"],
+        "missing_checks": json.loads(row["missing_checks"]),
+        "submitted_at": row["submitted_at"].isoformat(),
+        "confirmed_at": row["confirmed_at"].isoformat() if row["confirmed_at"] else None,
+    }
+
+
+def list_view(conn: Connection, status: str | None, limit: int) -> list[dict[str, Any]]:
+    q = select(requests.c.case_id, requests.c.agency, requests.c.case_reference, requests.c.status)
+    if status:
+        q = q.where(requests.c.status == status)
+    rows = conn.execute(q.order_by(requests.c.submitted_at).limit(limit)).mappings()
+    return [dict(r) for r in rows]

@@ -1,0 +1,68 @@
+"""Creates the event stream and each service's durable consumer, once, before services start.
+
+Services bind to what exists (``declare=False``): if each declared the stream on start they
+would race and overwrite one another's configuration.
+"""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
+
+from .eventlog import Subjects
+from .settings import SERVICES, Settings
+
+ACK_WAIT_SECONDS = 30.0
+
+
+def stream_config(settings: Settings, subjects: Subjects) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=settings.stream,
+        subjects=[subjects.all_events],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        max_msg_size=settings.max_message_bytes * 2,
+        duplicate_window=float(settings.duplicate_window_seconds),
+        # The log is the audit trail: nothing ages out, nothing is rolled up.
+        max_age=0,
+        allow_rollup_hdrs=False,
+        deny_purge=True,
+    )
+
+
+def consumer_config(service: str, subjects: Subjects) -> api.ConsumerConfig:
+    return api.ConsumerConfig(
+        durable_name=service,
+        filter_subject=subjects.all_events,
+        deliver_policy=api.DeliverPolicy.ALL,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT_SECONDS,
+        max_ack_pending=1000,
+    )
+
+
+async def bootstrap(js: JetStreamContext, settings: Settings) -> list[str]:
+    """Idempotent: returns what it created or updated."""
+    subjects = Subjects(settings.subject_prefix)
+    done: list[str] = []
+    wanted = stream_config(settings, subjects)
+    try:
+        info = await js.stream_info(settings.stream)
+        if _differs(info.config, wanted):
+            await js.update_stream(wanted)
+            done.append(f"stream {settings.stream} updated")
+    except NotFoundError:
+        await js.add_stream(wanted)
+        done.append(f"stream {settings.stream} created")
+    for service in SERVICES:
+        try:
+            await js.consumer_info(settings.stream, service)
+        except NotFoundError:
+            await js.add_consumer(settings.stream, consumer_config(service, subjects))
+            done.append(f"consumer {service} created")
+    return done
+
+
+def _differs(have: api.StreamConfig, want: api.StreamConfig) -> bool:
+    keys = ("subjects", "max_msg_size", "duplicate_window", "deny_purge")
+    return any(getattr(have, k) != getattr(want, k) for k in keys)

@@ -1,0 +1,99 @@
+"""Turning a pure decision into appended events, the same way for commands and reactions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .clock import Clock
+from .envelope import Envelope, Origin, Recorded, derived_id, stamp
+from .errors import NotFound, Reason
+from .eventlog import EventLog, decide_and_append
+from .events import Event
+
+Actor = Field(default="unspecified", min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$",
+              description="Who is acting (work email or role); recorded on the events.")
+
+
+class Command(BaseModel):
+    """Base of every command: unknown fields are refused, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    command_id: uuid.UUID | None = Field(default=None, description="Optional; re-sending the same id is safe.")
+    actor: str = Actor
+
+
+CaseId = Field(pattern=r"^RT-[A-Z2-7]{10}$", description="The case id Re-think gave the request.")
+
+
+class CaseCommand(Command):
+    case_id: str = CaseId
+
+
+class CaseQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    case_id: str = CaseId
+
+
+MAX_EVENTS_PER_DECISION = 64
+
+
+def envelopes(
+    payloads: Sequence[Event], case_id: str, origin: Origin, clock: Clock, seed: object | None
+) -> list[Envelope]:
+    if len(payloads) > MAX_EVENTS_PER_DECISION:
+        raise ValueError("a single decision may write at most 64 events")
+    now = clock.now()
+    return [
+        stamp(p, case_id, origin, occurred_at=now, recorded_at=now,
+              event_id=derived_id(seed, i) if seed is not None else uuid.uuid4())
+        for i, p in enumerate(payloads)
+    ]
+
+
+async def execute(
+    log: EventLog,
+    case_id: str,
+    decide: Callable[[list[Recorded]], Sequence[Event]],
+    origin: Origin,
+    clock: Clock,
+    seed: object | None,
+) -> tuple[list[Envelope], bool]:
+    """Decide against the case's fresh history and append. Returns (events, already_applied).
+
+    With a seed (a command id, or the event being reacted to), a repeat finds its own
+    events already in the log and writes nothing: re-sent commands and redelivered events
+    are harmless, whatever the dedup window.
+    """
+    own_ids = {derived_id(seed, i) for i in range(MAX_EVENTS_PER_DECISION)} if seed is not None else set()
+    repeated: list[Envelope] = []
+
+    def decide_envelopes(history: list[Recorded]) -> list[Envelope]:
+        repeated[:] = [r.envelope for r in history if r.envelope.event_id in own_ids]
+        if repeated:
+            return []
+        return envelopes(decide(history), case_id, origin, clock, seed)
+
+    written = await decide_and_append(log, case_id, decide_envelopes)
+    return (written, False) if written or not repeated else (repeated, True)
+
+
+def case_not_found(case_id: str) -> NotFound:
+    return NotFound(Reason("case_id", f"no case {case_id}"))
+
+
+def accepted(case_id: str, events: Sequence[Envelope], duplicate: bool = False, **extra: Any) -> dict[str, Any]:
+    reply: dict[str, Any] = {
+        "status": "accepted",
+        "case_id": case_id,
+        "event_ids": [str(e.event_id) for e in events],
+        "events": [e.type for e in events],
+    }
+    if duplicate:
+        reply["duplicate"] = True
+    reply.update(extra)
+    return reply

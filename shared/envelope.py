@@ -1,0 +1,112 @@
+"""The envelope every event travels in, and the ids that make reactions repeatable."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from .events import EVENT_TYPES, Event
+
+CASE_ID_PATTERN = r"^RT-[A-Z2-7]{10}$"
+_NAMESPACE = uuid.UUID("5b0c3f4e-8a51-4d0e-9c8f-7f6a2e1d0b11")
+
+
+class InvalidEvent(ValueError):
+    """A message on the log that cannot be read as an event of ours."""
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: uuid.UUID
+    type: str
+    schema_version: int = Field(ge=1)
+    case_id: str = Field(pattern=CASE_ID_PATTERN)
+    occurred_at: AwareDatetime
+    recorded_at: AwareDatetime
+    producer: str = Field(min_length=1, max_length=120, description="Agency or service that wrote the event.")
+    actor: str = Field(min_length=1, max_length=200, description="Person or system acting.")
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None = None
+    data: dict[str, Any]
+
+    def payload(self) -> Event:
+        cls = EVENT_TYPES.get(self.type)
+        if cls is None:
+            raise InvalidEvent(f"unknown event type {self.type!r}")
+        try:
+            return cls.model_validate(self.data)
+        except ValidationError as exc:
+            raise InvalidEvent(f"{self.type} payload invalid: {exc.errors()[0]['msg']}") from exc
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Envelope:
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise InvalidEvent(f"not an event envelope: {exc.errors()[0]['msg']}") from exc
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """An event as read back from the log, with its stream sequence."""
+
+    envelope: Envelope
+    seq: int
+    payload: Event
+
+    @classmethod
+    def from_message(cls, data: bytes, seq: int) -> Recorded:
+        env = Envelope.from_bytes(data)
+        return cls(envelope=env, seq=seq, payload=env.payload())
+
+    @property
+    def type(self) -> str:
+        return self.envelope.type
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who is acting and why: stamped on every event a decision produces."""
+
+    producer: str
+    actor: str
+    correlation_id: uuid.UUID
+    causation_id: uuid.UUID | None = None
+
+
+def stamp(payload: Event, case_id: str, origin: Origin, occurred_at, recorded_at, event_id: uuid.UUID) -> Envelope:
+    return Envelope(
+        event_id=event_id,
+        type=payload.type,
+        schema_version=payload.schema_version,
+        case_id=case_id,
+        occurred_at=occurred_at,
+        recorded_at=recorded_at,
+        producer=origin.producer,
+        actor=origin.actor,
+        correlation_id=origin.correlation_id,
+        causation_id=origin.causation_id,
+        data=json.loads(payload.model_dump_json()),
+    )
+
+
+def derived_id(*parts: object) -> uuid.UUID:
+    """A deterministic id: the same cause always yields the same event id, so JetStream drops repeats."""
+    return uuid.uuid5(_NAMESPACE, "|".join(str(p) for p in parts))
+
+
+def new_case_id(seed: str | None = None) -> str:
+    """``RT-`` and ten base32 characters; derived from ``seed`` when one is given (idempotent submissions)."""
+    raw = hashlib.sha256(seed.encode()).digest() if seed is not None else secrets.token_bytes(16)
+    return "RT-" + base64.b32encode(raw).decode()[:10]

@@ -1,0 +1,140 @@
+"""The event log: one JetStream stream, one subject per case and event type.
+
+Appends check the *whole case* has not moved since it was read
+(``Nats-Expected-Last-Subject-Sequence-Subject`` with a case wildcard), so two writers can
+never interleave decisions on one case; the loser re-reads and decides again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext, api
+from nats.js.errors import APIError
+
+from .envelope import Envelope, Recorded
+
+WRONG_LAST_SEQUENCE = 10071
+_TRANSIENT = ("temporarily unavailable", "in process")
+
+
+class ConcurrencyConflict(RuntimeError):
+    """The case moved on between reading it and appending to it."""
+
+
+@dataclass(frozen=True)
+class Subjects:
+    prefix: str = "rethink"
+
+    def event(self, case_id: str, event_type: str) -> str:
+        return f"{self.prefix}.events.{case_id}.{event_type}"
+
+    def case(self, case_id: str) -> str:
+        return f"{self.prefix}.events.{case_id}.>"
+
+    @property
+    def all_events(self) -> str:
+        return f"{self.prefix}.events.>"
+
+    def command(self, service: str, name: str) -> str:
+        return f"{self.prefix}.cmd.{service}.{name}"
+
+    def query(self, service: str, name: str) -> str:
+        return f"{self.prefix}.query.{service}.{name}"
+
+    def intake(self, agency: str, name: str) -> str:
+        return f"{self.prefix}.intake.{agency}.{name}"
+
+
+class EventLog:
+    def __init__(self, js: JetStreamContext, stream: str, subjects: Subjects) -> None:
+        self._js = js
+        self.stream = stream
+        self.subjects = subjects
+
+    async def read_case(self, case_id: str) -> list[Recorded]:
+        """Every event of one case, in order. Cost follows the case, not the log."""
+        sub = await self._js.pull_subscribe(
+            self.subjects.case(case_id),
+            stream=self.stream,
+            config=api.ConsumerConfig(
+                ack_policy=api.AckPolicy.NONE,
+                deliver_policy=api.DeliverPolicy.ALL,
+                mem_storage=True,
+                inactive_threshold=30.0,
+            ),
+        )
+        try:
+            info = await sub.consumer_info()
+            pending = info.num_pending or 0
+            events: list[Recorded] = []
+            while len(events) < pending:
+                msgs = await sub.fetch(min(pending - len(events), 256), timeout=5)
+                events.extend(Recorded.from_message(m.data, m.metadata.sequence.stream) for m in msgs)
+            return events
+        finally:
+            await self._delete_quietly(sub)
+
+    async def _delete_quietly(self, sub: JetStreamContext.PullSubscription) -> None:
+        try:
+            info = await sub.consumer_info()
+            await sub.unsubscribe()
+            await self._js.delete_consumer(self.stream, info.name)
+        except Exception:  # an abandoned ephemeral consumer expires by itself (inactive_threshold)
+            pass
+
+    async def append(self, case_id: str, events: Sequence[Envelope], expected_last_seq: int) -> list[int]:
+        """Append in order; the first must find the case at ``expected_last_seq`` (0 = new case)."""
+        seqs: list[int] = []
+        expected = expected_last_seq
+        for env in events:
+            if env.case_id != case_id:
+                raise ValueError("an append writes one case only")
+            headers = {
+                "Nats-Msg-Id": str(env.event_id),
+                "Nats-Expected-Last-Subject-Sequence": str(expected),
+                "Nats-Expected-Last-Subject-Sequence-Subject": self.subjects.case(case_id),
+                "Rethink-Event-Type": env.type,
+            }
+            ack = await self._publish(self.subjects.event(case_id, env.type), env.to_bytes(), headers)
+            expected = ack.seq
+            seqs.append(ack.seq)
+        return seqs
+
+    async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> api.PubAck:
+        for attempt in range(8):
+            try:
+                return await self._js.publish(subject, body, stream=self.stream, headers=headers)
+            except APIError as exc:
+                if exc.err_code == WRONG_LAST_SEQUENCE:
+                    raise ConcurrencyConflict(str(exc.description)) from exc
+                if any(t in (exc.description or "") for t in _TRANSIENT) and attempt < 7:
+                    await asyncio.sleep(0.01 * 2**attempt)
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+
+Decide = Callable[[list[Recorded]], Sequence[Envelope]]
+
+
+async def decide_and_append(log: EventLog, case_id: str, decide: Decide, attempts: int = 6) -> list[Envelope]:
+    """Read the case, decide against it, append; on a conflict read again and decide again.
+
+    Events already in the log (same id: a redelivery or a retried command) are not
+    appended twice. Returns the events written now.
+    """
+    for _ in range(attempts):
+        history = await log.read_case(case_id)
+        seen = {r.envelope.event_id for r in history}
+        new = [e for e in decide(history) if e.event_id not in seen]
+        if not new:
+            return []
+        try:
+            await log.append(case_id, new, history[-1].seq if history else 0)
+            return new
+        except ConcurrencyConflict:
+            continue
+    raise ConcurrencyConflict(f"case {case_id} kept changing; gave up after {attempts} attempts")

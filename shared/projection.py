@@ -1,0 +1,80 @@
+"""Projection plumbing shared by the services: engines, and apply-with-checkpoint.
+
+A projection row change and the stream sequence it came from commit in one transaction,
+so an event delivered twice (redelivery after a crash or a lost ack) changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, create_engine, event, select
+from sqlalchemy.engine import make_url
+
+from .envelope import Recorded
+
+Apply = Callable[[Connection, Recorded], None]
+
+
+def make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # WAL lets readers (queries) run beside the writer
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def checkpoint_table(metadata: MetaData) -> Table:
+    return Table(
+        "checkpoint",
+        metadata,
+        Column("consumer", String(64), primary_key=True),
+        Column("last_seq", Integer, nullable=False),
+    )
+
+
+class ProjectionStore:
+    """Owns one service's tables; nobody else reads them."""
+
+    def __init__(self, engine: Engine, metadata: MetaData, consumer: str, apply: Apply) -> None:
+        self.engine = engine
+        self.metadata = metadata
+        self.consumer = consumer
+        self._apply = apply
+        self._checkpoint = metadata.tables["checkpoint"]
+
+    def create_schema(self) -> None:
+        self.metadata.create_all(self.engine)
+
+    def last_seq(self) -> int:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(self._checkpoint.c.last_seq).where(self._checkpoint.c.consumer == self.consumer)
+            ).first()
+            return row[0] if row else 0
+
+    def apply(self, recorded: Recorded) -> bool:
+        """Apply once. Returns False when the event was already applied."""
+        cp = self._checkpoint
+        with self.engine.begin() as conn:
+            row = conn.execute(select(cp.c.last_seq).where(cp.c.consumer == self.consumer)).first()
+            if row is not None and recorded.seq <= row[0]:
+                return False
+            self._apply(conn, recorded)
+            if row is None:
+                conn.execute(cp.insert().values(consumer=self.consumer, last_seq=recorded.seq))
+            else:
+                conn.execute(cp.update().where(cp.c.consumer == self.consumer).values(last_seq=recorded.seq))
+        return True

@@ -1,0 +1,184 @@
+"""Runs one service: a FastStream NATS broker wired to that service's routes and event handler.
+
+This is the only place that touches FastStream. Events are pulled one at a time from the
+service's durable consumer and acked by hand only after they are fully applied: FastStream's
+default would ``term()`` a message whose handler raised, and a termed event is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+
+from .clock import Clock, SystemClock
+from .envelope import InvalidEvent, Recorded
+from .eventlog import EventLog, Subjects
+from .logs import get_logger
+from .messaging import Route, dispatch
+from .settings import Settings
+
+log = get_logger("rethink.runtime")
+
+
+@dataclass
+class ServiceParts:
+    """What a service factory returns: pure handlers, no connections."""
+
+    name: str
+    commands: Mapping[str, Route] = field(default_factory=dict)
+    queries: Mapping[str, Route] = field(default_factory=dict)
+    on_event: Callable[[Recorded], Awaitable[None]] | None = None
+    periodic: list[tuple[float, Callable[[], Awaitable[Any]]]] = field(default_factory=list)
+    intake_subject: bool = False  # intake also listens on rethink.intake.<agency>.<command>
+
+
+Factory = Callable[[Settings, EventLog, Clock], ServiceParts]
+
+
+async def handle_event_with_retry(
+    handler: Callable[[Recorded], Awaitable[None]],
+    data: bytes,
+    seq: int,
+    keep_alive: Callable[[], Awaitable[None]],
+    stopping: asyncio.Event,
+    service: str,
+) -> bool:
+    """Apply one event, retrying transient failures in place. Returns False if stopping first.
+
+    Retrying in place (rather than nak-and-move-on) keeps each projection in log order:
+    moving past a failed event would let a later one be checkpointed ahead of it.
+    """
+    try:
+        recorded = Recorded.from_message(data, seq)
+    except InvalidEvent as exc:
+        log.error("event_unreadable_skipped", service=service, seq=seq, error=str(exc))
+        return True
+    bound = log.bind(service=service, seq=seq, case_id=recorded.envelope.case_id,
+                     event_id=str(recorded.envelope.event_id), event_type=recorded.type,
+                     correlation_id=str(recorded.envelope.correlation_id))
+    delay = 0.05
+    while True:
+        try:
+            await handler(recorded)
+            return True
+        except Exception as exc:
+            bound.warning("event_handler_failed_retrying", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+        with contextlib.suppress(Exception):
+            await keep_alive()  # tell JetStream we are still working on it, so it is not redelivered
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=delay)
+        if stopping.is_set():
+            return False
+        delay = min(delay * 2, 10.0)
+
+
+class RunningService:
+    def __init__(self, factory: Factory, settings: Settings, clock: Clock | None = None) -> None:
+        self.factory = factory
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.subjects = Subjects(settings.subject_prefix)
+        self.stopping = asyncio.Event()
+        self.broker = NatsBroker(
+            settings.resolved_nats_url(),
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            logger=None,
+        )
+        self.parts: ServiceParts | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        nc = await self.broker.connect()
+        event_log = EventLog(nc.jetstream(), self.settings.stream, self.subjects)
+        self.parts = parts = self.factory(self.settings, event_log, self.clock)
+        self._wire(parts)
+        await self.broker.start()
+        for interval, job in parts.periodic:
+            self._tasks.append(asyncio.create_task(self._every(interval, job)))
+        log.info("service_started", service=parts.name, nats=self.settings.resolved_nats_url())
+
+    def _wire(self, parts: ServiceParts) -> None:
+        broker, s, max_bytes = self.broker, self.subjects, self.settings.max_message_bytes
+        name = parts.name
+
+        if parts.commands and not parts.intake_subject:
+            @broker.subscriber(s.command(name, "*"), queue=f"{name}-commands")
+            async def on_command(msg: NatsMessage) -> dict[str, Any]:
+                command = msg.raw_message.subject.rsplit(".", 1)[-1]
+                structlog.contextvars.clear_contextvars()
+                return await dispatch(parts.commands, command, msg.body, max_bytes)
+
+        if parts.queries:
+            @broker.subscriber(s.query(name, "*"), queue=f"{name}-queries")
+            async def on_query(msg: NatsMessage) -> dict[str, Any]:
+                query = msg.raw_message.subject.rsplit(".", 1)[-1]
+                return await dispatch(parts.queries, query, msg.body, max_bytes)
+
+        if parts.intake_subject:
+            @broker.subscriber(s.intake("*", "*"), queue=f"{name}-agencies")
+            async def on_agency(msg: NatsMessage) -> dict[str, Any]:
+                # The producing agency is taken from the subject it arrived on, never the payload.
+                _, _, agency, command = msg.raw_message.subject.rsplit(".", 3)
+                return await dispatch(parts.commands, command, msg.body, max_bytes, agency=agency)
+
+        if parts.on_event is not None:
+            handler = parts.on_event
+
+            @broker.subscriber(
+                s.all_events,
+                stream=JStream(self.settings.stream, declare=False),
+                durable=name,
+                pull_sub=PullSub(batch_size=1, timeout=1.0),
+                ack_policy=AckPolicy.MANUAL,
+            )
+            async def on_event(msg: NatsMessage) -> None:
+                raw = msg.raw_message
+                done = await handle_event_with_retry(
+                    handler, raw.data, raw.metadata.sequence.stream, raw.in_progress, self.stopping, name
+                )
+                if done:
+                    await msg.ack()
+                else:
+                    await msg.nack(delay=1)
+
+    async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
+        while not self.stopping.is_set():
+            try:
+                await job()
+            except Exception:
+                log.exception("periodic_job_failed", service=self.parts.name if self.parts else "?")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.broker.stop()
+        log.info("service_stopped", service=self.parts.name if self.parts else "?")
+
+
+async def serve_forever(factory: Factory, settings: Settings, clock: Clock | None = None) -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly (in-flight events are nak'd for redelivery)."""
+    service = RunningService(factory, settings, clock)
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    await service.start()
+    try:
+        await done.wait()
+    finally:
+        await service.stop()

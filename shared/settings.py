@@ -1,0 +1,64 @@
+"""Configuration, read from the environment (prefix ``RETHINK_``) by the composition root only.
+
+Nothing here connects to anything; a Settings object is passed into each service's factory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, EmailStr, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("intake", "scheduling", "meeting", "escalation")
+
+
+class Facilitator(BaseModel):
+    id: str = Field(pattern=r"^[a-z0-9-]{1,40}$")
+    name: str = Field(min_length=1, max_length=120)
+    email: EmailStr
+
+
+DEFAULT_FACILITATORS = [
+    Facilitator(id="fac-1", name="Facilitator One", email="facilitator.one@example.org"),
+    Facilitator(id="fac-2", name="Facilitator Two", email="facilitator.two@example.org"),
+]
+
+
+class Settings(BaseSettings):
+    """Every setting has a default that runs the embedded system on this machine."""
+
+    model_config = SettingsConfigDict(env_prefix="RETHINK_", env_nested_delimiter="__", extra="ignore")
+
+    nats_url: str | None = Field(
+        default=None, description="NATS server URL; unset = start the embedded nats-server."
+    )
+    state_dir: Path = Field(default=Path(".rethink"), description="Folder for the embedded server, databases and mail.")
+    embedded_nats_port: int = Field(default=14222, description="Port of the embedded nats-server (127.0.0.1).")
+    stream: str = Field(default="RETHINK_EVENTS", description="JetStream stream holding case events.")
+    subject_prefix: str = Field(default="rethink", pattern=r"^[A-Za-z0-9_-]+$", description="First token of every subject.")
+    duplicate_window_seconds: int = Field(default=24 * 3600, ge=1, description="JetStream Nats-Msg-Id dedup window.")
+    database_url: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per-service SQLAlchemy URL, e.g. RETHINK_DATABASE_URL__MEETING; default SQLite in state_dir.",
+    )
+    facilitators: list[Facilitator] = Field(default_factory=lambda: list(DEFAULT_FACILITATORS))
+    partnership_email: EmailStr = Field(default="rethink@example.org", description="Sender of invitations.")
+    escalation_policy_file: Path | None = Field(default=None, description="YAML escalation policy; unset = built-in HIPS default.")
+    overdue_check_interval_seconds: float = Field(default=3600.0, gt=0, description="How often overdue actions are checked.")
+    command_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest command/request payload accepted.")
+    log_level: str = Field(default="INFO")
+    log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")
+
+    def db_url(self, service: str) -> str:
+        if service in self.database_url:
+            return self.database_url[service]
+        return f"sqlite:///{(self.state_dir / f'{service}.db').resolve()}"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.state_dir / "mail"
+
+    def resolved_nats_url(self) -> str:
+        return self.nats_url or f"nats://127.0.0.1:{self.embedded_nats_port}"
