@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from pydantic import BaseModel, ConfigDict
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 
@@ -26,6 +27,10 @@ from .messaging import Route, dispatch
 from .settings import Settings
 
 log = get_logger("rethink.runtime")
+
+
+class _Empty(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
 @dataclass
@@ -95,6 +100,7 @@ class RunningService:
         )
         self.parts: ServiceParts | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.last_applied_seq = 0
 
     async def start(self) -> None:
         nc = await self.broker.connect()
@@ -117,11 +123,15 @@ class RunningService:
                 structlog.contextvars.clear_contextvars()
                 return await dispatch(parts.commands, command, msg.body, max_bytes)
 
-        if parts.queries:
-            @broker.subscriber(s.query(name, "*"), queue=f"{name}-queries")
-            async def on_query(msg: NatsMessage) -> dict[str, Any]:
-                query = msg.raw_message.subject.rsplit(".", 1)[-1]
-                return await dispatch(parts.queries, query, msg.body, max_bytes)
+        async def ping(_: _Empty) -> dict[str, Any]:
+            return {"status": "ok", "service": name, "last_applied_seq": self.last_applied_seq}
+
+        queries = {**parts.queries, "ping": Route(_Empty, ping, "Is the service up?")}
+
+        @broker.subscriber(s.query(name, "*"), queue=f"{name}-queries")
+        async def on_query(msg: NatsMessage) -> dict[str, Any]:
+            query = msg.raw_message.subject.rsplit(".", 1)[-1]
+            return await dispatch(queries, query, msg.body, max_bytes)
 
         if parts.intake_subject:
             @broker.subscriber(s.intake("*", "*"), queue=f"{name}-agencies")
@@ -147,6 +157,7 @@ class RunningService:
                 )
                 if done:
                     await msg.ack()
+                    self.last_applied_seq = raw.metadata.sequence.stream
                 else:
                     await msg.nack(delay=1)
 

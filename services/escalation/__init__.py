@@ -1,0 +1,1 @@
+"""Escalation: the HIPS escalation protocol for disagreements a Re-think did not resolve, and case closure."""

@@ -1,0 +1,167 @@
+"""Escalation's own view: each case's escalation, the stages it went through, and closure.
+
+Free text (reasons, resolutions) stays in the log only: the view holds what a list of
+escalations needs, and nothing personal.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    select,
+)
+
+from rethink.shared.envelope import Recorded
+from rethink.shared.events import (
+    CaseClosed,
+    EscalationRaised,
+    EscalationResolved,
+    EscalationStageAdvanced,
+    RequestSubmitted,
+)
+from rethink.shared.projection import checkpoint_table
+
+metadata = MetaData()
+checkpoint_table(metadata)
+
+cases = Table(
+    "escalation_cases",
+    metadata,
+    Column("case_id", String(16), primary_key=True),
+    Column("closed", Boolean, nullable=False, default=False),
+    Column("closed_reason", String(40)),
+    Column("closed_at", DateTime(timezone=True)),
+)
+escalations = Table(
+    "escalation_escalations",
+    metadata,
+    Column("case_id", String(16), primary_key=True),
+    Column("escalation_id", String(16), primary_key=True),
+    Column("trigger", String(32), nullable=False),
+    Column("stage", Integer, nullable=False),
+    Column("stage_name", String(200), nullable=False),
+    Column("holder", String(200), nullable=False),
+    Column("deadline", Date, nullable=False, index=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("raised_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),
+)
+stages = Table(
+    "escalation_stages",
+    metadata,
+    Column("case_id", String(16), primary_key=True),
+    Column("escalation_id", String(16), primary_key=True),
+    Column("stage", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("holder", String(200), nullable=False),
+    Column("deadline", Date, nullable=False),
+    Column("entered_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _utc(at: datetime) -> datetime:
+    return at.astimezone(UTC)
+
+
+def _iso(at: datetime | None) -> str | None:
+    # SQLite hands datetimes back without their zone; they were stored in UTC.
+    if at is None:
+        return None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
+
+
+def apply(conn: Connection, r: Recorded) -> None:
+    e, env = r.payload, r.envelope
+    at = _utc(env.occurred_at)
+    if isinstance(e, RequestSubmitted):
+        known = conn.execute(select(cases.c.case_id).where(cases.c.case_id == env.case_id)).first()
+        if known is None:
+            conn.execute(cases.insert().values(case_id=env.case_id, closed=False))
+    elif isinstance(e, EscalationRaised):
+        conn.execute(escalations.insert().values(
+            case_id=env.case_id, escalation_id=e.escalation_id, trigger=e.trigger.value, stage=e.stage,
+            stage_name=e.stage_name, holder=e.holder, deadline=e.deadline, status="open", raised_at=at,
+        ))
+        _enter_stage(conn, env.case_id, e, at)
+    elif isinstance(e, EscalationStageAdvanced):
+        conn.execute(escalations.update().where(_one(env.case_id, e.escalation_id)).values(
+            stage=e.stage, stage_name=e.stage_name, holder=e.holder, deadline=e.deadline))
+        _enter_stage(conn, env.case_id, e, at)
+    elif isinstance(e, EscalationResolved):
+        conn.execute(escalations.update().where(_one(env.case_id, e.escalation_id)).values(
+            status="resolved", resolved_at=at))
+    elif isinstance(e, CaseClosed):
+        done = conn.execute(cases.update().where(cases.c.case_id == env.case_id).values(
+            closed=True, closed_reason=e.reason, closed_at=at))
+        if done.rowcount == 0:
+            conn.execute(cases.insert().values(case_id=env.case_id, closed=True, closed_reason=e.reason,
+                                               closed_at=at))
+
+
+def _one(case_id: str, escalation_id: str):
+    return (escalations.c.case_id == case_id) & (escalations.c.escalation_id == escalation_id)
+
+
+def _enter_stage(conn: Connection, case_id: str, e: EscalationRaised | EscalationStageAdvanced, at: datetime) -> None:
+    conn.execute(stages.insert().values(
+        case_id=case_id, escalation_id=e.escalation_id, stage=e.stage, name=e.stage_name, holder=e.holder,
+        deadline=e.deadline, entered_at=at,
+    ))
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    return {
+        "case_id": row["case_id"], "escalation_id": row["escalation_id"], "trigger": row["trigger"],
+        "stage": row["stage"], "stage_name": row["stage_name"], "holder": row["holder"],
+        "deadline": row["deadline"].isoformat(), "status": row["status"],
+        "raised_at": _iso(row["raised_at"]), "resolved_at": _iso(row["resolved_at"]),
+    }
+
+
+def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
+    case = conn.execute(select(cases).where(cases.c.case_id == case_id)).mappings().first()
+    if case is None:
+        return None
+    latest = conn.execute(
+        select(escalations).where(escalations.c.case_id == case_id)
+        .order_by(escalations.c.raised_at.desc(), escalations.c.escalation_id.desc()).limit(1)
+    ).mappings().first()
+    escalation = None
+    if latest is not None:
+        escalation = _summary(latest)
+        del escalation["case_id"]
+        history = conn.execute(
+            select(stages).where((stages.c.case_id == case_id) & (stages.c.escalation_id == latest["escalation_id"]))
+            .order_by(stages.c.stage)
+        ).mappings()
+        escalation["stages"] = [
+            {"stage": s["stage"], "name": s["name"], "holder": s["holder"], "deadline": s["deadline"].isoformat(),
+             "entered_at": _iso(s["entered_at"])}
+            for s in history
+        ]
+    return {
+        "case_id": case_id, "escalation": escalation, "closed": bool(case["closed"]),
+        "closed_reason": case["closed_reason"], "closed_at": _iso(case["closed_at"]),
+    }
+
+
+def list_view(conn: Connection, open_only: bool, due_by: date | None, limit: int) -> list[dict[str, Any]]:
+    """Escalations, soonest deadline first; ``due_by`` keeps those due on or before it (overdue included)."""
+    q = select(escalations)
+    if open_only:
+        q = q.where(escalations.c.status == "open")
+    if due_by is not None:
+        q = q.where(escalations.c.deadline <= due_by)
+    rows = conn.execute(q.order_by(escalations.c.deadline, escalations.c.case_id).limit(limit)).mappings()
+    return [_summary(r) for r in rows]

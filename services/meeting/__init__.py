@@ -1,0 +1,1 @@
+"""The meeting service: records each held Re-think meeting and follows its actions to completion."""

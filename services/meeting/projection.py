@@ -1,0 +1,155 @@
+"""Meeting's own view: each case's meetings and the actions agreed at them.
+
+Only this service reads these tables. Datetimes are stored in UTC (SQLite keeps no offset).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean, Column, Connection, Date, DateTime, Index, Integer, MetaData, String, Table, Text, and_, func, select,
+)
+
+from rethink.shared.envelope import Recorded
+from rethink.shared.events import (
+    ActionCompleted, ActionOverdue, ActionRecorded, CaseClosed, MeetingCancelled, MeetingHeld, MeetingRescheduled,
+    MeetingScheduled,
+)
+from rethink.shared.projection import checkpoint_table
+
+metadata = MetaData()
+checkpoint_table(metadata)
+cases = Table(
+    "meeting_cases",
+    metadata,
+    Column("case_id", String(16), primary_key=True),
+    Column("closed", Boolean, nullable=False),
+)
+meetings = Table(
+    "meeting_meetings",
+    metadata,
+    Column("case_id", String(16), primary_key=True),
+    Column("meeting_id", String(200), primary_key=True),
+    Column("status", String(16), nullable=False),  # scheduled | rescheduled | cancelled | held
+    Column("arranged_seq", Integer, nullable=False),  # orders a case's meetings: the latest is "the" meeting
+    Column("starts_at", DateTime(timezone=True)),
+    Column("held_at", DateTime(timezone=True)),
+    Column("outcome", String(20)),
+    Column("attendees", Integer),
+)
+actions = Table(
+    "meeting_actions",
+    metadata,
+    Column("case_id", String(16), primary_key=True),
+    Column("action_id", String(64), primary_key=True),
+    Column("meeting_id", String(200), nullable=False),
+    Column("recorded_seq", Integer, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("owner_name", String(200), nullable=False),
+    Column("owner_agency", String(120), nullable=False),
+    Column("owner_email", String(320), nullable=False),
+    Column("due_date", Date, nullable=False),
+    Column("status", String(16), nullable=False),  # open | completed
+    Column("completed_on", Date),
+    Column("overdue_reported", Boolean, nullable=False),
+    Column("overdue_as_of", Date),
+    Index("meeting_actions_open_due", "status", "overdue_reported", "due_date"),
+    Index("meeting_actions_owner", "owner_email"),
+)
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _upsert(conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any], new: dict[str, Any]) -> None:
+    """Update the row at ``key``, or insert it with ``values`` plus the ``new``-row defaults."""
+    where = and_(*(table.c[k] == v for k, v in key.items()))
+    if conn.execute(select(func.count()).select_from(table).where(where)).scalar():
+        if values:
+            conn.execute(table.update().where(where).values(**values))
+    else:
+        conn.execute(table.insert().values(**key, **new, **values))
+
+
+def apply(conn: Connection, r: Recorded) -> None:
+    e, case_id = r.payload, r.envelope.case_id
+    closed = isinstance(e, CaseClosed)
+    _upsert(conn, cases, {"case_id": case_id}, {"closed": True} if closed else {}, {"closed": closed})
+    key = {"case_id": case_id, "meeting_id": getattr(e, "meeting_id", None)}
+    if isinstance(e, MeetingScheduled):
+        _upsert(conn, meetings, key, {"status": "scheduled", "arranged_seq": r.seq, "starts_at": _utc(e.starts_at)}, {})
+    elif isinstance(e, MeetingRescheduled):
+        _upsert(conn, meetings, key, {"status": "rescheduled", "starts_at": _utc(e.starts_at)}, {"arranged_seq": r.seq})
+    elif isinstance(e, MeetingCancelled):
+        _upsert(conn, meetings, key, {"status": "cancelled"}, {"arranged_seq": r.seq})
+    elif isinstance(e, MeetingHeld):
+        _upsert(conn, meetings, key, {"status": "held", "held_at": _utc(e.held_at), "outcome": e.outcome.value,
+                                      "attendees": len(e.attendees)}, {"arranged_seq": r.seq})
+    elif isinstance(e, ActionRecorded):
+        _upsert(conn, actions, {"case_id": case_id, "action_id": e.action_id}, {
+            "meeting_id": e.meeting_id, "description": e.description, "owner_name": e.owner.name,
+            "owner_agency": e.owner.agency, "owner_email": str(e.owner.email), "due_date": e.due_date,
+        }, {"recorded_seq": r.seq, "status": "open", "overdue_reported": False})
+    elif isinstance(e, ActionCompleted):
+        conn.execute(actions.update().where(actions.c.case_id == case_id, actions.c.action_id == e.action_id)
+                     .values(status="completed", completed_on=e.completed_on))
+    elif isinstance(e, ActionOverdue):
+        conn.execute(actions.update().where(actions.c.case_id == case_id, actions.c.action_id == e.action_id)
+                     .values(overdue_reported=True, overdue_as_of=e.as_of))
+
+
+def _action(row: Any, with_case: bool = False) -> dict[str, Any]:
+    out = {"case_id": row["case_id"]} if with_case else {}
+    out |= {
+        "action_id": row["action_id"], "meeting_id": row["meeting_id"], "description": row["description"],
+        "owner": {"name": row["owner_name"], "agency": row["owner_agency"], "email": row["owner_email"]},
+        "due_date": row["due_date"].isoformat(), "status": row["status"],
+        "completed_on": row["completed_on"].isoformat() if row["completed_on"] else None,
+        # True once reported overdue, and it stays true if the action is completed late: drift is history.
+        "overdue": bool(row["overdue_reported"]),
+    }
+    return out
+
+
+def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
+    case = conn.execute(select(cases).where(cases.c.case_id == case_id)).mappings().first()
+    if case is None:
+        return None
+    m = conn.execute(select(meetings).where(meetings.c.case_id == case_id)
+                     .order_by(meetings.c.arranged_seq.desc()).limit(1)).mappings().first()
+    meeting = None if m is None else {
+        "meeting_id": m["meeting_id"], "status": m["status"],
+        "starts_at": _iso(m["starts_at"]), "held_at": _iso(m["held_at"]),
+        "outcome": m["outcome"], "attendees": m["attendees"],
+    }
+    rows = conn.execute(select(actions).where(actions.c.case_id == case_id)
+                        .order_by(actions.c.recorded_seq)).mappings()
+    return {"case_id": case_id, "closed": bool(case["closed"]), "meeting": meeting,
+            "actions": [_action(r) for r in rows]}
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return _utc(dt).isoformat() if dt else None
+
+
+def list_view(conn: Connection, overdue_only: bool, owner_email: str | None, limit: int) -> list[dict[str, Any]]:
+    q = select(actions)
+    if overdue_only:  # overdue now: reported overdue and still open
+        q = q.where(actions.c.status == "open", actions.c.overdue_reported.is_(True))
+    if owner_email:
+        q = q.where(func.lower(actions.c.owner_email) == owner_email.lower())
+    rows = conn.execute(q.order_by(actions.c.due_date, actions.c.case_id, actions.c.recorded_seq).limit(limit))
+    return [_action(r, with_case=True) for r in rows.mappings()]
+
+
+def overdue_candidates(conn: Connection, as_of: date) -> list[tuple[str, str, date]]:
+    """Open actions past due and not yet reported: (case_id, action_id, due_date)."""
+    q = (select(actions.c.case_id, actions.c.action_id, actions.c.due_date)
+         .where(actions.c.status == "open", actions.c.overdue_reported.is_(False), actions.c.due_date < as_of)
+         .order_by(actions.c.due_date, actions.c.case_id, actions.c.action_id))
+    return [(r.case_id, r.action_id, r.due_date) for r in conn.execute(q)]

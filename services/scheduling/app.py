@@ -1,0 +1,154 @@
+"""Scheduling's composition root: wires the domain to the log, its projection and the notifier."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rethink.shared.clock import Clock
+from rethink.shared.commands import CaseQuery, Command, accepted, case_not_found, execute
+from rethink.shared.envelope import Origin, Recorded, derived_id
+from rethink.shared.eventlog import EventLog
+from rethink.shared.events import ChecksConfirmed, MeetingCancelled, MeetingRescheduled, MeetingScheduled
+from rethink.shared.logs import get_logger
+from rethink.shared.messaging import Route
+from rethink.shared.projection import ProjectionStore, make_engine
+from rethink.shared.runtime import ServiceParts
+from rethink.shared.settings import Settings
+
+from . import domain, projection
+from .notifier import EmlFolderNotifier, Invitation, Notice, Notifier, compose
+
+NAME = "scheduling"
+KINDS = {"MeetingScheduled": "invitation", "MeetingRescheduled": "changed", "MeetingCancelled": "cancelled"}
+logger = get_logger("rethink.scheduling")
+
+
+class MeetingsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    facilitator_id: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,40}$")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+def meeting_id_for(seed: object) -> str:
+    """The meeting id is read off the MeetingScheduled event id, so a re-sent command names the same meeting."""
+    return "M-" + derived_id(seed, 0).hex[:8]
+
+
+def build(settings: Settings, log: EventLog, clock: Clock, *, notifier: Notifier | None = None) -> ServiceParts:
+    if not settings.facilitators:
+        raise ValueError("scheduling needs at least one facilitator (RETHINK_FACILITATORS)")
+    store = ProjectionStore(make_engine(settings.db_url(NAME)), projection.metadata, NAME, projection.apply)
+    store.create_schema()
+    mail: Notifier = notifier or EmlFolderNotifier(settings.mail_dir)
+    sender = str(settings.partnership_email)
+
+    def origin(cmd: Command) -> Origin:
+        return Origin(producer=NAME, actor=cmd.actor, correlation_id=cmd.command_id or uuid.uuid4())
+
+    # The facilitator's other meetings come from the projection, which may trail the log by a
+    # moment: two overlapping bookings made in the same instant for different cases can both
+    # pass. Eventual consistency is accepted here; a case's own history is always fresh.
+    def booked(facilitator_id: str | None) -> list[domain.Booking]:
+        if facilitator_id is None:
+            return []
+        with store.engine.connect() as conn:
+            return projection.bookings(conn, facilitator_id)
+
+    async def schedule(cmd: domain.ScheduleMeeting) -> dict[str, Any]:
+        seed = cmd.command_id or uuid.uuid4()
+        meeting_id, now = meeting_id_for(seed), clock.now()
+
+        def decide(history: list[Recorded]):
+            fac = domain.fold(history).facilitator
+            return domain.decide_schedule(history, cmd, now=now, meeting_id=meeting_id,
+                                          booked=booked(fac.facilitator_id if fac else None))
+
+        events, repeat = await execute(log, cmd.case_id, decide, origin(cmd), clock, seed)
+        return accepted(cmd.case_id, events, duplicate=repeat, meeting_id=meeting_id,
+                        starts_at=cmd.starts_at.isoformat())
+
+    async def reschedule(cmd: domain.RescheduleMeeting) -> dict[str, Any]:
+        now = clock.now()
+
+        def decide(history: list[Recorded]):
+            meeting = domain.fold(history).meeting
+            return domain.decide_reschedule(history, cmd, now=now,
+                                            booked=booked(meeting.facilitator_id if meeting else None))
+
+        events, repeat = await execute(log, cmd.case_id, decide, origin(cmd), clock, cmd.command_id)
+        return accepted(cmd.case_id, events, duplicate=repeat, meeting_id=_meeting_of(events))
+
+    async def cancel(cmd: domain.CancelMeeting) -> dict[str, Any]:
+        events, repeat = await execute(log, cmd.case_id, lambda h: domain.decide_cancel(h, cmd), origin(cmd),
+                                       clock, cmd.command_id)
+        return accepted(cmd.case_id, events, duplicate=repeat, meeting_id=_meeting_of(events))
+
+    def invitations(r: Recorded) -> list[Invitation]:
+        e, case_id = r.payload, r.envelope.case_id
+        with store.engine.connect() as conn:
+            reference = projection.case_reference(conn, case_id)
+            facilitator = projection.facilitator(conn, case_id)
+            if isinstance(e, MeetingScheduled):
+                invitees, when = e.invitees, e
+            else:  # the invitee list and (for a cancellation) the arrangements are the ones on record
+                invitees = projection.meeting_invitees(conn, e.meeting_id)
+                when = e if isinstance(e, MeetingRescheduled) else projection.meeting(conn, e.meeting_id)
+        if reference is None or facilitator is None or when is None:
+            logger.error("meeting_notice_skipped_unknown_meeting", case_id=case_id, meeting_id=e.meeting_id)
+            return []
+        notice = Notice(
+            kind=KINDS[r.type], case_reference=reference, meeting_id=e.meeting_id, starts_at=when.starts_at,
+            duration_minutes=when.duration_minutes, mode=when.mode, venue=when.venue,
+            facilitator_name=facilitator["name"], facilitator_email=facilitator["email"],
+        )
+        return compose(notice, invitees, str(r.envelope.event_id), sender, r.envelope.occurred_at)
+
+    async def on_event(r: Recorded) -> None:
+        if r.seq <= store.last_seq():
+            return  # applied before, so its reaction and its messages happened before too
+        e = r.payload
+        if isinstance(e, ChecksConfirmed):
+            # Load counts only what the projection has seen; a burst of cases may briefly tie.
+            with store.engine.connect() as conn:
+                choice = domain.least_loaded(settings.facilitators, projection.load_by_facilitator(conn))
+            await execute(
+                log, r.envelope.case_id, lambda h: domain.decide_assignment(h, choice),
+                Origin(NAME, f"service:{NAME}", r.envelope.correlation_id, r.envelope.event_id),
+                clock, f"{r.envelope.event_id}|{NAME}",
+            )
+        elif isinstance(e, MeetingScheduled | MeetingRescheduled | MeetingCancelled):
+            messages = invitations(r)
+            mail.send(messages)
+            logger.info("meeting_notices_sent", case_id=r.envelope.case_id, meeting_id=e.meeting_id,
+                        event_type=r.type, recipients=len(messages))
+        store.apply(r)
+
+    async def case(q: CaseQuery) -> dict[str, Any]:
+        with store.engine.connect() as conn:
+            view = projection.case_view(conn, q.case_id)
+        if view is None:
+            raise case_not_found(q.case_id)
+        return {"status": "ok", "result": view}
+
+    async def meetings(q: MeetingsQuery) -> dict[str, Any]:
+        with store.engine.connect() as conn:
+            return {"status": "ok", "result": projection.active_meetings(conn, q.facilitator_id, q.limit)}
+
+    return ServiceParts(
+        name=NAME,
+        commands={
+            "schedule": Route(domain.ScheduleMeeting, schedule, "Arrange the case's Re-think meeting"),
+            "reschedule": Route(domain.RescheduleMeeting, reschedule, "Move the meeting"),
+            "cancel": Route(domain.CancelMeeting, cancel, "Call the meeting off"),
+        },
+        queries={"case": Route(CaseQuery, case), "meetings": Route(MeetingsQuery, meetings)},
+        on_event=on_event,
+    )
+
+
+def _meeting_of(events: list) -> str | None:
+    return events[0].data.get("meeting_id") if events else None
+

@@ -1,0 +1,151 @@
+"""Scheduling's own view: each case's facilitator and meeting, and every facilitator's bookings."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Boolean, Column, Connection, DateTime, Integer, MetaData, String, Table, Text, func, select
+
+from rethink.shared.envelope import Recorded
+from rethink.shared.events import (
+    CaseClosed,
+    FacilitatorAssigned,
+    MeetingCancelled,
+    MeetingHeld,
+    MeetingMode,
+    MeetingRescheduled,
+    MeetingScheduled,
+    Person,
+    RequestSubmitted,
+)
+from rethink.shared.projection import checkpoint_table
+
+from .domain import Booking, Meeting
+
+ACTIVE = ("scheduled", "rescheduled")
+
+metadata = MetaData()
+checkpoint_table(metadata)
+cases = Table(
+    "scheduling_cases",
+    metadata,
+    Column("case_id", String(16), primary_key=True),
+    Column("case_reference", String(64), nullable=False),
+    Column("facilitator_id", String(40), index=True),
+    Column("facilitator_name", String(200)),
+    Column("facilitator_email", String(320)),
+    Column("closed", Boolean, nullable=False, default=False),
+)
+meetings = Table(
+    "scheduling_meetings",
+    metadata,
+    Column("meeting_id", String(40), primary_key=True),
+    Column("case_id", String(16), nullable=False, index=True),
+    Column("facilitator_id", String(40), nullable=False, index=True),
+    Column("starts_at", DateTime(timezone=True), nullable=False),  # stored in UTC
+    Column("duration_minutes", Integer, nullable=False),
+    Column("mode", String(20), nullable=False),
+    Column("venue", Text),
+    Column("status", String(20), nullable=False),
+    Column("invitees", Text, nullable=False),  # JSON: kept so changes and cancellations reach the same people
+    Column("seq", Integer, nullable=False),  # log position of the scheduling: orders a case's meetings
+)
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite hands back naive values; everything stored here is UTC, so say so again on the way out.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def apply(conn: Connection, r: Recorded) -> None:
+    e, case_id = r.payload, r.envelope.case_id
+    if isinstance(e, RequestSubmitted):
+        conn.execute(cases.insert().values(case_id=case_id, case_reference=e.case_reference, closed=False))
+    elif isinstance(e, FacilitatorAssigned):
+        conn.execute(cases.update().where(cases.c.case_id == case_id).values(
+            facilitator_id=e.facilitator_id, facilitator_name=e.facilitator_name,
+            facilitator_email=str(e.facilitator_email)))
+    elif isinstance(e, MeetingScheduled):
+        conn.execute(meetings.insert().values(
+            meeting_id=e.meeting_id, case_id=case_id, facilitator_id=e.facilitator_id,
+            starts_at=_utc(e.starts_at), duration_minutes=e.duration_minutes, mode=e.mode.value, venue=e.venue,
+            status="scheduled", invitees=json.dumps([p.model_dump(mode="json") for p in e.invitees]), seq=r.seq))
+    elif isinstance(e, MeetingRescheduled):
+        conn.execute(meetings.update().where(meetings.c.meeting_id == e.meeting_id).values(
+            starts_at=_utc(e.starts_at), duration_minutes=e.duration_minutes, mode=e.mode.value, venue=e.venue,
+            status="rescheduled"))
+    elif isinstance(e, MeetingCancelled):
+        conn.execute(meetings.update().where(meetings.c.meeting_id == e.meeting_id).values(status="cancelled"))
+    elif isinstance(e, MeetingHeld):
+        conn.execute(meetings.update().where(meetings.c.meeting_id == e.meeting_id).values(status="held"))
+    elif isinstance(e, CaseClosed):
+        conn.execute(cases.update().where(cases.c.case_id == case_id).values(closed=True))
+        # A closed case's unheld meeting will not take place: it must stop blocking the facilitator.
+        conn.execute(meetings.update().where(meetings.c.case_id == case_id, meetings.c.status.in_(ACTIVE))
+                     .values(status="cancelled"))
+
+
+def load_by_facilitator(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(select(cases.c.facilitator_id, func.count()).where(cases.c.facilitator_id.is_not(None))
+                        .group_by(cases.c.facilitator_id))
+    return {fid: n for fid, n in rows}
+
+
+def bookings(conn: Connection, facilitator_id: str) -> list[Booking]:
+    rows = conn.execute(select(meetings).where(meetings.c.facilitator_id == facilitator_id,
+                                               meetings.c.status.in_(ACTIVE))).mappings()
+    return [Booking(r["meeting_id"], r["case_id"], _utc(r["starts_at"]), r["duration_minutes"]) for r in rows]
+
+
+def case_reference(conn: Connection, case_id: str) -> str | None:
+    return conn.execute(select(cases.c.case_reference).where(cases.c.case_id == case_id)).scalar()
+
+
+def facilitator(conn: Connection, case_id: str) -> dict[str, str] | None:
+    row = conn.execute(select(cases).where(cases.c.case_id == case_id)).mappings().first()
+    if row is None or row["facilitator_id"] is None:
+        return None
+    return {"id": row["facilitator_id"], "name": row["facilitator_name"], "email": row["facilitator_email"]}
+
+
+def meeting_invitees(conn: Connection, meeting_id: str) -> list[Person]:
+    raw = conn.execute(select(meetings.c.invitees).where(meetings.c.meeting_id == meeting_id)).scalar()
+    return [Person.model_validate(p) for p in json.loads(raw)] if raw else []
+
+
+def _meeting(row: Any) -> dict[str, Any]:
+    return {
+        "meeting_id": row["meeting_id"], "case_id": row["case_id"], "facilitator_id": row["facilitator_id"],
+        "starts_at": _utc(row["starts_at"]).isoformat(), "duration_minutes": row["duration_minutes"],
+        "mode": row["mode"], "venue": row["venue"], "status": row["status"],
+    }
+
+
+def meeting(conn: Connection, meeting_id: str) -> Meeting | None:
+    row = conn.execute(select(meetings).where(meetings.c.meeting_id == meeting_id)).mappings().first()
+    if row is None:
+        return None
+    return Meeting(row["meeting_id"], row["facilitator_id"], _utc(row["starts_at"]), row["duration_minutes"],
+                   MeetingMode(row["mode"]), row["venue"])
+
+
+def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(cases).where(cases.c.case_id == case_id)).mappings().first()
+    if row is None:
+        return None
+    latest = conn.execute(select(meetings).where(meetings.c.case_id == case_id)
+                          .order_by(meetings.c.seq.desc()).limit(1)).mappings().first()
+    meeting = None
+    if latest is not None:
+        meeting = {k: v for k, v in _meeting(latest).items() if k not in ("case_id", "facilitator_id")}
+    return {"case_id": case_id, "case_reference": row["case_reference"], "closed": row["closed"],
+            "facilitator": facilitator(conn, case_id), "meeting": meeting}
+
+
+def active_meetings(conn: Connection, facilitator_id: str | None, limit: int) -> list[dict[str, Any]]:
+    q = select(meetings).where(meetings.c.status.in_(ACTIVE))
+    if facilitator_id:
+        q = q.where(meetings.c.facilitator_id == facilitator_id)
+    return [_meeting(r) for r in conn.execute(q.order_by(meetings.c.starts_at).limit(limit)).mappings()]

@@ -1,0 +1,3 @@
+from rethink.shared.cli.main import app
+
+app()

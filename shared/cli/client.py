@@ -1,0 +1,76 @@
+"""The CLI's view of a running system: commands and queries over NATS, history from the log."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import nats
+from nats.errors import NoRespondersError, NoServersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from rethink.shared.envelope import Recorded
+from rethink.shared.eventlog import EventLog, Subjects
+from rethink.shared.settings import Settings
+
+
+class CliError(Exception):
+    """One line for the person at the terminal; the CLI exits non-zero."""
+
+
+class Client:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.subjects = Subjects(settings.subject_prefix)
+        self.nc: nats.NATS | None = None
+
+    async def __aenter__(self) -> Client:
+        url = self.settings.resolved_nats_url()
+        try:
+            self.nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1, allow_reconnect=False,
+                                         error_cb=_quiet)
+        except (NoServersError, OSError, TimeoutError) as exc:
+            raise CliError(f"cannot reach NATS at {url} ({type(exc).__name__}); is `rethink up` running?") from None
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.nc is not None:
+            await self.nc.close()
+
+    async def request(self, subject: str, payload: dict[str, Any], what: str) -> dict[str, Any]:
+        assert self.nc is not None
+        try:
+            msg = await self.nc.request(subject, json.dumps(payload, default=str).encode(),
+                                        timeout=self.settings.command_timeout_seconds)
+        except NoRespondersError:
+            raise CliError(f"no {what} service is running to answer {subject}; start it with `rethink up`") from None
+        except NatsTimeout:
+            raise CliError(f"the {what} service did not answer within {self.settings.command_timeout_seconds}s") from None
+        return json.loads(msg.data)
+
+    async def command(self, service: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return _or_raise(await self.request(self.subjects.command(service, name), payload, service))
+
+    async def agency_command(self, agency: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return _or_raise(await self.request(self.subjects.intake(agency, name), payload, "intake"))
+
+    async def query(self, service: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return await self.request(self.subjects.query(service, name), payload, service)
+
+    async def history(self, case_id: str) -> list[Recorded]:
+        assert self.nc is not None
+        log = EventLog(self.nc.jetstream(), self.settings.stream, self.subjects)
+        return await log.read_case(case_id)
+
+
+async def _quiet(_: Exception) -> None:
+    """nats-py prints every connection error with a traceback; the CLI reports one line instead."""
+
+
+def _or_raise(reply: dict[str, Any]) -> dict[str, Any]:
+    if reply.get("status") == "accepted":
+        return reply
+    reasons = "; ".join(f"{r['field']}: {r['message']}" if r.get("field") else r["message"]
+                        for r in reply.get("reasons", []))
+    guidance = f" — {reply['guidance']}" if reply.get("guidance") else ""
+    raise CliError(f"{reply.get('status', 'rejected')}: {reasons}{guidance}")

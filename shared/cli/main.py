@@ -1,0 +1,276 @@
+"""`rethink`: run the system, take each step of a case, and read a case back.
+
+Every failure is one line on stderr and a non-zero exit; no tracebacks for people.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from rethink.shared.natsserver import NatsServerError
+from rethink.shared.settings import Settings
+
+from . import render
+from .client import CliError, Client
+
+app = typer.Typer(help="Re-think: neutrally facilitated resolution of professional disagreement.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+request_app = typer.Typer(help="Requests from agencies.", no_args_is_help=True)
+meeting_app = typer.Typer(help="Schedule and record meetings.", no_args_is_help=True)
+action_app = typer.Typer(help="Follow up actions.", no_args_is_help=True)
+escalation_app = typer.Typer(help="The HIPS escalation protocol.", no_args_is_help=True)
+case_app = typer.Typer(help="Read a case.", no_args_is_help=True)
+service_app = typer.Typer(help="Run one service (what `rethink up` starts).", no_args_is_help=True)
+for sub, name in ((request_app, "request"), (meeting_app, "meeting"), (action_app, "action"),
+                  (escalation_app, "escalation"), (case_app, "case"), (service_app, "service")):
+    app.add_typer(sub, name=name)
+
+out = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+Actor = Annotated[str, typer.Option(help="Who is acting (work email or role).")]
+
+
+def friendly(fn: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except (CliError, NatsServerError, ValueError) as exc:
+            msg = _settings_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+def _settings_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return f"configuration RETHINK_{'_'.join(str(p) for p in first['loc']).upper()}: {first['msg']}"
+
+
+def settings() -> Settings:
+    return Settings()
+
+
+def call(coro_fn: Callable[[Client], Coroutine[Any, Any, T]]) -> T:
+    async def go() -> T:
+        async with Client(settings()) as client:
+            return await coro_fn(client)
+    return asyncio.run(go())
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{path}: malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(data, dict):
+        raise CliError(f"{path}: expected a JSON object")
+    return data
+
+
+def show(reply: dict[str, Any]) -> None:
+    render.print_json(out, reply)
+
+
+# --- running the system -------------------------------------------------------------------
+
+@app.command()
+@friendly
+def up() -> None:
+    """Start the embedded nats-server (unless RETHINK_NATS_URL is set), the stream and the four services."""
+    from .supervisor import running_system, watch
+
+    s = settings()
+    with running_system(s) as procs:
+        out.print(f"Re-think is up on {s.resolved_nats_url()} (state in {s.state_dir}). Ctrl-C stops it.")
+        watch(procs, s, out.print)
+    out.print("stopped")
+
+
+@app.command()
+@friendly
+def demo() -> None:
+    """Run three realistic cases through a fresh embedded system and print each chronology."""
+    from .demo import run_demo
+
+    run_demo(settings(), out)
+
+
+@app.command("bootstrap")
+@friendly
+def bootstrap_cmd() -> None:
+    """Create the event stream and the services' consumers (idempotent)."""
+    from .supervisor import run_bootstrap
+
+    done = asyncio.run(run_bootstrap(settings()))
+    out.print("\n".join(done) or "nothing to do: stream and consumers exist")
+
+
+@app.command()
+@friendly
+def catalogue(fmt: Annotated[str, typer.Option("--format", help="markdown or json")] = "markdown") -> None:
+    """Print the event catalogue (every event, its fields, which are personal)."""
+    from .catalogue import catalogue_json, catalogue_markdown
+
+    out.print(catalogue_markdown() if fmt == "markdown" else catalogue_json(), markup=False, highlight=False)
+
+
+@service_app.command("run")
+@friendly
+def service_run(name: str) -> None:
+    """Run one service in the foreground until SIGINT/SIGTERM."""
+    from rethink.shared.logs import configure_logging
+    from rethink.shared.runtime import serve_forever
+
+    from .services import factory
+
+    s = settings()
+    configure_logging(s.log_level, s.log_format)
+    asyncio.run(serve_forever(factory(name), s))
+
+
+# --- requests -----------------------------------------------------------------------------
+
+@request_app.command("submit")
+@friendly
+def request_submit(file: Path, agency: Annotated[str, typer.Option(help="The submitting agency's id.")]) -> None:
+    """Submit a request (JSON file) as AGENCY."""
+    payload = load_json(file)
+    show(call(lambda c: c.agency_command(agency, "submit", payload)))
+
+
+@request_app.command("confirm-checks")
+@friendly
+def request_confirm(case_id: str, file: Path, agency: Annotated[str, typer.Option()], actor: Actor = "unspecified") -> None:
+    """Confirm the three checks of a waiting request (JSON file with the three answers)."""
+    checks = load_json(file)
+    payload = {"case_id": case_id, "checks": checks.get("checks", checks), "actor": actor}
+    show(call(lambda c: c.agency_command(agency, "confirm_checks", payload)))
+
+
+# --- meetings -----------------------------------------------------------------------------
+
+@meeting_app.command("schedule")
+@friendly
+def meeting_schedule(
+    case_id: str,
+    at: Annotated[datetime, typer.Option(help="Start, ISO 8601 with offset, e.g. 2026-12-01T10:00:00+00:00")],
+    mode: Annotated[str, typer.Option(help="in_person or virtual")] = "in_person",
+    venue: Annotated[str | None, typer.Option(help="Room and address, or the meeting link")] = None,
+    duration: Annotated[int, typer.Option(help="Minutes")] = 90,
+    actor: Actor = "unspecified",
+) -> None:
+    """Schedule the meeting of a case whose checks are confirmed."""
+    payload = {"case_id": case_id, "starts_at": at.isoformat(), "duration_minutes": duration, "mode": mode,
+               "venue": venue, "actor": actor}
+    show(call(lambda c: c.command("scheduling", "schedule", payload)))
+
+
+@meeting_app.command("reschedule")
+@friendly
+def meeting_reschedule(case_id: str, at: Annotated[datetime, typer.Option()],
+                       reason: Annotated[str | None, typer.Option()] = None, actor: Actor = "unspecified") -> None:
+    """Move the meeting."""
+    payload = {"case_id": case_id, "starts_at": at.isoformat(), "reason": reason, "actor": actor}
+    show(call(lambda c: c.command("scheduling", "reschedule", payload)))
+
+
+@meeting_app.command("cancel")
+@friendly
+def meeting_cancel(case_id: str, reason: Annotated[str, typer.Option()], actor: Actor = "unspecified") -> None:
+    """Cancel the meeting."""
+    show(call(lambda c: c.command("scheduling", "cancel", {"case_id": case_id, "reason": reason, "actor": actor})))
+
+
+@meeting_app.command("record")
+@friendly
+def meeting_record(case_id: str, file: Path, actor: Actor = "unspecified") -> None:
+    """Record the held meeting: attendees, five stages, outcome, actions (JSON file)."""
+    payload = {**load_json(file), "case_id": case_id, "actor": actor}
+    show(call(lambda c: c.command("meeting", "record", payload)))
+
+
+# --- actions ------------------------------------------------------------------------------
+
+@action_app.command("complete")
+@friendly
+def action_complete(case_id: str, action_id: str, on: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
+                    note: Annotated[str | None, typer.Option()] = None, actor: Actor = "unspecified") -> None:
+    """Mark an action complete."""
+    payload: dict[str, Any] = {"case_id": case_id, "action_id": action_id, "note": note, "actor": actor}
+    if on:
+        payload["completed_on"] = on
+    show(call(lambda c: c.command("meeting", "complete_action", payload)))
+
+
+@action_app.command("check-overdue")
+@friendly
+def action_check_overdue(as_of: Annotated[str | None, typer.Option(help="YYYY-MM-DD; default today")] = None) -> None:
+    """Report actions past their due date (normally run periodically by the meeting service)."""
+    payload = {"as_of": as_of} if as_of else {}
+    show(call(lambda c: c.command("meeting", "check_overdue", payload)))
+
+
+# --- escalation ---------------------------------------------------------------------------
+
+@escalation_app.command("raise")
+@friendly
+def escalation_raise(case_id: str, reason: Annotated[str, typer.Option()], actor: Actor = "unspecified") -> None:
+    """Raise a HIPS escalation at stage 1."""
+    show(call(lambda c: c.command("escalation", "raise", {"case_id": case_id, "reason": reason, "actor": actor})))
+
+
+@escalation_app.command("advance")
+@friendly
+def escalation_advance(case_id: str, reason: Annotated[str, typer.Option()], actor: Actor = "unspecified") -> None:
+    """Move the open escalation to its next stage."""
+    show(call(lambda c: c.command("escalation", "advance", {"case_id": case_id, "reason": reason, "actor": actor})))
+
+
+@escalation_app.command("resolve")
+@friendly
+def escalation_resolve(case_id: str, resolution: Annotated[str, typer.Option()], actor: Actor = "unspecified") -> None:
+    """Resolve the open escalation (this closes the case)."""
+    payload = {"case_id": case_id, "resolution": resolution, "actor": actor}
+    show(call(lambda c: c.command("escalation", "resolve", payload)))
+
+
+# --- reading ------------------------------------------------------------------------------
+
+@case_app.command("show")
+@friendly
+def case_show(case_id: str) -> None:
+    """Current state of a case, from each service's own projection."""
+    from .views import case_state
+
+    show(call(lambda c: case_state(c, case_id)))
+
+
+@case_app.command("history")
+@friendly
+def case_history(case_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every event of a case from the log, in order."""
+    history = call(lambda c: c.history(case_id))
+    if not history:
+        raise CliError(f"no events for case {case_id}")
+    if as_json:
+        out.print(render.history_json(history), markup=False, highlight=False)
+    else:
+        out.print(render.history_table(case_id, history))
+
+

@@ -1,0 +1,112 @@
+"""`rethink up`: the embedded nats-server, the stream, and the four services as separate processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import nats
+
+from rethink.shared.bootstrap import bootstrap
+from rethink.shared.natsserver import EmbeddedNats
+from rethink.shared.settings import SERVICES, Settings
+
+from .client import Client, CliError
+
+
+async def run_bootstrap(settings: Settings) -> list[str]:
+    nc = await nats.connect(settings.resolved_nats_url(), connect_timeout=3, max_reconnect_attempts=3)
+    try:
+        return await bootstrap(nc.jetstream(), settings)
+    finally:
+        await nc.close()
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "RETHINK_NATS_URL": settings.resolved_nats_url(),
+        "RETHINK_STATE_DIR": str(Path(settings.state_dir).resolve()),
+        "RETHINK_STREAM": settings.stream,
+        "RETHINK_SUBJECT_PREFIX": settings.subject_prefix,
+    })
+    return env
+
+
+def spawn(name: str, settings: Settings, log_dir: Path) -> subprocess.Popen[bytes]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen(
+        [sys.executable, "-m", "rethink.shared.cli", "service", "run", name],
+        env=service_env(settings), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+    )
+
+
+async def wait_until_serving(settings: Settings, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(SERVICES)
+    async with Client(settings) as client:
+        while pending and time.monotonic() < deadline:
+            for name in list(pending):
+                try:
+                    if (await client.query(name, "ping", {})).get("status") == "ok":
+                        pending.discard(name)
+                except CliError:
+                    pass
+            if pending:
+                await asyncio.sleep(0.1)
+    if pending:
+        raise CliError(f"services did not start within {timeout}s: {', '.join(sorted(pending))} "
+                       f"(see the logs in {Path(settings.state_dir) / 'logs'})")
+
+
+@contextmanager
+def running_system(settings: Settings) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    """Start everything; on exit stop the services, then the server. Restarting continues from the log."""
+    server = None
+    if not settings.nats_url:
+        server = EmbeddedNats(settings.embedded_nats_port, Path(settings.state_dir) / "nats").start()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        asyncio.run(run_bootstrap(settings))
+        for name in SERVICES:
+            procs[name] = spawn(name, settings, Path(settings.state_dir) / "logs")
+        asyncio.run(wait_until_serving(settings))
+        yield procs
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if server is not None:
+            server.stop()
+
+
+def watch(procs: dict[str, subprocess.Popen[bytes]], settings: Settings, say) -> None:
+    """Block until Ctrl-C; a service that dies is restarted (it resumes from its checkpoint)."""
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    while not stop:
+        for name, proc in procs.items():
+            code = proc.poll()
+            if code is not None and not stop:
+                say(f"service {name} exited with {code}; restarting")
+                procs[name] = spawn(name, settings, Path(settings.state_dir) / "logs")
+        time.sleep(0.5)

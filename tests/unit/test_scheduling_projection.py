@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from rethink.scheduling import projection
+from rethink.shared.events import CaseClosed, MeetingCancelled, MeetingRescheduled
+from rethink.shared.projection import ProjectionStore, make_engine
+from tests.support import recorded
+from tests.unit.test_scheduling_domain import (
+    FAC_1,
+    FAC_2,
+    NEXT_WEEK,
+    assigned,
+    confirmed,
+    held,
+    scheduled,
+    submitted,
+)
+
+A, B, C = "RT-AAAAAAAAAA", "RT-BBBBBBBBBB", "RT-CCCCCCCCCC"
+
+
+def store_with(tmp_path, *events: tuple[str, object]) -> ProjectionStore:
+    store = ProjectionStore(make_engine(f"sqlite:///{tmp_path / 's.db'}"), projection.metadata, "scheduling",
+                            projection.apply)
+    store.create_schema()
+    for seq, (case_id, payload) in enumerate(events, start=1):
+        store.apply(recorded(payload, case_id=case_id, seq=seq))
+    return store
+
+
+def test_facilitator_load_counts_assigned_cases(tmp_path):
+    store = store_with(tmp_path, *[(c, e) for c in (A, B, C) for e in (submitted(), confirmed())],
+                       (A, assigned(FAC_1)), (B, assigned(FAC_2)), (C, assigned(FAC_1)))
+    with store.engine.connect() as conn:
+        assert projection.load_by_facilitator(conn) == {"fac-1": 2, "fac-2": 1}
+
+
+def test_the_case_view_follows_the_meeting_through_its_states(tmp_path):
+    store = store_with(tmp_path, (A, submitted()), (A, confirmed()), (A, assigned()), (A, scheduled()))
+    with store.engine.connect() as conn:
+        view = projection.case_view(conn, A)
+    assert view["facilitator"] == {"id": "fac-1", "name": "Facilitator One", "email": "facilitator.one@example.org"}
+    assert view["meeting"] == {"meeting_id": "M-00000001", "starts_at": NEXT_WEEK.isoformat(), "duration_minutes": 90,
+                               "mode": "virtual", "venue": "https://meet.example.org/abc", "status": "scheduled"}
+    later = NEXT_WEEK + timedelta(hours=2)
+    for seq, (event, status) in enumerate([
+        (MeetingRescheduled(meeting_id="M-00000001", starts_at=later, duration_minutes=60, mode="virtual"),
+         "rescheduled"),
+        (held(), "held"),
+    ], start=10):
+        store.apply(recorded(event, case_id=A, seq=seq))
+        with store.engine.connect() as conn:
+            assert projection.case_view(conn, A)["meeting"]["status"] == status
+    with store.engine.connect() as conn:
+        assert projection.case_view(conn, A)["meeting"]["starts_at"] == later.isoformat()
+        assert projection.case_view(conn, B) is None
+
+
+def test_only_active_meetings_block_a_facilitator(tmp_path):
+    store = store_with(tmp_path, *[(c, e) for c in (A, B, C) for e in (submitted(), confirmed(), assigned())],
+                       (A, scheduled("M-0000000a")), (B, scheduled("M-0000000b")), (C, scheduled("M-0000000c")),
+                       (A, MeetingCancelled(meeting_id="M-0000000a", reason="not needed")),
+                       (B, CaseClosed(reason="escalation_resolved")))
+    with store.engine.connect() as conn:
+        assert [b.meeting_id for b in projection.bookings(conn, "fac-1")] == ["M-0000000c"]
+        assert [m["meeting_id"] for m in projection.active_meetings(conn, "fac-1", 10)] == ["M-0000000c"]
+        assert projection.active_meetings(conn, "fac-2", 10) == []
+        assert projection.case_view(conn, B)["closed"] is True
