@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +36,8 @@ for sub, name in ((request_app, "request"), (meeting_app, "meeting"), (action_ap
                   (escalation_app, "escalation"), (case_app, "case"), (service_app, "service")):
     app.add_typer(sub, name=name)
 
-out = Console()
+# Piped output (CI logs, files) gets room for the history table instead of 80 columns.
+out = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True)
 T = TypeVar("T")
 Actor = Annotated[str, typer.Option(help="Who is acting (work email or role).")]

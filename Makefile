@@ -1,0 +1,28 @@
+# Two commands on a fresh machine with Python 3.11+:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo up test clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup          ## three cases through a fresh embedded system, with their chronologies
+	$(BIN)/rethink demo
+
+up: setup            ## run the system until Ctrl-C
+	$(BIN)/rethink up
+
+test: setup          ## the whole suite against a real nats-server it starts itself
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .rethink .pytest_cache
