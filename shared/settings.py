@@ -42,14 +42,18 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Per-service SQLAlchemy URL, e.g. RETHINK_DATABASE_URL__MEETING; default SQLite in state_dir.",
     )
-    facilitators: list[Facilitator] = Field(default_factory=lambda: list(DEFAULT_FACILITATORS))
+    facilitators: list[Facilitator] = Field(
+        default_factory=lambda: list(DEFAULT_FACILITATORS),
+        description='JSON list of {"id", "name", "email"}; new cases go to the least loaded.',
+    )
     partnership_email: EmailStr = Field(default="rethink@example.org", description="Sender of invitations.")
     escalation_policy_file: Path | None = Field(default=None, description="YAML escalation policy; unset = built-in HIPS default.")
     overdue_check_interval_seconds: float = Field(default=3600.0, gt=0, description="How often overdue actions are checked.")
-    command_timeout_seconds: float = Field(default=10.0, gt=0)
+    command_timeout_seconds: float = Field(default=10.0, gt=0, description="How long the CLI waits for a reply.")
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest command/request payload accepted.")
-    log_level: str = Field(default="INFO")
-    log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$")
+    log_level: str = Field(default="INFO", pattern=r"^(?i)(debug|info|warning|error)$", description="Service log level.")
+    log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$",
+                            description="auto = JSON unless on a terminal.")
 
     def db_url(self, service: str) -> str:
         if service in self.database_url:

@@ -129,7 +129,7 @@ def catalogue(fmt: Annotated[str, typer.Option("--format", help="markdown or jso
     """Print the event catalogue (every event, its fields, which are personal)."""
     from .catalogue import catalogue_json, catalogue_markdown
 
-    out.print(catalogue_markdown() if fmt == "markdown" else catalogue_json(), markup=False, highlight=False)
+    typer.echo(catalogue_markdown() if fmt == "markdown" else catalogue_json())
 
 
 @service_app.command("run")
@@ -271,7 +271,7 @@ def case_history(case_id: str, as_json: Annotated[bool, typer.Option("--json")] 
     if not history:
         raise CliError(f"no events for case {case_id}")
     if as_json:
-        out.print(render.history_json(history), markup=False, highlight=False)
+        typer.echo(render.history_json(history))
     else:
         out.print(render.history_table(case_id, history))
 

@@ -1,0 +1,242 @@
+"""A service's durable consumer against a real JetStream: redelivery, retries, order, poison messages.
+
+A small probe service (its own on_event, its own projection table) runs through the real
+``RunningService``, so these tests prove the runtime's delivery guarantees, not a service's rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, select
+from structlog.testing import capture_logs
+
+from rethink.shared.bootstrap import consumer_config
+from rethink.shared.clock import SystemClock
+from rethink.shared.commands import envelopes
+from rethink.shared.envelope import Origin, Recorded, new_case_id
+from rethink.shared.eventlog import EventLog
+from rethink.shared.events import ActionCompleted
+from rethink.shared.projection import ProjectionStore, checkpoint_table, make_engine
+from rethink.shared.runtime import ServiceParts
+from rethink.shared.settings import Settings
+from tests.support import ask, recorded, wait_for
+
+pytestmark = pytest.mark.nats
+
+NAME = "probe"
+
+
+def done(action_id: str) -> ActionCompleted:
+    return ActionCompleted(action_id=action_id, completed_on=date(2026, 3, 2))
+
+
+def make_store(path: Path) -> tuple[ProjectionStore, Table]:
+    metadata = MetaData()
+    applied = Table(
+        "applied", metadata,
+        Column("event_id", String(36), primary_key=True),  # a second insert of one event would fail loudly
+        Column("case_id", String(16), nullable=False),
+        Column("action_id", String(64), nullable=False),
+        Column("seq", Integer, nullable=False),
+    )
+    checkpoint_table(metadata)
+
+    def apply(conn: Connection, r: Recorded) -> None:
+        conn.execute(applied.insert().values(event_id=str(r.envelope.event_id), case_id=r.envelope.case_id,
+                                             action_id=r.payload.action_id, seq=r.seq))
+
+    store = ProjectionStore(make_engine(f"sqlite:///{path}"), metadata, NAME, apply)
+    store.create_schema()
+    return store, applied
+
+
+def rows(store: ProjectionStore, table: Table) -> list[tuple]:
+    with store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(table).order_by(table.c.seq))]
+
+
+class Probe:
+    """A service whose on_event we control: it records every attempt and applies to a real store."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.store, self.table = make_store(tmp_path / "probe.db")
+        self.attempts: list[int] = []  # stream sequences, one per call of on_event
+        self.applied: list[int] = []   # stream sequences whose handling succeeded, in order
+        self.failures: dict[str, int] = {}  # action_id -> how many more calls must fail
+
+    def factory(self, settings: Settings, log: EventLog, clock) -> ServiceParts:
+        async def on_event(r: Recorded) -> None:
+            self.attempts.append(r.seq)
+            action_id = getattr(r.payload, "action_id", None)
+            if self.failures.get(action_id, 0) > 0:
+                self.failures[action_id] -= 1
+                raise RuntimeError(f"transient failure applying {action_id}")
+            self.store.apply(r)
+            self.applied.append(r.seq)
+
+        return ServiceParts(name=NAME, on_event=on_event)
+
+
+@pytest.fixture
+async def probe(tmp_path: Path, nc, settings: Settings, subjects, stream: str) -> Probe:
+    await nc.jetstream().add_consumer(settings.stream, consumer_config(NAME, subjects))
+    return Probe(tmp_path)
+
+
+async def consumer_drained(nc, settings: Settings):
+    info = await nc.jetstream().consumer_info(settings.stream, NAME)
+    return info if info.num_pending == 0 and info.num_ack_pending == 0 else None
+
+
+async def append_one(event_log: EventLog, case_id: str, action_id: str, expected: int) -> int:
+    envs = envelopes([done(action_id)], case_id, Origin("test", "test", uuid.uuid4()), SystemClock(), None)
+    [seq] = await event_log.append(case_id, envs, expected)
+    return seq
+
+
+async def append_many(event_log: EventLog, case_id: str, action_ids: list[str], expected: int = 0) -> list[int]:
+    seqs = []
+    for action_id in action_ids:
+        expected = await append_one(event_log, case_id, action_id, expected)
+        seqs.append(expected)
+    return seqs
+
+
+# --- redelivery -------------------------------------------------------------------------------
+
+
+def test_applying_the_same_recorded_event_twice_changes_nothing(tmp_path: Path):
+    store, table = make_store(tmp_path / "p.db")
+    r = recorded(done("a1"), seq=7)
+
+    assert store.apply(r) is True
+    before = rows(store, table)
+    assert store.last_seq() == 7
+
+    assert store.apply(r) is False
+    assert rows(store, table) == before == [(str(r.envelope.event_id), "RT-AAAAAAAAAA", "a1", 7)]
+    assert store.last_seq() == 7
+
+
+def test_an_older_event_arriving_after_a_newer_one_is_ignored(tmp_path: Path):
+    store, table = make_store(tmp_path / "p.db")
+    assert store.apply(recorded(done("a5"), seq=5)) is True
+    assert store.apply(recorded(done("a3"), seq=3)) is False
+    assert [row[2] for row in rows(store, table)] == ["a5"]
+    assert store.last_seq() == 5
+
+
+async def test_a_full_redelivery_leaves_the_projection_unchanged(probe, run_services, event_log, nc, settings):
+    case_a, case_b = new_case_id(), new_case_id()
+    seqs = await append_many(event_log, case_a, ["a1", "a2", "a3"]) + await append_many(event_log, case_b, ["b1", "b2"])
+    [first] = await run_services(probe.factory)
+    await wait_for(lambda: consumer_drained(nc, settings), what="first delivery acked")
+    await wait_for(lambda: asyncio.sleep(0, probe.store.last_seq()), lambda s: s == max(seqs))
+    before, checkpoint = rows(probe.store, probe.table), probe.store.last_seq()
+    assert [row[3] for row in before] == sorted(seqs)
+    await first.stop()
+
+    # Lose every ack: a fresh durable consumer delivers the whole log again.
+    js = nc.jetstream()
+    await js.delete_consumer(settings.stream, NAME)
+    await js.add_consumer(settings.stream, consumer_config(NAME, event_log.subjects))
+    assert (await js.consumer_info(settings.stream, NAME)).num_pending == len(seqs)
+    await run_services(probe.factory)
+    await wait_for(lambda: consumer_drained(nc, settings), what="redelivery acked")
+
+    assert Counter(probe.attempts) == {seq: 2 for seq in seqs}
+    assert rows(probe.store, probe.table) == before
+    assert probe.store.last_seq() == checkpoint
+
+
+# --- transient failures -----------------------------------------------------------------------
+
+
+async def test_a_handler_that_fails_transiently_gets_the_event_again_in_place(probe, run_services, event_log, nc,
+                                                                             settings):
+    probe.failures["a2"] = 2
+    case_id = new_case_id()
+    s1, s2, s3, s4 = await append_many(event_log, case_id, ["a1", "a2", "a3", "a4"])
+    await run_services(probe.factory)
+
+    await wait_for(lambda: asyncio.sleep(0, [row[2] for row in rows(probe.store, probe.table)]),
+                   lambda ids: ids == ["a1", "a2", "a3", "a4"], what="all four applied")
+    info = await wait_for(lambda: consumer_drained(nc, settings), what="all acked")
+
+    assert probe.attempts == [s1, s2, s2, s2, s3, s4]  # three tries of a2, and nothing overtook it
+    assert probe.applied == [s1, s2, s3, s4]
+    assert probe.store.last_seq() == s4
+    # Applied, so not termed; retried in place, so JetStream never had to redeliver it.
+    assert info.num_redelivered == 0
+    assert info.delivered.stream_seq == s4
+
+
+# --- order ------------------------------------------------------------------------------------
+
+
+async def test_events_are_applied_in_log_order_under_load(probe, run_services, event_log, nc, settings):
+    await run_services(probe.factory)
+    cases = [new_case_id() for _ in range(20)]
+    # 20 concurrent writers, 10 events each: their appends interleave in the stream.
+    per_case = await asyncio.gather(*(append_many(event_log, c, [f"{c}-{i}" for i in range(10)]) for c in cases))
+    appended = sorted(seq for seqs in per_case for seq in seqs)
+    assert len(appended) == 200
+
+    await wait_for(lambda: asyncio.sleep(0, len(probe.applied)), lambda n: n >= 200, timeout=30,
+                   what="200 events applied")
+    await wait_for(lambda: consumer_drained(nc, settings), what="all acked")
+
+    assert probe.attempts == appended  # each once, strictly increasing stream sequence
+    assert all(a < b for a, b in zip(probe.attempts, probe.attempts[1:]))
+    assert len(rows(probe.store, probe.table)) == 200
+    # Within each case, events were applied in the order that case's writer appended them.
+    by_case: dict[str, list[str]] = {}
+    for _, case_id, action_id, _ in rows(probe.store, probe.table):
+        by_case.setdefault(case_id, []).append(action_id)
+    assert by_case == {c: [f"{c}-{i}" for i in range(10)] for c in cases}
+
+
+# --- unreadable messages ----------------------------------------------------------------------
+
+
+def _envelope_json(**overrides) -> bytes:
+    env = envelopes([done("x")], new_case_id(), Origin("test", "test", uuid.uuid4()), SystemClock(), None)[0]
+    data = json.loads(env.to_bytes())
+    data.update(overrides)
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize("garbage", [
+    pytest.param(b"not an envelope", id="not-json"),
+    pytest.param(b"\xff\xfe\x00garbage", id="not-utf8"),
+    pytest.param(_envelope_json(type="NoSuchEvent"), id="unknown-event-type"),
+    pytest.param(_envelope_json(data={"action_id": 42}), id="invalid-payload"),
+])
+async def test_an_unreadable_message_is_skipped_logged_and_acked(garbage, probe, run_services, event_log, nc,
+                                                                  settings, subjects):
+    js = nc.jetstream()
+    case_id = new_case_id()
+    with capture_logs() as logs:
+        [service] = await run_services(probe.factory)
+        bad = await js.publish(subjects.event(new_case_id(), "ActionCompleted"), garbage, stream=settings.stream)
+        [good] = await append_many(event_log, case_id, ["after-garbage"])
+
+        await wait_for(lambda: asyncio.sleep(0, probe.applied), lambda a: a == [good], what="the valid event")
+        info = await wait_for(lambda: consumer_drained(nc, settings), what="both acked")
+
+    assert probe.attempts == [good]  # the handler never saw the garbage
+    assert [row[2] for row in rows(probe.store, probe.table)] == ["after-garbage"]
+    skipped = [e for e in logs if e["event"] == "event_unreadable_skipped"]
+    assert len(skipped) == 1 and skipped[0]["seq"] == bad.seq and skipped[0]["log_level"] == "error"
+    assert skipped[0]["service"] == NAME and skipped[0]["error"]
+    assert info.delivered.stream_seq == good and info.num_redelivered == 0
+    assert service.last_applied_seq == good
+    pong = await ask(nc, subjects.query(NAME, "ping"), {})
+    assert pong == {"status": "ok", "service": NAME, "last_applied_seq": good}
