@@ -15,14 +15,23 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 PERSONAL = {"personal": True}
 
-# Free text is bounded so one message can never exhaust a projection or the log.
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Free text is bounded so one message can never exhaust a projection or the log, and control
+# characters (other than line breaks and tabs in long text) are refused: they only ever come
+# from broken or hostile producers and corrupt logs, terminals and emails downstream.
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+_NO_CONTROL_BUT_LINES = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000,
+                                        pattern=_NO_CONTROL_BUT_LINES)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_NO_CONTROL)]
 PersonalText = Annotated[Text, Field(json_schema_extra=PERSONAL)]
 PersonalName = Annotated[ShortText, Field(json_schema_extra=PERSONAL)]
 PersonalEmail = Annotated[EmailStr, Field(json_schema_extra=PERSONAL)]
-OptionalNote = Annotated[str | None, StringConstraints(strip_whitespace=True, max_length=2000), Field(json_schema_extra=PERSONAL)]
-Agency = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+OptionalNote = Annotated[
+    str | None,
+    StringConstraints(strip_whitespace=True, max_length=2000, pattern=_NO_CONTROL_BUT_LINES),
+    Field(json_schema_extra=PERSONAL),
+]
+Agency = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120, pattern=_NO_CONTROL)]
 CaseReference = Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9/_.:-]{0,63}$")]
 
 
