@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Connection, Engine
 
 from .clock import Clock
 from .envelope import Envelope, Origin, Recorded, derived_id, stamp
@@ -80,6 +81,29 @@ async def execute(
 
     written = await decide_and_append(log, case_id, decide_envelopes)
     return (written, False) if written or not repeated else (repeated, True)
+
+
+async def react(
+    log: EventLog, service: str, cause: Recorded, decide: Callable[[list[Recorded]], Sequence[Event]], clock: Clock
+) -> tuple[list[Envelope], bool]:
+    """A service's reaction to an event: decided against the fresh case, stamped as caused by
+    ``cause``, and seeded by it, so a redelivered cause never writes twice."""
+    env = cause.envelope
+    origin = Origin(service, f"service:{service}", env.correlation_id, env.event_id)
+    return await execute(log, env.case_id, decide, origin, clock, f"{env.event_id}|{service}")
+
+
+def case_query(engine: Engine, view: Callable[[Connection, str], dict[str, Any] | None]):
+    """The ``case`` query every service answers from its own projection."""
+
+    async def case(q: CaseQuery) -> dict[str, Any]:
+        with engine.connect() as conn:
+            result = view(conn, q.case_id)
+        if result is None:
+            raise case_not_found(q.case_id)
+        return {"status": "ok", "result": result}
+
+    return case
 
 
 def case_not_found(case_id: str) -> NotFound:

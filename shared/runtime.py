@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from pydantic import BaseModel, ConfigDict
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from pydantic import BaseModel, ConfigDict
 
 from .clock import Clock, SystemClock
 from .envelope import InvalidEvent, Recorded

@@ -11,7 +11,13 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from rethink.shared.clock import Clock
-from rethink.shared.commands import CaseQuery, accepted, case_not_found, execute
+from rethink.shared.commands import (
+    CaseQuery,
+    accepted,
+    case_query,
+    execute,
+    react,
+)
 from rethink.shared.envelope import Envelope, Origin, Recorded
 from rethink.shared.eventlog import EventLog
 from rethink.shared.events import Event
@@ -76,19 +82,8 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
     async def on_event(r: Recorded) -> None:
         if r.type in domain.REACTS_TO:
             day = today()
-            await execute(
-                log, r.envelope.case_id, lambda h: domain.react(h, r, rules, day),
-                Origin(NAME, f"service:{NAME}", r.envelope.correlation_id, r.envelope.event_id),
-                clock, f"{r.envelope.event_id}|{NAME}",
-            )
+            await react(log, NAME, r, lambda h: domain.react(h, r, rules, day), clock)
         store.apply(r)
-
-    async def case(q: CaseQuery) -> dict[str, Any]:
-        with store.engine.connect() as conn:
-            view = projection.case_view(conn, q.case_id)
-        if view is None:
-            raise case_not_found(q.case_id)
-        return {"status": "ok", "result": view}
 
     async def escalations(q: EscalationsQuery) -> dict[str, Any]:
         due_by = None
@@ -105,7 +100,8 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
             "resolve": Route(domain.ResolveEscalation, resolve, "Record that the escalation is resolved"),
         },
         queries={
-            "case": Route(CaseQuery, case, "A case's escalation and whether it is closed"),
+            "case": Route(CaseQuery, case_query(store.engine, projection.case_view),
+                          "A case's escalation and whether it is closed"),
             "escalations": Route(EscalationsQuery, escalations, "Escalations, soonest deadline first"),
         },
         on_event=on_event,

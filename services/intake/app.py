@@ -8,7 +8,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rethink.shared.clock import Clock
-from rethink.shared.commands import CaseQuery, accepted, case_not_found, execute
+from rethink.shared.commands import (
+    CaseQuery,
+    accepted,
+    case_not_found,
+    case_query,
+    execute,
+    react,
+)
 from rethink.shared.envelope import Origin, Recorded, new_case_id
 from rethink.shared.eventlog import EventLog
 from rethink.shared.messaging import Route
@@ -64,19 +71,8 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
 
     async def on_event(r: Recorded) -> None:
         if r.type == "RequestSubmitted":
-            await execute(
-                log, r.envelope.case_id, lambda h: domain.react(h, r),
-                Origin(NAME, f"service:{NAME}", r.envelope.correlation_id, r.envelope.event_id),
-                clock, f"{r.envelope.event_id}|{NAME}",
-            )
+            await react(log, NAME, r, lambda h: domain.react(h, r), clock)
         store.apply(r)
-
-    async def case(q: CaseQuery) -> dict[str, Any]:
-        with store.engine.connect() as conn:
-            view = projection.case_view(conn, q.case_id)
-        if view is None:
-            raise case_not_found(q.case_id)
-        return {"status": "ok", "result": view}
 
     async def requests(q: ListQuery) -> dict[str, Any]:
         with store.engine.connect() as conn:
@@ -88,7 +84,10 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
             "submit": Route(domain.SubmitRequest, submit, "Request a Re-think"),
             "confirm_checks": Route(domain.ConfirmChecks, confirm_checks, "Confirm the three checks"),
         },
-        queries={"case": Route(CaseQuery, case), "requests": Route(ListQuery, requests)},
+        queries={
+            "case": Route(CaseQuery, case_query(store.engine, projection.case_view)),
+            "requests": Route(ListQuery, requests),
+        },
         on_event=on_event,
         intake_subject=True,
     )

@@ -19,9 +19,11 @@ from rethink.shared.events import (
     Event,
     Person,
     PersonalText,
-    Reason as RequestReason,
     Requester,
     RequestSubmitted,
+)
+from rethink.shared.events import (
+    Reason as RequestReason,
 )
 
 URGENT_GUIDANCE = (

@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Column, Connection, DateTime, MetaData, String, Table, Text, select
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+)
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import ChecksConfirmed, RequestSubmitted

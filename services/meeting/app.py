@@ -9,7 +9,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from rethink.shared.clock import Clock
-from rethink.shared.commands import CaseQuery, accepted, case_not_found, execute
+from rethink.shared.commands import (
+    CaseQuery,
+    accepted,
+    case_query,
+    execute,
+    react,
+)
 from rethink.shared.envelope import Envelope, Origin, Recorded
 from rethink.shared.eventlog import EventLog
 from rethink.shared.events import MeetingHeld
@@ -91,19 +97,8 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
 
     async def on_event(r: Recorded) -> None:
         if isinstance(r.payload, MeetingHeld):
-            await execute(
-                log, r.envelope.case_id, lambda h: domain.react(h, r),
-                Origin(NAME, SERVICE_ACTOR, r.envelope.correlation_id, r.envelope.event_id),
-                clock, f"{r.envelope.event_id}|{NAME}",
-            )
+            await react(log, NAME, r, lambda h: domain.react(h, r), clock)
         store.apply(r)
-
-    async def case(q: CaseQuery) -> dict[str, Any]:
-        with store.engine.connect() as conn:
-            view = projection.case_view(conn, q.case_id)
-        if view is None:
-            raise case_not_found(q.case_id)
-        return {"status": "ok", "result": view}
 
     async def list_actions(q: ActionsQuery) -> dict[str, Any]:
         with store.engine.connect() as conn:
@@ -117,7 +112,10 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
             "complete_action": Route(domain.CompleteAction, complete_action, "Mark an action completed"),
             "check_overdue": Route(domain.CheckOverdue, check_overdue, "Report open actions past their due date"),
         },
-        queries={"case": Route(CaseQuery, case), "actions": Route(ActionsQuery, list_actions)},
+        queries={
+            "case": Route(CaseQuery, case_query(store.engine, projection.case_view)),
+            "actions": Route(ActionsQuery, list_actions),
+        },
         on_event=on_event,
         periodic=[(settings.overdue_check_interval_seconds, periodic_check)],
     )

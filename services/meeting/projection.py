@@ -9,12 +9,31 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
-    Boolean, Column, Connection, Date, DateTime, Index, Integer, MetaData, String, Table, Text, and_, func, select,
+    Boolean,
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    func,
+    select,
 )
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
-    ActionCompleted, ActionOverdue, ActionRecorded, CaseClosed, MeetingCancelled, MeetingHeld, MeetingRescheduled,
+    ActionCompleted,
+    ActionOverdue,
+    ActionRecorded,
+    CaseClosed,
+    MeetingCancelled,
+    MeetingHeld,
+    MeetingRescheduled,
     MeetingScheduled,
 )
 from rethink.shared.projection import checkpoint_table

@@ -8,10 +8,22 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rethink.shared.clock import Clock
-from rethink.shared.commands import CaseQuery, Command, accepted, case_not_found, execute
+from rethink.shared.commands import (
+    CaseQuery,
+    Command,
+    accepted,
+    case_query,
+    execute,
+    react,
+)
 from rethink.shared.envelope import Origin, Recorded, derived_id
 from rethink.shared.eventlog import EventLog
-from rethink.shared.events import ChecksConfirmed, MeetingCancelled, MeetingRescheduled, MeetingScheduled
+from rethink.shared.events import (
+    ChecksConfirmed,
+    MeetingCancelled,
+    MeetingRescheduled,
+    MeetingScheduled,
+)
 from rethink.shared.logs import get_logger
 from rethink.shared.messaging import Route
 from rethink.shared.projection import ProjectionStore, make_engine
@@ -114,24 +126,13 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, notifier: Notifier
             # Load counts only what the projection has seen; a burst of cases may briefly tie.
             with store.engine.connect() as conn:
                 choice = domain.least_loaded(settings.facilitators, projection.load_by_facilitator(conn))
-            await execute(
-                log, r.envelope.case_id, lambda h: domain.decide_assignment(h, choice),
-                Origin(NAME, f"service:{NAME}", r.envelope.correlation_id, r.envelope.event_id),
-                clock, f"{r.envelope.event_id}|{NAME}",
-            )
+            await react(log, NAME, r, lambda h: domain.decide_assignment(h, choice), clock)
         elif isinstance(e, MeetingScheduled | MeetingRescheduled | MeetingCancelled):
             messages = invitations(r)
             mail.send(messages)
             logger.info("meeting_notices_sent", case_id=r.envelope.case_id, meeting_id=e.meeting_id,
                         event_type=r.type, recipients=len(messages))
         store.apply(r)
-
-    async def case(q: CaseQuery) -> dict[str, Any]:
-        with store.engine.connect() as conn:
-            view = projection.case_view(conn, q.case_id)
-        if view is None:
-            raise case_not_found(q.case_id)
-        return {"status": "ok", "result": view}
 
     async def meetings(q: MeetingsQuery) -> dict[str, Any]:
         with store.engine.connect() as conn:
@@ -144,7 +145,10 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, notifier: Notifier
             "reschedule": Route(domain.RescheduleMeeting, reschedule, "Move the meeting"),
             "cancel": Route(domain.CancelMeeting, cancel, "Call the meeting off"),
         },
-        queries={"case": Route(CaseQuery, case), "meetings": Route(MeetingsQuery, meetings)},
+        queries={
+            "case": Route(CaseQuery, case_query(store.engine, projection.case_view)),
+            "meetings": Route(MeetingsQuery, meetings),
+        },
         on_event=on_event,
     )
 

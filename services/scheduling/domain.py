@@ -33,6 +33,7 @@ from rethink.shared.events import (
 )
 from rethink.shared.settings import Facilitator
 
+
 def _aware(value: datetime) -> datetime:
     # A naive time is ambiguous (UTC? London? BST?); guessing could send people to the wrong hour.
     if value.tzinfo is None or value.utcoffset() is None:

@@ -21,7 +21,7 @@ from rethink.shared.natsserver import free_port
 from rethink.shared.settings import Settings
 
 from . import render
-from .client import CliError, Client
+from .client import Client, CliError
 from .supervisor import running_system
 from .views import case_state
 

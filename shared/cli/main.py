@@ -22,7 +22,7 @@ from rethink.shared.natsserver import NatsServerError
 from rethink.shared.settings import Settings
 
 from . import render
-from .client import CliError, Client
+from .client import Client, CliError
 
 app = typer.Typer(help="Re-think: neutrally facilitated resolution of professional disagreement.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)

@@ -10,9 +10,20 @@ from rich.table import Table
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
-    ActionCompleted, ActionOverdue, ActionRecorded, CaseClosed, ChecksConfirmed, EscalationRaised,
-    EscalationResolved, EscalationStageAdvanced, FacilitatorAssigned, MeetingCancelled, MeetingHeld,
-    MeetingRescheduled, MeetingScheduled, RequestSubmitted,
+    ActionCompleted,
+    ActionOverdue,
+    ActionRecorded,
+    CaseClosed,
+    ChecksConfirmed,
+    EscalationRaised,
+    EscalationResolved,
+    EscalationStageAdvanced,
+    FacilitatorAssigned,
+    MeetingCancelled,
+    MeetingHeld,
+    MeetingRescheduled,
+    MeetingScheduled,
+    RequestSubmitted,
 )
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from rethink.shared.settings import SERVICES
 
-from .client import CliError, Client
+from .client import Client, CliError
 
 
 async def case_state(client: Client, case_id: str) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from rethink.shared.events import (
     FacilitatorAssigned,
     MeetingHeld,
     MeetingScheduled,
-    Perspective,
     Person,
+    Perspective,
     RequestSubmitted,
     Stages,
 )

@@ -24,8 +24,8 @@ from rethink.shared.events import (
     EscalationStageAdvanced,
     EscalationTrigger,
     MeetingHeld,
-    Perspective,
     Person,
+    Perspective,
     RequestSubmitted,
     Stages,
 )

@@ -6,7 +6,11 @@ from datetime import date
 
 import pytest
 
-from rethink.escalation.workdays import add_working_days, england_and_wales, is_working_day
+from rethink.escalation.workdays import (
+    add_working_days,
+    england_and_wales,
+    is_working_day,
+)
 
 BANK_HOLIDAYS = england_and_wales()
 
