@@ -7,16 +7,20 @@ so an event delivered twice (redelivery after a crash or a lost ack) changes not
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlalchemy import (
     Column,
     Connection,
+    DateTime,
+    Dialect,
     Engine,
     Integer,
     MetaData,
     String,
     Table,
+    TypeDecorator,
     create_engine,
     event,
     select,
@@ -26,6 +30,33 @@ from sqlalchemy.engine import make_url
 from .envelope import Recorded
 
 Apply = Callable[[Connection, Recorded], None]
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on every database.
+
+    SQLite keeps no offset and hands values back naive; everything is stored in UTC, so the
+    zone is put back on the way out rather than by each projection.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("projections store aware datetimes only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def iso(value: datetime | date | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def make_engine(url: str) -> Engine:

@@ -6,7 +6,7 @@ escalations needs, and nothing personal.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -14,7 +14,6 @@ from sqlalchemy import (
     Column,
     Connection,
     Date,
-    DateTime,
     Integer,
     MetaData,
     String,
@@ -30,7 +29,7 @@ from rethink.shared.events import (
     EscalationStageAdvanced,
     RequestSubmitted,
 )
-from rethink.shared.projection import checkpoint_table
+from rethink.shared.projection import UtcDateTime, checkpoint_table, iso
 
 metadata = MetaData()
 checkpoint_table(metadata)
@@ -41,7 +40,7 @@ cases = Table(
     Column("case_id", String(16), primary_key=True),
     Column("closed", Boolean, nullable=False, default=False),
     Column("closed_reason", String(40)),
-    Column("closed_at", DateTime(timezone=True)),
+    Column("closed_at", UtcDateTime()),
 )
 escalations = Table(
     "escalation_escalations",
@@ -54,8 +53,8 @@ escalations = Table(
     Column("holder", String(200), nullable=False),
     Column("deadline", Date, nullable=False, index=True),
     Column("status", String(16), nullable=False, index=True),
-    Column("raised_at", DateTime(timezone=True), nullable=False),
-    Column("resolved_at", DateTime(timezone=True)),
+    Column("raised_at", UtcDateTime(), nullable=False),
+    Column("resolved_at", UtcDateTime()),
 )
 stages = Table(
     "escalation_stages",
@@ -66,24 +65,15 @@ stages = Table(
     Column("name", String(200), nullable=False),
     Column("holder", String(200), nullable=False),
     Column("deadline", Date, nullable=False),
-    Column("entered_at", DateTime(timezone=True), nullable=False),
+    Column("entered_at", UtcDateTime(), nullable=False),
 )
 
 
-def _utc(at: datetime) -> datetime:
-    return at.astimezone(UTC)
-
-
-def _iso(at: datetime | None) -> str | None:
-    # SQLite hands datetimes back without their zone; they were stored in UTC.
-    if at is None:
-        return None
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat()
 
 
 def apply(conn: Connection, r: Recorded) -> None:
     e, env = r.payload, r.envelope
-    at = _utc(env.occurred_at)
+    at = env.occurred_at
     if isinstance(e, RequestSubmitted):
         known = conn.execute(select(cases.c.case_id).where(cases.c.case_id == env.case_id)).first()
         if known is None:
@@ -125,7 +115,7 @@ def _summary(row: Any) -> dict[str, Any]:
         "case_id": row["case_id"], "escalation_id": row["escalation_id"], "trigger": row["trigger"],
         "stage": row["stage"], "stage_name": row["stage_name"], "holder": row["holder"],
         "deadline": row["deadline"].isoformat(), "status": row["status"],
-        "raised_at": _iso(row["raised_at"]), "resolved_at": _iso(row["resolved_at"]),
+        "raised_at": iso(row["raised_at"]), "resolved_at": iso(row["resolved_at"]),
     }
 
 
@@ -147,12 +137,12 @@ def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
         ).mappings()
         escalation["stages"] = [
             {"stage": s["stage"], "name": s["name"], "holder": s["holder"], "deadline": s["deadline"].isoformat(),
-             "entered_at": _iso(s["entered_at"])}
+             "entered_at": iso(s["entered_at"])}
             for s in history
         ]
     return {
         "case_id": case_id, "escalation": escalation, "closed": bool(case["closed"]),
-        "closed_reason": case["closed_reason"], "closed_at": _iso(case["closed_at"]),
+        "closed_reason": case["closed_reason"], "closed_at": iso(case["closed_at"]),
     }
 
 

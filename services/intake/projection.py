@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import (
     Column,
     Connection,
-    DateTime,
     MetaData,
     String,
     Table,
@@ -18,7 +17,7 @@ from sqlalchemy import (
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import ChecksConfirmed, RequestSubmitted
-from rethink.shared.projection import checkpoint_table
+from rethink.shared.projection import UtcDateTime, checkpoint_table, iso
 
 metadata = MetaData()
 checkpoint_table(metadata)
@@ -33,8 +32,8 @@ requests = Table(
     Column("agencies", Text, nullable=False),
     Column("status", String(20), nullable=False),
     Column("missing_checks", Text, nullable=False),
-    Column("submitted_at", DateTime(timezone=True), nullable=False),
-    Column("confirmed_at", DateTime(timezone=True)),
+    Column("submitted_at", UtcDateTime(), nullable=False),
+    Column("confirmed_at", UtcDateTime()),
 )
 
 
@@ -60,8 +59,8 @@ def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
         "case_id": row["case_id"], "agency": row["agency"], "case_reference": row["case_reference"],
         "reason": row["reason"], "agencies": json.loads(row["agencies"]), "status": row["status"],
         "missing_checks": json.loads(row["missing_checks"]),
-        "submitted_at": row["submitted_at"].isoformat(),
-        "confirmed_at": row["confirmed_at"].isoformat() if row["confirmed_at"] else None,
+        "submitted_at": iso(row["submitted_at"]),
+        "confirmed_at": iso(row["confirmed_at"]),
     }
 
 

@@ -5,7 +5,7 @@ Only this service reads these tables. Datetimes are stored in UTC (SQLite keeps 
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from sqlalchemy import (
@@ -13,7 +13,6 @@ from sqlalchemy import (
     Column,
     Connection,
     Date,
-    DateTime,
     Index,
     Integer,
     MetaData,
@@ -36,7 +35,7 @@ from rethink.shared.events import (
     MeetingRescheduled,
     MeetingScheduled,
 )
-from rethink.shared.projection import checkpoint_table
+from rethink.shared.projection import UtcDateTime, checkpoint_table, iso
 
 metadata = MetaData()
 checkpoint_table(metadata)
@@ -53,8 +52,8 @@ meetings = Table(
     Column("meeting_id", String(200), primary_key=True),
     Column("status", String(16), nullable=False),  # scheduled | rescheduled | cancelled | held
     Column("arranged_seq", Integer, nullable=False),  # orders a case's meetings: the latest is "the" meeting
-    Column("starts_at", DateTime(timezone=True)),
-    Column("held_at", DateTime(timezone=True)),
+    Column("starts_at", UtcDateTime()),
+    Column("held_at", UtcDateTime()),
     Column("outcome", String(20)),
     Column("attendees", Integer),
 )
@@ -79,11 +78,6 @@ actions = Table(
 )
 
 
-def _utc(dt: datetime | None) -> datetime | None:
-    if dt is None:
-        return None
-    return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
-
 
 def _upsert(conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any], new: dict[str, Any]) -> None:
     """Update the row at ``key``, or insert it with ``values`` plus the ``new``-row defaults."""
@@ -101,13 +95,13 @@ def apply(conn: Connection, r: Recorded) -> None:
     _upsert(conn, cases, {"case_id": case_id}, {"closed": True} if closed else {}, {"closed": closed})
     key = {"case_id": case_id, "meeting_id": getattr(e, "meeting_id", None)}
     if isinstance(e, MeetingScheduled):
-        _upsert(conn, meetings, key, {"status": "scheduled", "arranged_seq": r.seq, "starts_at": _utc(e.starts_at)}, {})
+        _upsert(conn, meetings, key, {"status": "scheduled", "arranged_seq": r.seq, "starts_at": e.starts_at}, {})
     elif isinstance(e, MeetingRescheduled):
-        _upsert(conn, meetings, key, {"status": "rescheduled", "starts_at": _utc(e.starts_at)}, {"arranged_seq": r.seq})
+        _upsert(conn, meetings, key, {"status": "rescheduled", "starts_at": e.starts_at}, {"arranged_seq": r.seq})
     elif isinstance(e, MeetingCancelled):
         _upsert(conn, meetings, key, {"status": "cancelled"}, {"arranged_seq": r.seq})
     elif isinstance(e, MeetingHeld):
-        _upsert(conn, meetings, key, {"status": "held", "held_at": _utc(e.held_at), "outcome": e.outcome.value,
+        _upsert(conn, meetings, key, {"status": "held", "held_at": e.held_at, "outcome": e.outcome.value,
                                       "attendees": len(e.attendees)}, {"arranged_seq": r.seq})
     elif isinstance(e, ActionRecorded):
         _upsert(conn, actions, {"case_id": case_id, "action_id": e.action_id}, {
@@ -143,7 +137,7 @@ def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
                      .order_by(meetings.c.arranged_seq.desc()).limit(1)).mappings().first()
     meeting = None if m is None else {
         "meeting_id": m["meeting_id"], "status": m["status"],
-        "starts_at": _iso(m["starts_at"]), "held_at": _iso(m["held_at"]),
+        "starts_at": iso(m["starts_at"]), "held_at": iso(m["held_at"]),
         "outcome": m["outcome"], "attendees": m["attendees"],
     }
     rows = conn.execute(select(actions).where(actions.c.case_id == case_id)
@@ -151,9 +145,6 @@ def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
     return {"case_id": case_id, "closed": bool(case["closed"]), "meeting": meeting,
             "actions": [_action(r) for r in rows]}
 
-
-def _iso(dt: datetime | None) -> str | None:
-    return _utc(dt).isoformat() if dt else None
 
 
 def list_view(conn: Connection, overdue_only: bool, owner_email: str | None, limit: int) -> list[dict[str, Any]]:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     Boolean,
     Column,
     Connection,
-    DateTime,
     Integer,
     MetaData,
     String,
@@ -32,7 +30,7 @@ from rethink.shared.events import (
     Person,
     RequestSubmitted,
 )
-from rethink.shared.projection import checkpoint_table
+from rethink.shared.projection import UtcDateTime, checkpoint_table
 
 from .domain import Booking, Meeting
 
@@ -56,7 +54,7 @@ meetings = Table(
     Column("meeting_id", String(40), primary_key=True),
     Column("case_id", String(16), nullable=False, index=True),
     Column("facilitator_id", String(40), nullable=False, index=True),
-    Column("starts_at", DateTime(timezone=True), nullable=False),  # stored in UTC
+    Column("starts_at", UtcDateTime(), nullable=False),  # stored in UTC
     Column("duration_minutes", Integer, nullable=False),
     Column("mode", String(20), nullable=False),
     Column("venue", Text),
@@ -65,10 +63,6 @@ meetings = Table(
     Column("seq", Integer, nullable=False),  # log position of the scheduling: orders a case's meetings
 )
 
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive values; everything stored here is UTC, so say so again on the way out.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def apply(conn: Connection, r: Recorded) -> None:
@@ -82,11 +76,11 @@ def apply(conn: Connection, r: Recorded) -> None:
     elif isinstance(e, MeetingScheduled):
         conn.execute(meetings.insert().values(
             meeting_id=e.meeting_id, case_id=case_id, facilitator_id=e.facilitator_id,
-            starts_at=_utc(e.starts_at), duration_minutes=e.duration_minutes, mode=e.mode.value, venue=e.venue,
+            starts_at=e.starts_at, duration_minutes=e.duration_minutes, mode=e.mode.value, venue=e.venue,
             status="scheduled", invitees=json.dumps([p.model_dump(mode="json") for p in e.invitees]), seq=r.seq))
     elif isinstance(e, MeetingRescheduled):
         conn.execute(meetings.update().where(meetings.c.meeting_id == e.meeting_id).values(
-            starts_at=_utc(e.starts_at), duration_minutes=e.duration_minutes, mode=e.mode.value, venue=e.venue,
+            starts_at=e.starts_at, duration_minutes=e.duration_minutes, mode=e.mode.value, venue=e.venue,
             status="rescheduled"))
     elif isinstance(e, MeetingCancelled):
         conn.execute(meetings.update().where(meetings.c.meeting_id == e.meeting_id).values(status="cancelled"))
@@ -108,7 +102,7 @@ def load_by_facilitator(conn: Connection) -> dict[str, int]:
 def bookings(conn: Connection, facilitator_id: str) -> list[Booking]:
     rows = conn.execute(select(meetings).where(meetings.c.facilitator_id == facilitator_id,
                                                meetings.c.status.in_(ACTIVE))).mappings()
-    return [Booking(r["meeting_id"], r["case_id"], _utc(r["starts_at"]), r["duration_minutes"]) for r in rows]
+    return [Booking(r["meeting_id"], r["case_id"], r["starts_at"], r["duration_minutes"]) for r in rows]
 
 
 def case_reference(conn: Connection, case_id: str) -> str | None:
@@ -130,7 +124,7 @@ def meeting_invitees(conn: Connection, meeting_id: str) -> list[Person]:
 def _meeting(row: Any) -> dict[str, Any]:
     return {
         "meeting_id": row["meeting_id"], "case_id": row["case_id"], "facilitator_id": row["facilitator_id"],
-        "starts_at": _utc(row["starts_at"]).isoformat(), "duration_minutes": row["duration_minutes"],
+        "starts_at": row["starts_at"].isoformat(), "duration_minutes": row["duration_minutes"],
         "mode": row["mode"], "venue": row["venue"], "status": row["status"],
     }
 
@@ -139,7 +133,7 @@ def meeting(conn: Connection, meeting_id: str) -> Meeting | None:
     row = conn.execute(select(meetings).where(meetings.c.meeting_id == meeting_id)).mappings().first()
     if row is None:
         return None
-    return Meeting(row["meeting_id"], row["facilitator_id"], _utc(row["starts_at"]), row["duration_minutes"],
+    return Meeting(row["meeting_id"], row["facilitator_id"], row["starts_at"], row["duration_minutes"],
                    MeetingMode(row["mode"]), row["venue"])
 
 
