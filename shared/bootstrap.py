@@ -37,7 +37,9 @@ def consumer_config(service: str, subjects: Subjects) -> api.ConsumerConfig:
         deliver_policy=api.DeliverPolicy.ALL,
         ack_policy=api.AckPolicy.EXPLICIT,
         ack_wait=ACK_WAIT_SECONDS,
-        max_ack_pending=1000,
+        # One event in flight: if an event fails and the service stops or crashes, JetStream
+        # must redeliver *that* event before any later one, or the checkpoint would pass it.
+        max_ack_pending=1,
     )
 
 
@@ -55,11 +57,16 @@ async def bootstrap(js: JetStreamContext, settings: Settings) -> list[str]:
         await js.add_stream(wanted)
         done.append(f"stream {settings.stream} created")
     for service in SERVICES:
+        wanted_consumer = consumer_config(service, subjects)
         try:
-            await js.consumer_info(settings.stream, service)
+            have = (await js.consumer_info(settings.stream, service)).config
         except NotFoundError:
-            await js.add_consumer(settings.stream, consumer_config(service, subjects))
+            await js.add_consumer(settings.stream, wanted_consumer)
             done.append(f"consumer {service} created")
+            continue
+        if (have.max_ack_pending, have.ack_wait) != (wanted_consumer.max_ack_pending, wanted_consumer.ack_wait):
+            await js.add_consumer(settings.stream, wanted_consumer)  # same durable name: an update
+            done.append(f"consumer {service} updated")
     return done
 
 

@@ -24,6 +24,10 @@ class ConcurrencyConflict(RuntimeError):
     """The case moved on between reading it and appending to it."""
 
 
+class DuplicateEvent(RuntimeError):
+    """JetStream already holds an event with this id (it acked the original, storing nothing)."""
+
+
 @dataclass(frozen=True)
 class Subjects:
     prefix: str = "rethink"
@@ -99,6 +103,8 @@ class EventLog:
                 "Rethink-Event-Type": env.type,
             }
             ack = await self._publish(self.subjects.event(case_id, env.type), env.to_bytes(), headers)
+            if ack.duplicate:
+                raise DuplicateEvent(f"event {env.event_id} is already in the log at seq {ack.seq}")
             expected = ack.seq
             seqs.append(ack.seq)
         return seqs
@@ -135,6 +141,7 @@ async def decide_and_append(log: EventLog, case_id: str, decide: Decide, attempt
         try:
             await log.append(case_id, new, history[-1].seq if history else 0)
             return new
-        except ConcurrencyConflict:
+        except (ConcurrencyConflict, DuplicateEvent):
+            # Read again: an event already stored by an earlier attempt is then filtered out.
             continue
     raise ConcurrencyConflict(f"case {case_id} kept changing; gave up after {attempts} attempts")

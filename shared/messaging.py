@@ -50,6 +50,8 @@ def parse_json_object(body: bytes, max_bytes: int) -> dict[str, Any]:
         data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise Rejected(Reason("(body)", "payload is not UTF-8 text")) from None
+    except RecursionError:
+        raise Rejected(Reason("(body)", "JSON is nested too deeply")) from None
     except json.JSONDecodeError as exc:
         raise Rejected(Reason("(body)", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")) from None
     if not isinstance(data, dict):

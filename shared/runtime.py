@@ -29,6 +29,10 @@ from .settings import Settings
 log = get_logger("rethink.runtime")
 
 
+async def _raw_body(msg: NatsMessage) -> bytes:
+    return msg.body
+
+
 class _Empty(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -97,6 +101,9 @@ class RunningService:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             logger=None,
+            # Hand handlers the raw bytes: FastStream's default decoder json-parses every body
+            # first and lets a RecursionError (deeply nested JSON) escape unanswered.
+            decoder=_raw_body,
         )
         self.parts: ServiceParts | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -108,6 +115,7 @@ class RunningService:
         self.parts = parts = self.factory(self.settings, event_log, self.clock)
         self._wire(parts)
         await self.broker.start()
+        await nc.flush()  # subscriptions registered with the server before we say we are up
         for interval, job in parts.periodic:
             self._tasks.append(asyncio.create_task(self._every(interval, job)))
         log.info("service_started", service=parts.name, nats=self.settings.resolved_nats_url())

@@ -44,7 +44,13 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
 
     async def submit(req: domain.SubmitRequest, agency: str = "cli") -> dict[str, Any]:
         seed = f"{agency}|{req.request_id}" if req.request_id else (req.command_id or None)
-        case_id = new_case_id(f"request|{agency}|{req.request_id}") if req.request_id else new_case_id()
+        # A repeat must land on the same case: derive the id from whatever makes it a repeat.
+        if req.request_id:
+            case_id = new_case_id(f"request|{agency}|{req.request_id}")
+        elif req.command_id:
+            case_id = new_case_id(f"command|{agency}|{req.command_id}")
+        else:
+            case_id = new_case_id()
         actor = req.actor if req.actor != "unspecified" else str(req.requester.email)
         events, repeat = await execute(
             log, case_id, lambda h: domain.decide_submission(h, req, agency),

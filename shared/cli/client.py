@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -39,9 +40,18 @@ class Client:
 
     async def request(self, subject: str, payload: dict[str, Any], what: str) -> dict[str, Any]:
         assert self.nc is not None
+        body = json.dumps(payload, default=str).encode()
         try:
-            msg = await self.nc.request(subject, json.dumps(payload, default=str).encode(),
-                                        timeout=self.settings.command_timeout_seconds)
+            for attempt in range(6):
+                try:
+                    msg = await self.nc.request(subject, body, timeout=self.settings.command_timeout_seconds)
+                    break
+                except NoRespondersError:
+                    # Nothing was processed, so asking again is safe; a service that has just
+                    # started may not have its subscriptions registered yet.
+                    if attempt == 5:
+                        raise
+                    await asyncio.sleep(0.05 * 2**attempt)
         except NoRespondersError:
             raise CliError(f"no {what} service is running to answer {subject}; start it with `rethink up`") from None
         except NatsTimeout:

@@ -4,15 +4,29 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from nats.errors import NoRespondersError
 
 from rethink.shared.clock import Clock, SystemClock
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.runtime import Factory, RunningService
 from rethink.shared.settings import Settings
+from tests.support import ask, wait_for
+
+
+async def _answers_ping(nc, subject: str) -> None:
+    """A service is up when its subscriptions answer, not merely when start() returned."""
+
+    async def probe():
+        try:
+            return await ask(nc, subject, {}, timeout=1)
+        except NoRespondersError:
+            return None
+
+    await wait_for(probe, lambda r: bool(r) and r.get("status") == "ok", what=f"{subject} to answer")
 
 
 @pytest.fixture
-async def run_services(settings: Settings, stream: str) -> AsyncIterator[Callable[..., object]]:
+async def run_services(settings: Settings, stream: str, nc) -> AsyncIterator[Callable[..., object]]:
     """Start services in this process against the real server; stopped at teardown."""
     running: list[RunningService] = []
 
@@ -23,6 +37,7 @@ async def run_services(settings: Settings, stream: str) -> AsyncIterator[Callabl
             await svc.start()
             running.append(svc)
             out.append(svc)
+            await _answers_ping(nc, Subjects(settings.subject_prefix).query(svc.parts.name, "ping"))
         return out
 
     yield start

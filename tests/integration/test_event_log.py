@@ -249,3 +249,23 @@ async def test_read_case_leaves_no_consumer_behind(event_log, nc, settings):
     for _ in range(3):
         assert len(await event_log.read_case(case_id)) == 1
     assert (await js.stream_info(settings.stream)).state.consumer_count == before
+
+
+async def test_an_append_never_reports_an_event_it_did_not_store_in_that_case(event_log):
+    """JetStream drops a message whose Nats-Msg-Id it has seen, and acks with ``duplicate=True``
+    and the *original* message's sequence. append must not pass that off as written to this case.
+
+    Regression: EventLog.append ignored ``ack.duplicate`` and returned the other case's sequence.
+    """
+    first, second = new_case_id(), new_case_id()
+    [env] = envs(first, done("a1"))
+    [first_seq] = await event_log.append(first, [env], 0)
+    same_id_other_case = env.model_copy(update={"case_id": second})
+
+    try:
+        seqs = await event_log.append(second, [same_id_other_case], 0)
+    except Exception:
+        seqs = None  # refusing is fine: the event was not stored
+    if seqs is not None:
+        assert seqs != [first_seq], "append returned the sequence of an event in another case"
+        assert [r.envelope.event_id for r in await event_log.read_case(second)] == [env.event_id]
