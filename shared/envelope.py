@@ -35,6 +35,10 @@ class Envelope(BaseModel):
     actor: str = Field(min_length=1, max_length=200, description="Person or system acting.")
     correlation_id: uuid.UUID
     causation_id: uuid.UUID | None = None
+    # The case's hash chain: the id and SHA-256 of the stored bytes of the case's previous
+    # event (None on its first). Auditors verify it; see rethink.shared.audit.
+    prev_event_id: uuid.UUID | None = None
+    prev_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     data: dict[str, Any]
 
     def payload(self) -> Event:
@@ -57,18 +61,24 @@ class Envelope(BaseModel):
             raise InvalidEvent(f"not an event envelope: {exc.errors()[0]['msg']}") from exc
 
 
+def digest(data: bytes) -> str:
+    """What the next event of the case records as ``prev_hash``: covers content and envelope."""
+    return hashlib.sha256(data).hexdigest()
+
+
 @dataclass(frozen=True)
 class Recorded:
-    """An event as read back from the log, with its stream sequence."""
+    """An event as read back from the log, with its stream sequence and the digest of its bytes."""
 
     envelope: Envelope
     seq: int
     payload: Event
+    digest: str = ""
 
     @classmethod
     def from_message(cls, data: bytes, seq: int) -> Recorded:
         env = Envelope.from_bytes(data)
-        return cls(envelope=env, seq=seq, payload=env.payload())
+        return cls(envelope=env, seq=seq, payload=env.payload(), digest=digest(data))
 
     @property
     def type(self) -> str:

@@ -8,13 +8,14 @@ never interleave decisions on one case; the loser re-reads and decides again.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError
 
-from .envelope import Envelope, Recorded
+from .envelope import Envelope, Recorded, digest
 
 WRONG_LAST_SEQUENCE = 10071
 _TRANSIENT = ("temporarily unavailable", "in process")
@@ -52,6 +53,16 @@ class Subjects:
         return f"{self.prefix}.intake.{agency}.{name}"
 
 
+@dataclass(frozen=True)
+class _Link:
+    event_id: uuid.UUID
+    digest: str
+
+    @classmethod
+    def of(cls, r: Recorded) -> _Link:
+        return cls(r.envelope.event_id, r.digest)
+
+
 class EventLog:
     def __init__(self, js: JetStreamContext, stream: str, subjects: Subjects) -> None:
         self._js = js
@@ -81,6 +92,12 @@ class EventLog:
         finally:
             await self._delete_quietly(sub)
 
+    async def case_ids(self) -> list[str]:
+        """Every case with events in the log, from the stream's per-subject counts (no message reads)."""
+        info = await self._js.stream_info(self.stream, subjects_filter=self.subjects.all_events)
+        depth = len(self.subjects.all_events.split(".")) - 1  # the case id's token
+        return sorted({subject.split(".")[depth] for subject in (info.state.subjects or {})})
+
     async def _delete_quietly(self, sub: JetStreamContext.PullSubscription) -> None:
         try:
             info = await sub.consumer_info()
@@ -89,25 +106,42 @@ class EventLog:
         except Exception:  # an abandoned ephemeral consumer expires by itself (inactive_threshold)
             pass
 
-    async def append(self, case_id: str, events: Sequence[Envelope], expected_last_seq: int) -> list[int]:
-        """Append in order; the first must find the case at ``expected_last_seq`` (0 = new case)."""
+    async def append(
+        self, case_id: str, events: Sequence[Envelope], expected_last_seq: int, after: Recorded | None = None
+    ) -> list[int]:
+        """Append in order; the first must find the case at ``expected_last_seq`` (0 = new case).
+
+        Each event is chained to the case's previous one (``prev_event_id``, ``prev_hash``).
+        ``after`` is that previous event when the caller has it; otherwise it is fetched.
+        """
         seqs: list[int] = []
         expected = expected_last_seq
+        link = _Link.of(after) if after is not None else await self._link_at(expected)
         for env in events:
             if env.case_id != case_id:
                 raise ValueError("an append writes one case only")
+            chained = env.model_copy(update={"prev_event_id": link.event_id if link else None,
+                                             "prev_hash": link.digest if link else None})
+            body = chained.to_bytes()
             headers = {
                 "Nats-Msg-Id": str(env.event_id),
                 "Nats-Expected-Last-Subject-Sequence": str(expected),
                 "Nats-Expected-Last-Subject-Sequence-Subject": self.subjects.case(case_id),
                 "Rethink-Event-Type": env.type,
             }
-            ack = await self._publish(self.subjects.event(case_id, env.type), env.to_bytes(), headers)
+            ack = await self._publish(self.subjects.event(case_id, env.type), body, headers)
             if ack.duplicate:
                 raise DuplicateEvent(f"event {env.event_id} is already in the log at seq {ack.seq}")
             expected = ack.seq
+            link = _Link(env.event_id, digest(body))
             seqs.append(ack.seq)
         return seqs
+
+    async def _link_at(self, seq: int) -> _Link | None:
+        if seq == 0:
+            return None
+        msg = await self._js.get_msg(self.stream, seq)
+        return _Link(Envelope.from_bytes(msg.data).event_id, digest(msg.data))
 
     async def _publish(self, subject: str, body: bytes, headers: dict[str, str]) -> api.PubAck:
         for attempt in range(8):
@@ -139,7 +173,8 @@ async def decide_and_append(log: EventLog, case_id: str, decide: Decide, attempt
         if not new:
             return []
         try:
-            await log.append(case_id, new, history[-1].seq if history else 0)
+            last = history[-1] if history else None
+            await log.append(case_id, new, last.seq if last else 0, after=last)
             return new
         except (ConcurrencyConflict, DuplicateEvent):
             # Read again: an event already stored by an earlier attempt is then filtered out.

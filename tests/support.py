@@ -64,7 +64,7 @@ async def seed_case(event_log, case_id: str, payloads: list, producer: str = "te
 
     history = await event_log.read_case(case_id)
     envs = envelopes(payloads, case_id, Origin(producer, actor, _uuid.uuid4()), SystemClock(), None)
-    await event_log.append(case_id, envs, history[-1].seq if history else 0)
+    await event_log.append(case_id, envs, history[-1].seq if history else 0, after=history[-1] if history else None)
     return envs
 
 

@@ -67,10 +67,16 @@ class Client:
     async def query(self, service: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
         return await self.request(self.subjects.query(service, name), payload, service)
 
-    async def history(self, case_id: str) -> list[Recorded]:
+    @property
+    def log(self) -> EventLog:
         assert self.nc is not None
-        log = EventLog(self.nc.jetstream(), self.settings.stream, self.subjects)
-        return await log.read_case(case_id)
+        return EventLog(self.nc.jetstream(), self.settings.stream, self.subjects)
+
+    async def history(self, case_id: str) -> list[Recorded]:
+        return await self.log.read_case(case_id)
+
+    async def case_ids(self) -> list[str]:
+        return await self.log.case_ids()
 
 
 async def _quiet(_: Exception) -> None:

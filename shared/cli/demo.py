@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 
+from rethink.shared.audit import verify_chain
 from rethink.shared.envelope import Recorded
 from rethink.shared.natsserver import free_port
 from rethink.shared.settings import Settings
@@ -173,6 +174,8 @@ def run_demo(settings: Settings, console: Console) -> None:
                     console.print(render.history_table(case_id, await client.history(case_id)))
                     state_now = await case_state(client, case_id)
                     console.print(f"[bold]Now:[/bold] {_one_line(state_now)}", highlight=False)
+                    chain = verify_chain(case_id, await client.history(case_id))
+                    console.print(f"[bold]Hash chain:[/bold] {chain.one_line()}", highlight=False)
         asyncio.run(go())
     console.print(f"\nInvitations written as .eml files in {demo_settings.mail_dir}")
     console.print("Run `rethink up` to start the system yourself; `rethink --help` lists every step.")

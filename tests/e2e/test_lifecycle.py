@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import nats
 import pytest
 
+from rethink.shared.audit import verify_chain
 from rethink.shared.cli.client import Client
-from rethink.shared.cli.supervisor import running_system, spawn, wait_until_serving
+from rethink.shared.cli.supervisor import running_system, service_env, spawn, wait_until_serving
 from rethink.shared.settings import Settings
 from tests.support import request_payload
 
@@ -93,6 +96,7 @@ async def _lifecycle(settings: Settings, procs) -> None:
         by_id = {r.envelope.event_id: r for r in history}
         assert by_id[history[1].envelope.causation_id].type == "RequestSubmitted"
 
+        assert verify_chain(case_id, history).intact
         last = history[-1].seq
 
         async def caught_up():
@@ -113,6 +117,12 @@ async def _lifecycle(settings: Settings, procs) -> None:
     assert escalation["closed"] is True and escalation["closed_reason"] == "escalation_resolved"
     invitations = list((settings.mail_dir).glob("*.eml"))
     assert len(invitations) == 3  # requester + two invitees, one message each
+
+    # An auditor's verification from the CLI, as a separate process.
+    verify = subprocess.run([sys.executable, "-m", "rethink.shared.cli", "audit", "verify", "--all"],
+                            env=service_env(settings), capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stdout.strip() == f"{case_id}: intact (12 events)"
 
 
 def test_a_case_goes_from_request_to_closure_across_four_service_processes(settings: Settings) -> None:

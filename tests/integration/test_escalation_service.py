@@ -199,9 +199,9 @@ class ReadsTogether:
             await self._barrier.wait()
         return history
 
-    async def append(self, case_id, events, expected_last_seq):
+    async def append(self, case_id, events, expected_last_seq, after=None):
         try:
-            return await self._inner.append(case_id, events, expected_last_seq)
+            return await self._inner.append(case_id, events, expected_last_seq, after=after)
         except ConcurrencyConflict:
             self.conflicts += 1
             raise

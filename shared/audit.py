@@ -1,0 +1,101 @@
+"""Tamper evidence: each case's events form a hash chain; this finds where it breaks and how.
+
+Every event records the id and the SHA-256 of the stored bytes of the case's previous event.
+Walking the case in stream order, each event must point at the last event of the chain so
+far (its *tail*). Where one does not, what it points at tells what happened:
+
+- at the tail, but the tail's bytes differ from what it recorded -> the tail was **altered**;
+- at an event that is not in the log any more -> that event was **removed**;
+- at an event found *later* in the log -> that event was deleted and published again:
+  **reordered** if its bytes are unchanged, **altered** if not (it is reported once, here);
+- at an earlier event that is not the tail, or at nothing although the case has begun ->
+  a forged event: **inserted** (the chain carries on from the tail, without it).
+
+What a chain alone cannot show: removing or rewriting a case's *last* event, since nothing
+points at it yet. Anchoring each case's latest digest outside the log closes that gap.
+
+Pure: histories in, a report out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .envelope import Recorded
+
+
+@dataclass(frozen=True)
+class Break:
+    kind: str  # removed | altered | reordered | inserted
+    seq: int  # the stream sequence of the event where the chain breaks
+    event_type: str
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "seq": self.seq, "event_type": self.event_type, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    case_id: str
+    events: int
+    breaks: list[Break] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.breaks
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"case_id": self.case_id, "events": self.events, "intact": self.intact,
+                "breaks": [b.as_dict() for b in self.breaks]}
+
+    def one_line(self) -> str:
+        if self.intact:
+            return f"{self.case_id}: intact ({self.events} events)"
+        first = self.breaks[0]
+        more = f" (+{len(self.breaks) - 1} more)" if len(self.breaks) > 1 else ""
+        return f"{self.case_id}: BROKEN at seq {first.seq} ({first.event_type}): {first.kind}: {first.detail}{more}"
+
+
+def verify_chain(case_id: str, history: list[Recorded]) -> ChainReport:
+    position = {r.envelope.event_id: i for i, r in enumerate(history)}
+    breaks: list[Break] = []
+    moved: set[Any] = set()  # events found again later, already reported where they were missed
+    tail: Recorded | None = None
+    for i, r in enumerate(history):
+        env = r.envelope
+        if env.event_id in moved:
+            continue
+
+        def brk(kind: str, detail: str, r: Recorded = r) -> None:
+            breaks.append(Break(kind, r.seq, r.type, detail))
+
+        if tail is not None and env.prev_event_id == tail.envelope.event_id:
+            if env.prev_hash != tail.digest:
+                brk("altered", f"the event before it (seq {tail.seq}, {tail.type}) is not the one it "
+                               "recorded: its content or envelope changed")
+            tail = r
+            continue
+        if env.prev_event_id is None:
+            if tail is None:
+                tail = r
+            else:
+                brk("inserted", "a forged event claiming to be the case's first, after other events")
+            continue
+        j = position.get(env.prev_event_id)
+        if j is None:
+            brk("removed", f"the event it follows ({env.prev_event_id}) is missing from the log")
+            tail = r
+        elif j > i:
+            pointed = history[j]
+            same = pointed.digest == env.prev_hash
+            brk("reordered" if same else "altered",
+                f"the event it follows (seq {pointed.seq}, {pointed.type}) was deleted and published again "
+                + ("unchanged, after it" if same else "with different content, after it"))
+            moved.add(env.prev_event_id)
+            tail = r
+        else:
+            brk("inserted", f"a forged event: it points back at seq {history[j].seq} ({history[j].type}), "
+                            f"not at the chain's last event" + (f" (seq {tail.seq})" if tail else ""))
+    return ChainReport(case_id, len(history), breaks)
