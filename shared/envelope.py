@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from .events import EVENT_TYPES, Event
+from .upcasting import CannotUpcast, upcast
 
 CASE_ID_PATTERN = r"^RT-[A-Z2-7]{10}$"
 _NAMESPACE = uuid.UUID("5b0c3f4e-8a51-4d0e-9c8f-7f6a2e1d0b11")
@@ -46,7 +47,11 @@ class Envelope(BaseModel):
         if cls is None:
             raise InvalidEvent(f"unknown event type {self.type!r}")
         try:
-            return cls.model_validate(self.data)
+            data = upcast(self.type, self.schema_version, self.data, cls.schema_version)
+        except CannotUpcast as exc:
+            raise InvalidEvent(str(exc)) from exc
+        try:
+            return cls.model_validate(data)
         except ValidationError as exc:
             raise InvalidEvent(f"{self.type} payload invalid: {exc.errors()[0]['msg']}") from exc
 

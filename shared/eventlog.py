@@ -8,6 +8,7 @@ never interleave decisions on one case; the loser re-reads and decides again.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError
 
-from .envelope import Envelope, Recorded, digest
+from .envelope import CASE_ID_PATTERN, Envelope, Recorded, digest
 
 WRONG_LAST_SEQUENCE = 10071
+_CASE_ID = re.compile(CASE_ID_PATTERN.strip('^$'))
 _TRANSIENT = ("temporarily unavailable", "in process")
 
 
@@ -71,6 +73,9 @@ class EventLog:
 
     async def read_case(self, case_id: str) -> list[Recorded]:
         """Every event of one case, in order. Cost follows the case, not the log."""
+        if not _CASE_ID.fullmatch(case_id):
+            # Checked here, at the one place that builds the filter: "*" or ">" would read every case.
+            raise ValueError(f"not a case id: {case_id[:40]!r} (expected RT- and ten letters or digits 2-7)")
         sub = await self._js.pull_subscribe(
             self.subjects.case(case_id),
             stream=self.stream,

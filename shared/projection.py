@@ -107,6 +107,30 @@ class ProjectionStore:
             ).first()
             return row[0] if row else 0
 
+    def reset(self) -> None:
+        """Drop and recreate this service's tables (a rebuild starts from nothing)."""
+        self.metadata.drop_all(self.engine)
+        self.metadata.create_all(self.engine)
+
+    def apply_batch(self, batch: list[Recorded]) -> int:
+        """Apply many events in one transaction (rebuilds); returns how many were new."""
+        cp = self._checkpoint
+        applied = 0
+        with self.engine.begin() as conn:
+            row = conn.execute(select(cp.c.last_seq).where(cp.c.consumer == self.consumer)).first()
+            last = row[0] if row else 0
+            for recorded in batch:
+                if recorded.seq <= last:
+                    continue
+                self._apply(conn, recorded)
+                last = recorded.seq
+                applied += 1
+            if row is None:
+                conn.execute(cp.insert().values(consumer=self.consumer, last_seq=last))
+            else:
+                conn.execute(cp.update().where(cp.c.consumer == self.consumer).values(last_seq=last))
+        return applied
+
     def apply(self, recorded: Recorded) -> bool:
         """Apply once. Returns False when the event was already applied."""
         cp = self._checkpoint

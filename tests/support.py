@@ -73,8 +73,8 @@ def recorded(payload, case_id: str = "RT-AAAAAAAAAA", seq: int = 1, producer: st
     import uuid as _uuid
     from datetime import UTC, datetime
 
-    from rethink.shared.envelope import Origin, Recorded, stamp
+    from rethink.shared.envelope import Origin, Recorded, digest, stamp
 
     when = at or datetime.now(UTC)
     env = stamp(payload, case_id, Origin(producer, "test", _uuid.uuid4()), when, when, _uuid.uuid4())
-    return Recorded(envelope=env, seq=seq, payload=payload)
+    return Recorded(envelope=env, seq=seq, payload=payload, digest=digest(env.to_bytes()))

@@ -32,8 +32,11 @@ action_app = typer.Typer(help="Follow up actions.", no_args_is_help=True)
 escalation_app = typer.Typer(help="The HIPS escalation protocol.", no_args_is_help=True)
 case_app = typer.Typer(help="Read a case.", no_args_is_help=True)
 service_app = typer.Typer(help="Run one service (what `rethink up` starts).", no_args_is_help=True)
+audit_app = typer.Typer(help="For auditors: read-only views of the event log.", no_args_is_help=True)
+projections_app = typer.Typer(help="Operate on the services' projections.", no_args_is_help=True)
 for sub, name in ((request_app, "request"), (meeting_app, "meeting"), (action_app, "action"),
-                  (escalation_app, "escalation"), (case_app, "case"), (service_app, "service")):
+                  (escalation_app, "escalation"), (case_app, "case"), (service_app, "service"),
+                  (audit_app, "audit"), (projections_app, "projections")):
     app.add_typer(sub, name=name)
 
 # Piped output (CI logs, files) gets room for the history table instead of 80 columns.
@@ -144,6 +147,44 @@ def service_run(name: str) -> None:
     s = settings()
     configure_logging(s.log_level, s.log_format)
     asyncio.run(serve_forever(factory(name), s))
+
+
+@projections_app.command("rebuild")
+@friendly
+def projections_rebuild(
+    service: str,
+    into: Annotated[str | None, typer.Option(help="Build into this SQLAlchemy URL instead of replacing the live one")] = None,
+) -> None:
+    """Replay the whole log into a fresh projection of SERVICE and swap it in (stop the service first)."""
+    from rich.progress import Progress
+
+    from rethink.shared.rebuild import projection_store, rebuild_target, replay_into, swap_sqlite
+
+    s = settings()
+
+    async def go(c: Client):
+        if into is None:
+            try:
+                alive = (await c.query(service, "ping", {})).get("status") == "ok"
+            except CliError:
+                alive = False
+            if alive:
+                raise CliError(f"the {service} service is running: stop it first, or build elsewhere with --into URL")
+        target, swap = (into, False) if into else rebuild_target(s, service)
+        store = projection_store(service, target)
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task(f"replaying the log into {service}", total=None)
+            result = await replay_into(c.nc.jetstream(), s, store, lambda n, total: bar.update(task, completed=n,
+                                                                                          total=total))
+        store.engine.dispose()
+        if swap:
+            swap_sqlite(s.db_url(service), target)
+        return result, swap
+
+    result, swapped = call(go)
+    out.print(f"{service}: replayed {result.events_read} events up to seq {result.last_seq}, applied "
+              f"{result.applied}, unreadable {result.skipped_unreadable}; "
+              + ("swapped in" if swapped else f"projection at {result.target}"), highlight=False)
 
 
 # --- requests -----------------------------------------------------------------------------
@@ -276,3 +317,70 @@ def case_history(case_id: str, as_json: Annotated[bool, typer.Option("--json")] 
         out.print(render.history_table(case_id, history))
 
 
+
+
+# --- audit --------------------------------------------------------------------------------
+
+@audit_app.command("verify")
+@friendly
+def audit_verify(
+    case_id: Annotated[str | None, typer.Argument(help="One case; omit with --all")] = None,
+    all_cases: Annotated[bool, typer.Option("--all", help="Every case in the log")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check each case's hash chain: intact, or the exact event where it breaks (exit 2 if any break)."""
+    from rethink.shared.audit import verify_chain
+
+    if bool(case_id) == all_cases:
+        raise CliError("give one CASE or --all")
+
+    async def run(c: Client) -> list[Any]:
+        ids = [case_id] if case_id else await c.case_ids()
+        return [verify_chain(cid, await c.history(cid)) for cid in ids]
+
+    reports = call(run)
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in reports], indent=2))
+    else:
+        for r in reports:
+            out.print(r.one_line(), highlight=False, markup=False)
+    if any(not r.intact for r in reports):
+        raise typer.Exit(2)
+
+
+@audit_app.command("history")
+@friendly
+def audit_history(
+    case_id: str,
+    fmt: Annotated[str, typer.Option("--format", help="table, json, csv or html")] = "table",
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="The case as it stood then, by domain time: an ISO date-time with offset, "
+                        "or a date (the end of that day, UTC)")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write to FILE instead of stdout")] = None,
+) -> None:
+    """A case's chronology from the log (who, when, what changed) and its state, for auditors; read-only."""
+    from datetime import UTC
+
+    from . import report, report_html
+
+    if fmt not in report.FORMATS:
+        raise CliError(f"--format {fmt!r}: use one of {', '.join(report.FORMATS)}")
+    moment = report.parse_as_of(as_of) if as_of is not None else None
+    report.check_case_id(case_id)
+    history = call(lambda c: c.history(case_id))
+    if not history:
+        raise CliError(f"no events for case {case_id}")
+    built = report.build_report(case_id, history, as_of=moment, today=datetime.now(UTC).date())
+    if fmt == "table" and output is None:
+        out.print(report.to_table(built))
+        return
+    text = {"table": lambda: report.table_text(built), "json": lambda: report.to_json(built.rows),
+            "csv": lambda: report.to_csv(built.rows), "html": lambda: report_html.to_html(built)}[fmt]()
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text, encoding="utf-8", newline="")
+    except OSError as exc:
+        raise CliError(f"{output}: cannot write ({exc.strerror})") from None
+    err.print(f"wrote {output}", highlight=False, markup=False)
