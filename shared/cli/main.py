@@ -384,3 +384,50 @@ def audit_history(
     except OSError as exc:
         raise CliError(f"{output}: cannot write ({exc.strerror})") from None
     err.print(f"wrote {output}", highlight=False, markup=False)
+
+
+@audit_app.command("search")
+@friendly
+def audit_search(
+    agency: Annotated[str | None, typer.Option(help="Requesting agency (as on its subject)")] = None,
+    since: Annotated[str | None, typer.Option("--from", help="Requested on or after YYYY-MM-DD")] = None,
+    until: Annotated[str | None, typer.Option("--to", help="Requested on or before YYYY-MM-DD")] = None,
+    outcome: Annotated[str | None, typer.Option(help="resolved, partly_resolved or unresolved")] = None,
+    overdue: Annotated[bool, typer.Option("--overdue", help="Only cases with an overdue action")] = False,
+    stage: Annotated[int | None, typer.Option(help="Only cases escalated to at least this stage")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Find cases by agency, request date, meeting outcome, overdue actions or escalation stage."""
+    from datetime import date as _date
+
+    from rich.table import Table
+
+    from .search import Criteria, matches, summarise
+
+    if outcome is not None and outcome not in ("resolved", "partly_resolved", "unresolved"):
+        raise CliError(f"--outcome must be resolved, partly_resolved or unresolved, not {outcome!r}")
+    try:
+        criteria = Criteria(agency, _date.fromisoformat(since) if since else None,
+                            _date.fromisoformat(until) if until else None, outcome, overdue, stage)
+    except ValueError as exc:
+        raise CliError(f"--from/--to must be YYYY-MM-DD: {exc}") from None
+
+    async def run(c: Client):
+        found = []
+        for case_id in await c.case_ids():
+            summary = summarise(case_id, await c.history(case_id))
+            if matches(summary, criteria):
+                found.append(summary)
+        return found
+
+    found = call(run)
+    if as_json:
+        typer.echo(json.dumps([f.as_dict() for f in found], indent=2))
+        return
+    table = Table(title=f"{len(found)} matching cases")
+    for col in ("case", "agency", "reference", "requested", "status", "outcome", "stage", "overdue"):
+        table.add_column(col)
+    for f in found:
+        table.add_row(f.case_id, f.agency or "", f.case_reference or "", f.requested_on or "", f.status,
+                      f.outcome or "", str(f.highest_stage or ""), str(f.overdue_actions))
+    out.print(table)

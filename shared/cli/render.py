@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rethink.shared.envelope import Recorded
@@ -70,7 +71,9 @@ def history_table(case_id: str, history: list[Recorded]) -> Table:
         table.add_column(col, overflow="fold")
     for r in history:
         env = r.envelope
-        table.add_row(str(r.seq), f"{env.occurred_at:%Y-%m-%d %H:%M:%S}", r.type, env.producer, env.actor, summary(r))
+        # Producers' strings are shown as text, never interpreted as rich markup.
+        table.add_row(str(r.seq), f"{env.occurred_at:%Y-%m-%d %H:%M:%S}", r.type, escape(env.producer),
+                      escape(env.actor), escape(summary(r)))
     return table
 
 

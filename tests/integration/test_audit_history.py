@@ -255,3 +255,39 @@ async def test_an_unknown_case_or_bad_option_is_one_line_on_stderr_and_a_failing
     assert says in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stdout == ""
+
+
+async def test_audit_search_finds_cases_by_agency_and_overdue_actions_from_the_log(event_log, settings, monkeypatch):
+    case_id, _ = await seed_hostile_case(event_log)
+    from tests.support import request_payload, seed_case
+
+    other = "RT-BBBBBBBBBB"
+    data = request_payload()
+    data.pop("immediate_risk")
+    from rethink.shared.events import RequestSubmitted
+
+    await seed_case(event_log, other, [RequestSubmitted.model_validate(data)], producer="health-trust")
+
+    result = await rethink(monkeypatch, settings, "audit", "search", "--overdue", "--json")
+    assert result.exit_code == 0, result.output
+    assert [row["case_id"] for row in json.loads(result.stdout)] == [case_id]
+
+    result = await rethink(monkeypatch, settings, "audit", "search", "--agency", "health-trust", "--json")
+    assert [row["case_id"] for row in json.loads(result.stdout)] == [other]
+
+    result = await rethink(monkeypatch, settings, "audit", "search", "--outcome", "maybe")
+    assert result.exit_code == 1 and "--outcome must be" in result.stderr
+
+
+async def test_audit_verify_reports_each_case_and_fails_when_a_chain_is_broken(event_log, settings, monkeypatch, nc):
+    case_id, _ = await seed_hostile_case(event_log)
+    result = await rethink(monkeypatch, settings, "audit", "verify", case_id)
+    assert result.exit_code == 0 and result.stdout.strip().startswith(f"{case_id}: intact")
+
+    history = await event_log.read_case(case_id)
+    await nc.jetstream().delete_msg(settings.stream, history[1].seq)
+    result = await rethink(monkeypatch, settings, "audit", "verify", "--all", "--json")
+    assert result.exit_code == 2
+    [report] = json.loads(result.stdout)
+    assert report["intact"] is False and report["breaks"][0]["kind"] == "removed"
+    assert report["breaks"][0]["seq"] == history[2].seq
