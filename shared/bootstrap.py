@@ -12,7 +12,10 @@ from nats.js.errors import NotFoundError
 from .eventlog import Subjects
 from .settings import SERVICES, Settings
 
-ACK_WAIT_SECONDS = 30.0
+# How long JetStream waits for an ack before redelivering. Handlers take milliseconds, and a
+# handler retrying in place tells JetStream it is still working; so this mostly bounds how
+# long a crashed service's in-flight event (one at a time) waits before it is redelivered.
+ACK_WAIT_SECONDS = 10.0
 
 
 def stream_config(settings: Settings, subjects: Subjects) -> api.StreamConfig:

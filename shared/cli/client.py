@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import nats
@@ -31,7 +32,8 @@ class Client:
             self.nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1, allow_reconnect=False,
                                          error_cb=_quiet)
         except (NoServersError, OSError, TimeoutError) as exc:
-            raise CliError(f"cannot reach NATS at {url} ({type(exc).__name__}); is `rethink up` running?") from None
+            raise CliError(f"cannot reach NATS at {_redact(url)} ({type(exc).__name__}); "
+                           "is `rethink up` running?") from None
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -77,6 +79,11 @@ class Client:
 
     async def case_ids(self) -> list[str]:
         return await self.log.case_ids()
+
+
+def _redact(url: str) -> str:
+    """Never print a password from a URL."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 async def _quiet(_: Exception) -> None:

@@ -34,9 +34,11 @@ case_app = typer.Typer(help="Read a case.", no_args_is_help=True)
 service_app = typer.Typer(help="Run one service (what `rethink up` starts).", no_args_is_help=True)
 audit_app = typer.Typer(help="For auditors: read-only views of the event log.", no_args_is_help=True)
 projections_app = typer.Typer(help="Operate on the services' projections.", no_args_is_help=True)
+auth_app = typer.Typer(help="NATS users and what each may do.", no_args_is_help=True)
 for sub, name in ((request_app, "request"), (meeting_app, "meeting"), (action_app, "action"),
                   (escalation_app, "escalation"), (case_app, "case"), (service_app, "service"),
-                  (audit_app, "audit"), (projections_app, "projections")):
+                  (audit_app, "audit"), (projections_app, "projections"),
+                  (auth_app, "auth")):
     app.add_typer(sub, name=name)
 
 # Piped output (CI logs, files) gets room for the history table instead of 80 columns.
@@ -185,6 +187,29 @@ def projections_rebuild(
     out.print(f"{service}: replayed {result.events_read} events up to seq {result.last_seq}, applied "
               f"{result.applied}, unreadable {result.skipped_unreadable}; "
               + ("swapped in" if swapped else f"projection at {result.target}"), highlight=False)
+
+
+@auth_app.command("config")
+@friendly
+def auth_config(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for nats-auth.conf and credentials.env")] = Path("."),
+    host: Annotated[str, typer.Option(help="Host the URLs in credentials.env name")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port the URLs in credentials.env name")] = 4222,
+) -> None:
+    """Generate users for the services and a read-only auditor: a server config and their credentials."""
+    from rethink.shared.auth import authorization_config, default_users, url_for
+
+    users = default_users(settings())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    conf, creds = out_dir / "nats-auth.conf", out_dir / "credentials.env"
+    for path in (conf, creds):
+        if path.exists():
+            raise CliError(f"{path} exists; move it away first (its passwords would be lost)")
+    conf.write_text(authorization_config(users))
+    creds.touch(mode=0o600)
+    creds.write_text("".join(f"# {u.name}\nRETHINK_NATS_URL={url_for(u, host, port)}\n" for u in users))
+    out.print(f"wrote {conf} (include it in the nats-server config) and {creds} (mode 600: hand each "
+              "role its own line, then delete the file)", highlight=False)
 
 
 # --- requests -----------------------------------------------------------------------------

@@ -1,0 +1,110 @@
+"""The auditor's NATS user reads the log and nothing else: enforced by a real nats-server."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+
+import nats
+import pytest
+from nats.js import api
+
+from rethink.shared.audit import verify_chain
+from rethink.shared.auth import authorization_config, default_users, url_for
+from rethink.shared.bootstrap import bootstrap
+from rethink.shared.envelope import new_case_id
+from rethink.shared.eventlog import EventLog, Subjects
+from rethink.shared.events import ActionCompleted
+from rethink.shared.natsserver import EmbeddedNats, free_port
+from tests.support import seed_case
+
+pytestmark = pytest.mark.nats
+
+
+async def _quiet(_):
+    """Permission violations arrive as async errors; the assertions below check their effect."""
+
+
+@pytest.fixture
+async def secured(settings, tmp_path):
+    users = {u.name: u for u in default_users(settings)}
+    conf = tmp_path / "auth.conf"
+    conf.write_text(authorization_config(list(users.values())))
+    port = free_port()
+    server = EmbeddedNats(port, tmp_path / "js", extra_args=["-c", str(conf)]).start()
+    clients = {}
+    try:
+        for name, user in users.items():
+            clients[name] = await nats.connect(url_for(user, port=port), error_cb=_quiet, max_reconnect_attempts=1)
+        subjects = Subjects(settings.subject_prefix)
+        await bootstrap(clients["rethink-services"].jetstream(), settings)
+        case_id = new_case_id()
+        services_log = EventLog(clients["rethink-services"].jetstream(), settings.stream, subjects)
+        await seed_case(services_log, case_id, [ActionCompleted(action_id=f"A{i}", completed_on="2026-11-20")
+                                                for i in range(3)])
+        yield clients, case_id, services_log, EventLog(clients["auditor"].jetstream(timeout=1), settings.stream,
+                                                       subjects)
+    finally:
+        for c in clients.values():
+            with contextlib.suppress(Exception):
+                await c.close()
+        server.stop()
+
+
+async def test_the_auditor_reads_and_verifies_every_case(secured):
+    _, case_id, _, auditor_log = secured
+    assert await auditor_log.case_ids() == [case_id]
+    history = await auditor_log.read_case(case_id)
+    assert [r.payload.action_id for r in history] == ["A0", "A1", "A2"]
+    assert verify_chain(case_id, history).intact
+
+
+async def test_the_auditor_cannot_append_to_the_log(secured, settings):
+    clients, case_id, services_log, auditor_log = secured
+    last = (await services_log.read_case(case_id))[-1]
+    forged = last.envelope.model_copy(update={"event_id": uuid.uuid4()})
+    # A well-formed append that the services' user could make (right sequence, right chain):
+    # only the server's permissions stop it.
+    with pytest.raises(Exception):
+        await auditor_log.append(case_id, [forged], expected_last_seq=last.seq, after=last)
+    with pytest.raises(Exception):
+        await clients["auditor"].jetstream(timeout=1).publish(
+            Subjects(settings.subject_prefix).event(case_id, "CaseClosed"), b"{}", stream=settings.stream)
+    assert len(await services_log.read_case(case_id)) == 3
+
+
+async def test_the_auditor_cannot_delete_or_purge_anything(secured, settings):
+    clients, case_id, services_log, _ = secured
+    first = (await services_log.read_case(case_id))[0]
+    js = clients["auditor"].jetstream(timeout=1)
+    with pytest.raises(Exception):
+        await js.delete_msg(settings.stream, first.seq)
+    with pytest.raises(Exception):
+        await js.delete_stream(settings.stream)
+    assert len(await services_log.read_case(case_id)) == 3
+
+
+async def test_the_auditor_cannot_take_events_from_a_services_durable_consumer(secured, settings):
+    clients, _, _, _ = secured
+    services_js = clients["rethink-services"].jetstream()
+    before = (await services_js.consumer_info(settings.stream, "intake")).num_pending
+    auditor_js = clients["auditor"].jetstream(timeout=1)
+    with pytest.raises(Exception):
+        sub = await auditor_js.pull_subscribe_bind("intake", settings.stream)
+        await sub.fetch(1, timeout=1)
+    with pytest.raises(Exception):
+        await auditor_js.delete_consumer(settings.stream, "intake")
+    with pytest.raises(Exception):
+        await auditor_js.add_consumer(settings.stream, api.ConsumerConfig(durable_name="intake", max_ack_pending=500,
+                                                                          ack_policy=api.AckPolicy.EXPLICIT))
+    after = await services_js.consumer_info(settings.stream, "intake")
+    assert after.num_pending == before == 3 and after.config.max_ack_pending == 1
+
+
+async def test_the_same_append_succeeds_for_the_services_user(secured):
+    """The control for the test above: the append itself is valid."""
+    _, case_id, services_log, _ = secured
+    last = (await services_log.read_case(case_id))[-1]
+    forged = last.envelope.model_copy(update={"event_id": uuid.uuid4()})
+    await services_log.append(case_id, [forged], expected_last_seq=last.seq, after=last)
+    assert len(await services_log.read_case(case_id)) == 4
