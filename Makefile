@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo up test clean
+.PHONY: setup demo up test bench lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
@@ -23,6 +23,12 @@ up: setup            ## run the system until Ctrl-C
 
 test: setup          ## the whole suite against a real nats-server it starts itself
 	$(BIN)/python -m pytest
+
+bench: setup         ## the performance benchmark, each figure beside its raw JetStream baseline
+	$(BIN)/python -m tests.benchmarks.run
+
+lint: setup
+	$(BIN)/python -m ruff check services shared tests
 
 clean:
 	rm -rf $(VENV) .rethink .pytest_cache
