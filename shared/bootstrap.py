@@ -59,6 +59,13 @@ async def bootstrap(js: JetStreamContext, settings: Settings) -> list[str]:
     except NotFoundError:
         await js.add_stream(wanted)
         done.append(f"stream {settings.stream} created")
+    dead = api.StreamConfig(name=settings.dead_letter_stream, subjects=[f"{subjects.prefix}.deadletter.>"],
+                            storage=api.StorageType.FILE, duplicate_window=float(settings.duplicate_window_seconds))
+    try:
+        await js.stream_info(settings.dead_letter_stream)
+    except NotFoundError:
+        await js.add_stream(dead)
+        done.append(f"stream {settings.dead_letter_stream} created")
     for service in SERVICES:
         wanted_consumer = consumer_config(service, subjects)
         try:

@@ -20,7 +20,8 @@ from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from pydantic import BaseModel, ConfigDict
 
 from .clock import Clock, SystemClock
-from .envelope import InvalidEvent, Recorded
+from .delivery import DeadLetters, deliver
+from .envelope import Recorded
 from .eventlog import EventLog, Subjects
 from .logs import get_logger
 from .messaging import Route, dispatch
@@ -52,43 +53,6 @@ class ServiceParts:
 Factory = Callable[[Settings, EventLog, Clock], ServiceParts]
 
 
-async def handle_event_with_retry(
-    handler: Callable[[Recorded], Awaitable[None]],
-    data: bytes,
-    seq: int,
-    keep_alive: Callable[[], Awaitable[None]],
-    stopping: asyncio.Event,
-    service: str,
-) -> bool:
-    """Apply one event, retrying transient failures in place. Returns False if stopping first.
-
-    Retrying in place (rather than nak-and-move-on) keeps each projection in log order:
-    moving past a failed event would let a later one be checkpointed ahead of it.
-    """
-    try:
-        recorded = Recorded.from_message(data, seq)
-    except InvalidEvent as exc:
-        log.error("event_unreadable_skipped", service=service, seq=seq, error=str(exc))
-        return True
-    bound = log.bind(service=service, seq=seq, case_id=recorded.envelope.case_id,
-                     event_id=str(recorded.envelope.event_id), event_type=recorded.type,
-                     correlation_id=str(recorded.envelope.correlation_id))
-    delay = 0.05
-    while True:
-        try:
-            await handler(recorded)
-            return True
-        except Exception as exc:
-            bound.warning("event_handler_failed_retrying", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
-        with contextlib.suppress(Exception):
-            await keep_alive()  # tell JetStream we are still working on it, so it is not redelivered
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=delay)
-        if stopping.is_set():
-            return False
-        delay = min(delay * 2, 10.0)
-
-
 class RunningService:
     def __init__(self, factory: Factory, settings: Settings, clock: Clock | None = None) -> None:
         self.factory = factory
@@ -112,6 +76,7 @@ class RunningService:
     async def start(self) -> None:
         nc = await self.broker.connect()
         event_log = EventLog(nc.jetstream(), self.settings.stream, self.subjects)
+        self.dead_letters = DeadLetters(nc.jetstream(), self.settings.dead_letter_stream, self.subjects)
         self.parts = parts = self.factory(self.settings, event_log, self.clock)
         self._wire(parts)
         await self.broker.start()
@@ -160,8 +125,10 @@ class RunningService:
             )
             async def on_event(msg: NatsMessage) -> None:
                 raw = msg.raw_message
-                done = await handle_event_with_retry(
-                    handler, raw.data, raw.metadata.sequence.stream, raw.in_progress, self.stopping, name
+                done = await deliver(
+                    handler, raw.data, raw.metadata.sequence.stream, service=name, keep_alive=raw.in_progress,
+                    stopping=self.stopping, park=self.dead_letters.park,
+                    max_attempts=self.settings.max_handler_attempts,
                 )
                 if done:
                     await msg.ack()

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default=Path(".rethink"), description="Folder for the embedded server, databases and mail.")
     embedded_nats_port: int = Field(default=14222, description="Port of the embedded nats-server (127.0.0.1).")
     stream: str = Field(default="RETHINK_EVENTS", description="JetStream stream holding case events.")
+    dead_letter_stream: str = Field(default="RETHINK_DEADLETTER", description="Where events that always fail are parked.")
+    max_handler_attempts: int = Field(default=8, ge=1, description="Tries before an event that always fails is parked.")
     subject_prefix: str = Field(default="rethink", pattern=r"^[A-Za-z0-9_-]+$", description="First token of every subject.")
     duplicate_window_seconds: int = Field(default=24 * 3600, ge=1, description="JetStream Nats-Msg-Id dedup window.")
     database_url: dict[str, str] = Field(

@@ -57,6 +57,7 @@ def settings(nats_url: str, tmp_path: Path) -> Settings:
         nats_url=nats_url,
         state_dir=tmp_path / "state",
         stream=f"TEST_{tag}",
+        dead_letter_stream=f"TESTDL_{tag}",
         subject_prefix=f"t{tag}",
         overdue_check_interval_seconds=3600,
     )
@@ -78,5 +79,6 @@ async def stream(nc: nats.NATS, settings: Settings) -> AsyncIterator[str]:
     try:
         yield settings.stream
     finally:
-        with contextlib.suppress(Exception):
-            await js.delete_stream(settings.stream)
+        for name in (settings.stream, settings.dead_letter_stream):
+            with contextlib.suppress(Exception):
+                await js.delete_stream(name)

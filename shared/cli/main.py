@@ -35,10 +35,12 @@ service_app = typer.Typer(help="Run one service (what `rethink up` starts).", no
 audit_app = typer.Typer(help="For auditors: read-only views of the event log.", no_args_is_help=True)
 projections_app = typer.Typer(help="Operate on the services' projections.", no_args_is_help=True)
 auth_app = typer.Typer(help="NATS users and what each may do.", no_args_is_help=True)
+deadletter_app = typer.Typer(help="Events a service could never apply, parked with their reason.",
+                             no_args_is_help=True)
 for sub, name in ((request_app, "request"), (meeting_app, "meeting"), (action_app, "action"),
                   (escalation_app, "escalation"), (case_app, "case"), (service_app, "service"),
                   (audit_app, "audit"), (projections_app, "projections"),
-                  (auth_app, "auth")):
+                  (auth_app, "auth"), (deadletter_app, "deadletter")):
     app.add_typer(sub, name=name)
 
 # Piped output (CI logs, files) gets room for the history table instead of 80 columns.
@@ -210,6 +212,29 @@ def auth_config(
     creds.write_text("".join(f"# {u.name}\nRETHINK_NATS_URL={url_for(u, host, port)}\n" for u in users))
     out.print(f"wrote {conf} (include it in the nats-server config) and {creds} (mode 600: hand each "
               "role its own line, then delete the file)", highlight=False)
+
+
+@deadletter_app.command("list")
+@friendly
+def deadletter_list(service: Annotated[str | None, typer.Option(help="Only this service's")] = None,
+                    as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What was parked, by whom, why, after how many attempts."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from rethink.shared.delivery import DeadLetters
+
+    s = settings()
+    parked = call(lambda c: DeadLetters(c.nc.jetstream(), s.dead_letter_stream, c.subjects).list(service))
+    if as_json:
+        typer.echo(json.dumps(parked, indent=2))
+        return
+    table = Table(title=f"{len(parked)} parked events")
+    for col in ("service", "seq", "parked at", "attempts", "reason"):
+        table.add_column(col, overflow="fold")
+    for p in parked:
+        table.add_row(p["service"], str(p["seq"]), p["parked_at"], str(p["attempts"]), escape(p["reason"]))
+    out.print(table)
 
 
 # --- requests -----------------------------------------------------------------------------

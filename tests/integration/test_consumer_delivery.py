@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, select
+from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 
 from rethink.shared.bootstrap import consumer_config
 from rethink.shared.clock import SystemClock
 from rethink.shared.commands import envelopes
+from rethink.shared.delivery import DeadLetters
 from rethink.shared.envelope import Origin, Recorded, new_case_id
 from rethink.shared.eventlog import EventLog
 from rethink.shared.events import ActionCompleted
@@ -69,15 +71,18 @@ class Probe:
         self.store, self.table = make_store(tmp_path / "probe.db")
         self.attempts: list[int] = []  # stream sequences, one per call of on_event
         self.applied: list[int] = []   # stream sequences whose handling succeeded, in order
-        self.failures: dict[str, int] = {}  # action_id -> how many more calls must fail
+        self.failures: dict[str, int] = {}  # action_id -> how many more calls must fail, transiently
+        self.poison: set[str] = set()  # action_ids whose handling fails every time
 
     def factory(self, settings: Settings, log: EventLog, clock) -> ServiceParts:
         async def on_event(r: Recorded) -> None:
             self.attempts.append(r.seq)
             action_id = getattr(r.payload, "action_id", None)
+            if action_id in self.poison:
+                raise ValueError(f"{action_id} can never be applied")
             if self.failures.get(action_id, 0) > 0:
                 self.failures[action_id] -= 1
-                raise RuntimeError(f"transient failure applying {action_id}")
+                raise OperationalError("INSERT ...", {}, Exception("database is locked"))
             self.store.apply(r)
             self.applied.append(r.seq)
 
@@ -246,7 +251,7 @@ def _envelope_json(**overrides) -> bytes:
     # RecursionError escape, so this message was neither logged nor acked.
     pytest.param(b"[" * 100_000, id="deeply-nested-json"),
 ])
-async def test_an_unreadable_message_is_skipped_logged_and_acked(garbage, probe, run_services, event_log, nc,
+async def test_an_unreadable_message_is_parked_logged_and_acked(garbage, probe, run_services, event_log, nc,
                                                                   settings, subjects):
     js = nc.jetstream()
     case_id = new_case_id()
@@ -260,10 +265,41 @@ async def test_an_unreadable_message_is_skipped_logged_and_acked(garbage, probe,
 
     assert probe.attempts == [good]  # the handler never saw the garbage
     assert [row[2] for row in rows(probe.store, probe.table)] == ["after-garbage"]
-    skipped = [e for e in logs if e["event"] == "event_unreadable_skipped"]
+    skipped = [e for e in logs if e["event"] == "event_unreadable_parked"]
     assert len(skipped) == 1 and skipped[0]["seq"] == bad.seq and skipped[0]["log_level"] == "error"
     assert skipped[0]["service"] == NAME and skipped[0]["error"]
+    [parked] = await DeadLetters(js, settings.dead_letter_stream, subjects).list(NAME)
+    assert parked["seq"] == bad.seq and parked["reason"].startswith("unreadable: ")
     assert info.delivered.stream_seq == good and info.num_redelivered == 0
     assert service.last_applied_seq == good
     pong = await ask(nc, subjects.query(NAME, "ping"), {})
     assert pong == {"status": "ok", "service": NAME, "last_applied_seq": good}
+
+
+async def test_a_poison_event_is_retried_a_bounded_number_of_times_then_parked_and_the_consumer_moves_on(
+        probe, run_services, event_log, nc, settings, subjects):
+    settings.max_handler_attempts = 3
+    probe.poison.add("poison")
+    case_id = new_case_id()
+    [bad, good] = await append_many(event_log, case_id, ["poison", "after-poison"])
+    [service] = await run_services(probe.factory)
+
+    await wait_for(lambda: asyncio.sleep(0, probe.applied), lambda a: a == [good], what="the event after it")
+    assert probe.attempts == [bad, bad, bad, good]
+    [parked] = await DeadLetters(nc.jetstream(), settings.dead_letter_stream, subjects).list(NAME)
+    assert (parked["seq"], parked["attempts"]) == (bad, 3)
+    assert parked["reason"] == "ValueError: poison can never be applied"
+    assert json.loads(parked["message"])["event_id"] == str((await event_log.read_case(case_id))[0].envelope.event_id)
+    assert await wait_for(lambda: consumer_drained(nc, settings), what="both acked")
+    assert (await ask(nc, subjects.query(NAME, "ping"), {}))["last_applied_seq"] == good
+
+
+async def test_a_transient_failure_is_never_parked_however_long_it_lasts(
+        probe, run_services, event_log, nc, settings, subjects):
+    settings.max_handler_attempts = 2
+    probe.failures["slow-db"] = 5  # more failures than the poison bound: still retried, then applied
+    [seq] = await append_many(event_log, new_case_id(), ["slow-db"])
+    await run_services(probe.factory)
+    await wait_for(lambda: asyncio.sleep(0, probe.applied), lambda a: a == [seq], timeout=20, what="applied")
+    assert probe.attempts == [seq] * 6
+    assert await DeadLetters(nc.jetstream(), settings.dead_letter_stream, subjects).list() == []
