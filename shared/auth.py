@@ -1,33 +1,50 @@
-"""Who may do what on the NATS server: generated nats-server authorization, enforced by the server.
+"""Who may do what on the NATS server: a registry of users, rendered as nats-server authorization.
 
-Roles so far:
-- ``services``: the four services and the operator's CLI (everything);
+The server enforces it; Re-think's code does not have to be trusted to. Roles:
+
+- ``services``: the four services and the operator's CLI (everything).
 - ``auditor``: reads the event log and nothing else. It may read stream info and single
   messages, and create, read from and delete consumers of its own. It may not publish to any
   other subject (so never to the log), delete or purge anything but its own consumers, and it
   may not touch the services' durable consumers (pulling from one would steal a service's
   events).
+- ``agency``: publishes only on its own inbound subjects (``<prefix>.intake.<agency>.>``) and
+  receives replies only on its own inbox prefix (``_INBOX_<agency>.>``), so it can neither act
+  as another agency nor read another's receipts, and it cannot read or write the log.
 
-Agencies (publish only on their own inbound subjects) come with the agencies work.
+The registry keeps bcrypt hashes only; a password is shown once, when it is made.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import bcrypt
 
 from .settings import SERVICES, Settings
 
+AGENCY_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{1,39}$")
+CORE_USERS = {"rethink-services": "services", "auditor": "auditor"}
+
+
+class AuthError(ValueError):
+    pass
+
 
 @dataclass(frozen=True)
-class User:
+class Entry:
     name: str
-    password: str  # plain text: hashed when written into the server's config
-    permissions: dict[str, Any] | None  # None = everything
+    role: str  # services | auditor | agency
+    password_hash: str
+
+
+def inbox_prefix(agency: str) -> str:
+    return f"_INBOX_{agency}"
 
 
 def auditor_permissions(stream: str) -> dict[str, Any]:
@@ -54,24 +71,100 @@ def auditor_permissions(stream: str) -> dict[str, Any]:
     }
 
 
-def default_users(settings: Settings) -> list[User]:
-    return [
-        User("rethink-services", secrets.token_urlsafe(24), None),
-        User("auditor", secrets.token_urlsafe(24), auditor_permissions(settings.stream)),
-    ]
+def agency_permissions(agency: str, prefix: str) -> dict[str, Any]:
+    return {
+        "publish": {"allow": [f"{prefix}.intake.{agency}.>"]},
+        "subscribe": {"allow": [f"{inbox_prefix(agency)}.>"]},
+    }
 
 
-def authorization_config(users: list[User]) -> str:
-    """The ``authorization`` block of a nats-server config (the format accepts JSON)."""
-    entries = []
-    for u in users:
-        entry: dict[str, Any] = {"user": u.name,
-                                 "password": bcrypt.hashpw(u.password.encode(), bcrypt.gensalt(11)).decode()}
-        if u.permissions is not None:
-            entry["permissions"] = u.permissions
-        entries.append(entry)
-    return "authorization " + json.dumps({"users": entries}, indent=2) + "\n"
+def permissions_for(entry: Entry, settings: Settings) -> dict[str, Any] | None:
+    if entry.role == "services":
+        return None
+    if entry.role == "auditor":
+        return auditor_permissions(settings.stream)
+    if entry.role == "agency":
+        return agency_permissions(entry.name, settings.subject_prefix)
+    raise AuthError(f"unknown role {entry.role!r} for user {entry.name}")
 
 
-def url_for(user: User, host: str = "127.0.0.1", port: int = 4222) -> str:
-    return f"nats://{user.name}:{user.password}@{host}:{port}"
+def new_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def hash_password(password: str) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(11)).decode()
+
+
+class Registry:
+    """The users file (hashes only) and the nats-server config rendered from it."""
+
+    def __init__(self, folder: Path, settings: Settings) -> None:
+        self.folder = Path(folder)
+        self.settings = settings
+        self.users_file = self.folder / "users.json"
+        self.config_file = self.folder / "nats-auth.conf"
+
+    def entries(self) -> list[Entry]:
+        if not self.users_file.exists():
+            return []
+        try:
+            return [Entry(**e) for e in json.loads(self.users_file.read_text())]
+        except (ValueError, TypeError) as exc:
+            raise AuthError(f"{self.users_file}: unreadable users file ({exc})") from None
+
+    def _save(self, entries: list[Entry]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.users_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps([asdict(e) for e in entries], indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(self.users_file)
+        self.config_file.write_text(self.render(entries))
+
+    def ensure_core(self) -> dict[str, str]:
+        """Create the services and auditor users if missing; returns their new passwords."""
+        entries, made = self.entries(), {}
+        names = {e.name for e in entries}
+        for name, role in CORE_USERS.items():
+            if name not in names:
+                made[name] = new_password()
+                entries.append(Entry(name, role, hash_password(made[name])))
+        self._save(entries)
+        return made
+
+    def add_agency(self, agency: str) -> str:
+        if not AGENCY_NAME.fullmatch(agency):
+            raise AuthError(f"agency name {agency[:60]!r}: use 2-40 lower-case letters, digits and '-' "
+                            "(it becomes part of NATS subjects)")
+        entries = self.entries()
+        if any(e.name == agency for e in entries):
+            raise AuthError(f"agency {agency} exists; revoke it first to issue new credentials")
+        if agency in CORE_USERS:
+            raise AuthError(f"{agency} is a reserved name")
+        password = new_password()
+        self._save([*entries, Entry(agency, "agency", hash_password(password))])
+        return password
+
+    def revoke(self, agency: str) -> None:
+        entries = self.entries()
+        if not any(e.name == agency and e.role == "agency" for e in entries):
+            raise AuthError(f"no agency {agency}")
+        self._save([e for e in entries if e.name != agency])
+
+    def agencies(self) -> list[str]:
+        return sorted(e.name for e in self.entries() if e.role == "agency")
+
+    def render(self, entries: list[Entry] | None = None) -> str:
+        """The ``authorization`` block of a nats-server config (the format accepts JSON)."""
+        users = []
+        for e in entries if entries is not None else self.entries():
+            user: dict[str, Any] = {"user": e.name, "password": e.password_hash}
+            perms = permissions_for(e, self.settings)
+            if perms is not None:
+                user["permissions"] = perms
+            users.append(user)
+        return "authorization " + json.dumps({"users": users}, indent=2) + "\n"
+
+
+def url_with(name: str, password: str, host: str = "127.0.0.1", port: int = 4222) -> str:
+    return f"nats://{name}:{password}@{host}:{port}"

@@ -83,7 +83,7 @@ class RunningService:
         await nc.flush()  # subscriptions registered with the server before we say we are up
         for interval, job in parts.periodic:
             self._tasks.append(asyncio.create_task(self._every(interval, job)))
-        log.info("service_started", service=parts.name, nats=self.settings.resolved_nats_url())
+        log.info("service_started", service=parts.name, nats=self.settings.printable_nats_url())
 
     def _wire(self, parts: ServiceParts) -> None:
         broker, s, max_bytes = self.broker, self.subjects, self.settings.max_message_bytes

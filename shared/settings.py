@@ -5,6 +5,7 @@ Nothing here connects to anything; a Settings object is passed into each service
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, EmailStr, Field
@@ -33,6 +34,8 @@ class Settings(BaseSettings):
     nats_url: str | None = Field(
         default=None, description="NATS server URL; unset = start the embedded nats-server."
     )
+    nats_inbox_prefix: str = Field(default="_INBOX", pattern=r"^[A-Za-z0-9_-]+$",
+                                   description="Reply inbox prefix; an agency's user must use _INBOX_<agency>.")
     state_dir: Path = Field(default=Path(".rethink"), description="Folder for the embedded server, databases and mail.")
     embedded_nats_port: int = Field(default=14222, description="Port of the embedded nats-server (127.0.0.1).")
     stream: str = Field(default="RETHINK_EVENTS", description="JetStream stream holding case events.")
@@ -63,8 +66,20 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.state_dir / f'{service}.db').resolve()}"
 
     @property
+    def auth_dir(self) -> Path:
+        return self.state_dir / "auth"
+
+    @property
     def mail_dir(self) -> Path:
         return self.state_dir / "mail"
 
     def resolved_nats_url(self) -> str:
         return self.nats_url or f"nats://127.0.0.1:{self.embedded_nats_port}"
+
+    def printable_nats_url(self) -> str:
+        """The URL with any password masked: for logs and messages."""
+        return redact_url(self.resolved_nats_url())
+
+
+def redact_url(url: str) -> str:
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from typing import Any
 
 import nats
@@ -13,7 +12,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.eventlog import EventLog, Subjects
-from rethink.shared.settings import Settings
+from rethink.shared.settings import Settings, redact_url
 
 
 class CliError(Exception):
@@ -30,9 +29,9 @@ class Client:
         url = self.settings.resolved_nats_url()
         try:
             self.nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1, allow_reconnect=False,
-                                         error_cb=_quiet)
+                                         error_cb=_quiet, inbox_prefix=self.settings.nats_inbox_prefix)
         except (NoServersError, OSError, TimeoutError) as exc:
-            raise CliError(f"cannot reach NATS at {_redact(url)} ({type(exc).__name__}); "
+            raise CliError(f"cannot reach NATS at {redact_url(url)} ({type(exc).__name__}); "
                            "is `rethink up` running?") from None
         return self
 
@@ -79,11 +78,6 @@ class Client:
 
     async def case_ids(self) -> list[str]:
         return await self.log.case_ids()
-
-
-def _redact(url: str) -> str:
-    """Never print a password from a URL."""
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
 
 
 async def _quiet(_: Exception) -> None:

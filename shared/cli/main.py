@@ -35,12 +35,14 @@ service_app = typer.Typer(help="Run one service (what `rethink up` starts).", no
 audit_app = typer.Typer(help="For auditors: read-only views of the event log.", no_args_is_help=True)
 projections_app = typer.Typer(help="Operate on the services' projections.", no_args_is_help=True)
 auth_app = typer.Typer(help="NATS users and what each may do.", no_args_is_help=True)
+agencies_app = typer.Typer(help="Agencies' credentials: who may submit as whom.", no_args_is_help=True)
 deadletter_app = typer.Typer(help="Events a service could never apply, parked with their reason.",
                              no_args_is_help=True)
 for sub, name in ((request_app, "request"), (meeting_app, "meeting"), (action_app, "action"),
                   (escalation_app, "escalation"), (case_app, "case"), (service_app, "service"),
                   (audit_app, "audit"), (projections_app, "projections"),
-                  (auth_app, "auth"), (deadletter_app, "deadletter")):
+                  (auth_app, "auth"), (deadletter_app, "deadletter"),
+                  (agencies_app, "agencies")):
     app.add_typer(sub, name=name)
 
 # Piped output (CI logs, files) gets room for the history table instead of 80 columns.
@@ -106,7 +108,7 @@ def up() -> None:
 
     s = settings()
     with running_system(s) as procs:
-        out.print(f"Re-think is up on {s.resolved_nats_url()} (state in {s.state_dir}). Ctrl-C stops it.")
+        out.print(f"Re-think is up on {s.printable_nats_url()} (state in {s.state_dir}). Ctrl-C stops it.")
         watch(procs, s, out.print)
     out.print("stopped")
 
@@ -191,27 +193,57 @@ def projections_rebuild(
               + ("swapped in" if swapped else f"projection at {result.target}"), highlight=False)
 
 
-@auth_app.command("config")
+@auth_app.command("init")
 @friendly
-def auth_config(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for nats-auth.conf and credentials.env")] = Path("."),
-    host: Annotated[str, typer.Option(help="Host the URLs in credentials.env name")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port the URLs in credentials.env name")] = 4222,
-) -> None:
-    """Generate users for the services and a read-only auditor: a server config and their credentials."""
-    from rethink.shared.auth import authorization_config, default_users, url_for
+def auth_init() -> None:
+    """Create the services and auditor users (once) and write <state>/auth/nats-auth.conf."""
+    from rethink.shared.auth import Registry
 
-    users = default_users(settings())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    conf, creds = out_dir / "nats-auth.conf", out_dir / "credentials.env"
-    for path in (conf, creds):
-        if path.exists():
-            raise CliError(f"{path} exists; move it away first (its passwords would be lost)")
-    conf.write_text(authorization_config(users))
-    creds.touch(mode=0o600)
-    creds.write_text("".join(f"# {u.name}\nRETHINK_NATS_URL={url_for(u, host, port)}\n" for u in users))
-    out.print(f"wrote {conf} (include it in the nats-server config) and {creds} (mode 600: hand each "
-              "role its own line, then delete the file)", highlight=False)
+    s = settings()
+    registry = Registry(s.auth_dir, s)
+    made = registry.ensure_core()
+    for name, password in made.items():
+        out.print(f"{name}: password {password}  (shown once; store it in your secrets manager)", highlight=False)
+    out.print(f"wrote {registry.config_file}: include it in the nats-server config, then reload the server "
+              "(nats-server --signal reload)", highlight=False)
+
+
+@agencies_app.command("add")
+@friendly
+def agencies_add(name: str) -> None:
+    """Give an agency its own NATS user: it may publish only as itself and read only its own replies."""
+    from rethink.shared.auth import Registry, inbox_prefix
+
+    s = settings()
+    registry = Registry(s.auth_dir, s)
+    password = registry.add_agency(name)
+    out.print(f"agency {name} added. Its connection settings (shown once):\n"
+              f"  user {name}\n  password {password}\n  inbox prefix {inbox_prefix(name)}\n"
+              f"  publishes to {s.subject_prefix}.intake.{name}.submit and .confirm_checks\n"
+              f"Reload the nats-server to apply {registry.config_file}.", highlight=False)
+
+
+@agencies_app.command("list")
+@friendly
+def agencies_list() -> None:
+    """The agencies that have credentials."""
+    from rethink.shared.auth import Registry
+
+    s = settings()
+    names = Registry(s.auth_dir, s).agencies()
+    out.print("\n".join(names) if names else "no agencies yet: `rethink agencies add NAME`", highlight=False)
+
+
+@agencies_app.command("revoke")
+@friendly
+def agencies_revoke(name: str) -> None:
+    """Remove an agency's user; after the server reloads, it is refused."""
+    from rethink.shared.auth import Registry
+
+    s = settings()
+    registry = Registry(s.auth_dir, s)
+    registry.revoke(name)
+    out.print(f"agency {name} revoked; reload the nats-server to apply {registry.config_file}", highlight=False)
 
 
 @deadletter_app.command("list")

@@ -12,7 +12,7 @@ import pytest
 from nats.js import api
 
 from rethink.shared.audit import verify_chain
-from rethink.shared.auth import authorization_config, default_users, url_for
+from rethink.shared.auth import Registry, url_with
 from rethink.shared.bootstrap import bootstrap
 from rethink.shared.envelope import new_case_id
 from rethink.shared.eventlog import EventLog, Subjects
@@ -41,16 +41,16 @@ REFUSED = (nats.errors.TimeoutError, nats.js.errors.Error, nats.errors.Error)
 
 @pytest.fixture
 async def secured(settings, tmp_path):
-    users = {u.name: u for u in default_users(settings)}
-    conf = tmp_path / "auth.conf"
-    conf.write_text(authorization_config(list(users.values())))
+    registry = Registry(tmp_path / "auth", settings)
+    users = registry.ensure_core()
     port = free_port()
-    server = EmbeddedNats(port, tmp_path / "js", extra_args=["-c", str(conf)]).start()
+    server = EmbeddedNats(port, tmp_path / "js", extra_args=["-c", str(registry.config_file)]).start()
     clients = {}
     refusals = Refusals()
     try:
-        for name, user in users.items():
-            clients[name] = await nats.connect(url_for(user, port=port), error_cb=refusals.record, max_reconnect_attempts=1)
+        for name, password in users.items():
+            clients[name] = await nats.connect(url_with(name, password, port=port), error_cb=refusals.record,
+                                               max_reconnect_attempts=1)
         subjects = Subjects(settings.subject_prefix)
         await bootstrap(clients["rethink-services"].jetstream(), settings)
         case_id = new_case_id()

@@ -1,0 +1,117 @@
+"""Rebuild: events/s replaying the end-to-end log into a fresh projection of each service.
+
+SQLite files go in the run's temp folder. PostgreSQL gets a database of its own
+(``rethink_bench_<random>``), dropped at the end whatever happens.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rethink.shared.rebuild import projection_store, replay_into
+from rethink.shared.settings import SERVICES, Settings
+
+from .common import Cleanup, now
+
+
+@dataclass
+class RebuildRun:
+    service: str
+    database: str
+    events: int
+    seconds: float
+    events_per_s: float
+
+
+@dataclass
+class RebuildResult:
+    runs: list[RebuildRun] = field(default_factory=list)
+    postgres: str = "not run"
+    ordered_read_of_log: float | None = None
+
+
+class Postgres:
+    """A throwaway database on the local server, reached with trust auth as postgres (or root)."""
+
+    def __init__(self, host: str, port: int, maintenance_db: str) -> None:
+        self.host, self.port, self.maintenance_db = host, port, maintenance_db
+        self.user: str | None = None
+        self.database: str | None = None
+
+    def _connect(self, user: str, dbname: str):
+        import psycopg
+
+        return psycopg.connect(host=self.host, port=self.port, user=user, dbname=dbname, autocommit=True,
+                               connect_timeout=3)
+
+    def create(self, cleanup: Cleanup) -> str:
+        errors = []
+        for user in ("postgres", "root"):
+            try:
+                with self._connect(user, self.maintenance_db) as conn:
+                    name = f"rethink_bench_{secrets.token_hex(4)}"
+                    conn.execute(f'CREATE DATABASE "{name}"')
+                self.user, self.database = user, name
+                cleanup.add(f"drop PostgreSQL database {name}", self.drop)
+                return f"postgresql+psycopg://{user}@{self.host}:{self.port}/{name}"
+            except Exception as exc:
+                errors.append(f"{user}: {type(exc).__name__}: {str(exc).strip()[:120]}")
+        raise RuntimeError("; ".join(errors))
+
+    def drop(self) -> None:
+        if self.database is None or self.user is None:
+            return
+        with self._connect(self.user, self.maintenance_db) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        self.database = None
+
+    def version(self) -> str | None:
+        if self.user is None:
+            return None
+        with self._connect(self.user, self.maintenance_db) as conn:
+            return conn.execute("SHOW server_version").fetchone()[0]
+
+
+async def _replay(js, settings: Settings, service: str, url: str, label: str) -> RebuildRun:
+    store = projection_store(service, url)
+    try:
+        start = now()
+        result = await replay_into(js, settings, store)
+        seconds = now() - start
+    finally:
+        store.engine.dispose()
+    return RebuildRun(service, label, result.events_read, seconds, result.events_read / seconds)
+
+
+async def run_rebuild(nc, settings: Settings, work_dir: Path, pg: Postgres | None, cleanup: Cleanup,
+                      say) -> tuple[RebuildResult, dict[str, Any]]:
+    js = nc.jetstream()
+    out = RebuildResult()
+    meta: dict[str, Any] = {}
+    for service in SERVICES:
+        run = await _replay(js, settings, service, f"sqlite:///{work_dir / f'{service}-rebuild.db'}", "sqlite")
+        out.runs.append(run)
+        say(f"  sqlite     {service:<11} {run.events_per_s:8,.0f} events/s ({run.events:,} events, {run.seconds:.1f}s)")
+    if pg is None:
+        out.postgres = "skipped (--no-postgres)"
+        return out, meta
+    try:
+        url = pg.create(cleanup)
+        meta["postgres_version"] = pg.version()
+    except Exception as exc:
+        out.postgres = f"skipped: PostgreSQL unreachable at {pg.host}:{pg.port} ({exc})"
+        say(f"  {out.postgres}")
+        return out, meta
+    out.postgres = f"ran on {pg.database} as {pg.user}"
+    try:
+        for service in SERVICES:
+            run = await _replay(js, settings, service, url, "postgresql")
+            out.runs.append(run)
+            say(f"  postgresql {service:<11} {run.events_per_s:8,.0f} events/s ({run.events:,} events, "
+                f"{run.seconds:.1f}s)")
+    finally:
+        pg.drop()
+    return out, meta
