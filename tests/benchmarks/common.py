@@ -35,6 +35,8 @@ class Config:
     e2e_rate: float = 100.0  # events per second offered in the latency phase
     e2e_seconds: float = 45.0
     unloaded_seconds: float = 10.0
+    light_rate: float = 25.0
+    light_seconds: float = 20.0
     saturation_seconds: float = 40.0
     saturation_concurrency: int = 24
     poll_ms: float = 5.0
@@ -53,8 +55,9 @@ class Config:
 
     @classmethod
     def quick_defaults(cls) -> Config:
-        return cls(quick=True, sequential_messages=2_000, pipelined_messages=10_000, ingest_seconds=5.0,
-                   e2e_seconds=12.0, unloaded_seconds=4.0, saturation_seconds=10.0, history_large=50_000, history_reads=15)
+        return cls(quick=True, sequential_messages=2_000, pipelined_messages=10_000, ingest_seconds=4.0,
+                   unloaded_seconds=3.0, light_seconds=5.0, e2e_seconds=10.0, saturation_seconds=8.0,
+                   history_large=50_000, history_reads=15)
 
 
 @dataclass

@@ -6,9 +6,10 @@ four reactions, eight events. The driver learns of reactions from an ordered con
 the log (no polling of the services), and reads the services' checkpoints from their
 SQLite files to see when each event became visible in each projection.
 
-Three phases:
-- unloaded: one lifecycle at a time, the latency floor with no queueing;
-- latency: an open-loop load at a fixed rate (default 100 events/s = 12.5 lifecycles/s);
+Four phases:
+- unloaded: one lifecycle at a time, back to back: latency with no queueing behind other cases;
+- light: an open-loop load at a low fixed rate (default 25 events/s);
+- latency: an open-loop load at the issue's rate (default 100 events/s = 12.5 lifecycles/s);
   submission-to-visibility latency per projection, p50/p95/p99;
 - saturation: a fixed number of lifecycles always in flight (closed loop); the events/s that
   make it through all four projections is the system's capacity.
@@ -20,6 +21,7 @@ import asyncio
 import json
 import os
 import time
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +33,7 @@ from rethink.shared.eventlog import Subjects
 from rethink.shared.settings import SERVICES, Settings
 
 from . import workload
-from .common import Cleanup, cpu_seconds, now, percentile, summary_ms
+from .common import Cleanup, cpu_seconds, now, summary_ms
 from .profiling import Profiler
 from .system import Checkpoints, ping, start_services
 
@@ -101,36 +103,36 @@ class Driver:
     settings: Settings
     monitor: Monitor
     slots: workload.Slots = field(default_factory=workload.Slots)
-    rtt: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    rtt: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     traces: list[Trace] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.subjects = Subjects(self.settings.subject_prefix)
         self.body = workload.submission_bytes()
 
-    async def _request(self, name: str, subject: str, body: bytes) -> dict[str, Any]:
+    async def _request(self, phase: str, name: str, subject: str, body: bytes) -> dict[str, Any]:
         t = now()
         msg = await self.nc.request(subject, body, timeout=STEP_TIMEOUT)
-        self.rtt[name].append(now() - t)
+        self.rtt[(phase, name)].append(now() - t)
         reply = json.loads(msg.data)
         if reply.get("status") != "accepted":
             raise LifecycleFailed(f"{name} refused: {json.dumps(reply)[:300]}")
         return reply
 
-    async def _command(self, service: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return await self._request(name, self.subjects.command(service, name), json.dumps(payload).encode())
+    async def _command(self, phase: str, service: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return await self._request(phase, name, self.subjects.command(service, name), json.dumps(payload).encode())
 
     async def lifecycle(self, phase: str) -> Trace:
         trace = Trace(phase, now())
         self.traces.append(trace)
         try:
-            receipt = await self._request("submit", self.subjects.intake("northside-school", "submit"), self.body)
+            receipt = await self._request(phase, "submit", self.subjects.intake("northside-school", "submit"), self.body)
             case_id = trace.case_id = receipt["case_id"]
             await self.monitor.wait(case_id, "FacilitatorAssigned")
-            await self._command("scheduling", "schedule", workload.schedule_command(case_id, self.slots.next()))
-            held = await self._command("meeting", "record", workload.record_command(case_id))
+            await self._command(phase, "scheduling", "schedule", workload.schedule_command(case_id, self.slots.next()))
+            held = await self._command(phase, "meeting", "record", workload.record_command(case_id))
             await self.monitor.wait(case_id, "ActionRecorded")
-            await self._command("meeting", "complete_action",
+            await self._command(phase, "meeting", "complete_action",
                                 workload.complete_command(case_id, held["action_ids"][0]))
             await self.monitor.wait(case_id, "CaseClosed")
             trace.closed = True
@@ -149,7 +151,8 @@ class Phase:
     started: int = 0
     closed: int = 0
     failed: int = 0
-    skipped: int = 0
+    unfinished: int = 0  # still in flight when the phase's lifecycles were given up on
+    skipped: int = 0  # open loop: not started because too many were already in flight
     appended_per_s: float = 0.0
     through_all_per_s: float = 0.0
     per_service_per_s: dict[str, float] = field(default_factory=dict)
@@ -160,12 +163,14 @@ class Phase:
     command_rtt: dict[str, dict[str, Any]] = field(default_factory=dict)
     cpu_ms_per_event: dict[str, float | None] = field(default_factory=dict)
     cpu_share: dict[str, float | None] = field(default_factory=dict)
+    nats_messages_per_event: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
 
 @dataclass
 class E2EResult:
     unloaded: Phase | None
+    light: Phase | None
     latency: Phase
     saturation: Phase | None
     events_in_log: int
@@ -187,28 +192,31 @@ def _measure(phase: Phase, driver: Driver, cps: Checkpoints, monitor: Monitor) -
 
     traces = [tr for tr in driver.traces if tr.phase == phase.name and t0 <= tr.t_submit < t1]
     phase.started = len([tr for tr in driver.traces if tr.phase == phase.name])
-    phase.closed = sum(tr.closed for tr in traces)
+    phase.closed = sum(tr.closed for tr in driver.traces if tr.phase == phase.name)
     phase.failed = sum(tr.error is not None for tr in driver.traces if tr.phase == phase.name)
+    phase.unfinished = sum(tr.error is None and not tr.closed for tr in driver.traces if tr.phase == phase.name)
     phase.errors = sorted({tr.error for tr in driver.traces if tr.phase == phase.name and tr.error})[:5]
 
     by_service: dict[str, list[float]] = {n: [] for n in cps.names}
     lifecycles: list[float] = []
+    in_all: list[float] = []
     for tr in traces:
-        if not tr.closed or tr.case_id is None:
-            continue
-        seen = monitor.seen[tr.case_id]
+        seen = monitor.seen.get(tr.case_id or "", {})
+        if "RequestSubmitted" not in seen:
+            continue  # refused or never answered: counted as failed, not as a latency
         seq = seen["RequestSubmitted"][0]
-        for n in cps.names:
-            at = cps.visible_at(n, seq)
+        ats = {n: cps.visible_at(n, seq) for n in cps.names}
+        for n, at in ats.items():
             if at is not None:
                 by_service[n].append(at - tr.t_submit)
-        closed_at = cps.visible_at("escalation", seen["CaseClosed"][0])
-        if closed_at is not None:
-            lifecycles.append(closed_at - tr.t_submit)
+        # Never visible by the end (the projections are waited for first) counts as infinitely late.
+        in_all.append(max(at if at is not None else float("inf") for at in ats.values()) - tr.t_submit)
+        if tr.closed:
+            closed_at = cps.visible_at("escalation", seen["CaseClosed"][0])
+            if closed_at is not None:
+                lifecycles.append(closed_at - tr.t_submit)
     phase.submit_to_visible = {n: summary_ms(v) for n, v in by_service.items()}
-    phase.submit_to_visible["all four"] = summary_ms(
-        max(cps.visible_at(n, monitor.seen[tr.case_id]["RequestSubmitted"][0]) or float("inf") for n in cps.names)
-        - tr.t_submit for tr in traces if tr.closed and tr.case_id)
+    phase.submit_to_visible["all four"] = summary_ms(in_all)
     appended_to_all = []
     for seq, t in monitor.seq_seen.items():
         if t0 <= t < t1:
@@ -217,7 +225,7 @@ def _measure(phase: Phase, driver: Driver, cps: Checkpoints, monitor: Monitor) -
                 appended_to_all.append(max(ats) - t)
     phase.append_to_visible_all = summary_ms(appended_to_all)
     phase.lifecycle_seconds = {k: (v / 1000 if isinstance(v, float) else v) for k, v in summary_ms(lifecycles).items()}
-    phase.command_rtt = {k: summary_ms(v) for k, v in driver.rtt.items()}
+    phase.command_rtt = {name: summary_ms(v) for (p, name), v in driver.rtt.items() if p == phase.name}
 
 
 async def _open_loop(driver: Driver, phase: Phase, rate_events: float, max_inflight: int) -> list[asyncio.Task]:
@@ -247,7 +255,9 @@ async def _closed_loop(driver: Driver, phase: Phase, concurrency: int) -> list[a
         while now() < stop_at:
             await driver.lifecycle(phase.name)
 
-    return [asyncio.create_task(worker()) for _ in range(concurrency)]
+    tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    await asyncio.sleep(phase.seconds)
+    return tasks
 
 
 async def _finish(tasks: list[asyncio.Task], timeout: float) -> None:
@@ -258,96 +268,119 @@ async def _finish(tasks: list[asyncio.Task], timeout: float) -> None:
         t.cancel()
 
 
-def _processes_cpu(pids: dict[str, int]) -> dict[str, float | None]:
-    out = {name: cpu_seconds(pid) for name, pid in pids.items() if name != "benchmark driver"}
-    out["benchmark driver"] = time.process_time()
-    return out
+@dataclass
+class Probe:
+    """CPU time of every process, and the server's message counters (its monitoring port, on loopback)."""
+
+    pids: dict[str, int]
+    monitor_url: str | None = None
+
+    def snapshot(self) -> dict[str, float | None]:
+        out = {name: cpu_seconds(pid) for name, pid in self.pids.items() if name != "benchmark driver"}
+        out["benchmark driver"] = time.process_time()
+        if self.monitor_url:
+            try:
+                with urllib.request.urlopen(f"{self.monitor_url}/varz", timeout=2) as resp:
+                    varz = json.load(resp)
+                out[MSGS_IN], out[MSGS_OUT] = float(varz["in_msgs"]), float(varz["out_msgs"])
+            except (OSError, ValueError, KeyError):
+                pass
+        return out
 
 
-async def run_e2e(nc: nats.NATS, settings: Settings, rate: float, seconds: float, saturation_seconds: float,
-                  concurrency: int, poll_ms: float, server_pid: int, cleanup: Cleanup, say,
-                  profile_dir=None, unloaded_seconds: float = 0.0) -> E2EResult:
+MSGS_IN, MSGS_OUT = "nats messages in", "nats messages out"
+
+
+@dataclass
+class Plan:
+    """What the end-to-end stage runs; a phase of 0 seconds is skipped."""
+
+    unloaded_seconds: float = 10.0
+    light_rate: float = 25.0
+    light_seconds: float = 20.0
+    rate: float = 100.0
+    seconds: float = 45.0
+    saturation_seconds: float = 40.0
+    concurrency: int = 24
+    poll_ms: float = 5.0
+
+
+async def run_e2e(nc: nats.NATS, settings: Settings, plan: Plan, server_pid: int, cleanup: Cleanup, say,
+                  profile_dir=None, monitor_url: str | None = None) -> E2EResult:
     procs = await start_services(nc, settings, SERVICES, cleanup)
     say(f"  four services up (pids {', '.join(f'{n} {p.pid}' for n, p in procs.items())})")
     js = nc.jetstream()
     monitor = Monitor(js, settings)
     await monitor.start()
-    cps = Checkpoints(settings, SERVICES, poll_ms / 1000.0)
+    cps = Checkpoints(settings, SERVICES, plan.poll_ms / 1000.0)
     cps.start()
     driver = Driver(nc, settings, monitor)
     pids = {**{n: p.pid for n, p in procs.items()}, "nats-server": server_pid, "benchmark driver": os.getpid()}
+    probe = Probe(pids, monitor_url)
+    profile: dict[str, Any] | None = None
+
+    async def run_phase(phase: Phase, warm: float, load, profiled: bool = False) -> Phase:
+        nonlocal profile
+        profiler = None
+        if profiled and profile_dir is not None:
+            profiler = Profiler(profile_dir, pids, duration=max(1.0, phase.seconds - warm))
+            profiler.start()
+        mark = asyncio.create_task(_mark_after(warm, probe))  # the first `warm` seconds are not counted
+        tasks = await load()  # returns when the phase's time is up, its lifecycles still in flight
+        (t0, cpu0), t1, cpu1 = await mark, now(), probe.snapshot()
+        phase.window = (t0, t1)
+        await _finish(tasks, STEP_TIMEOUT)
+        if profiler is not None:
+            profile = await profiler.finish()
+        if not await cps.wait_for((await js.stream_info(settings.stream)).state.last_seq, 90):
+            say(f"  warning: projections did not catch up within 90s after the {phase.name} phase")
+        _measure(phase, driver, cps, monitor)
+        _cpu(phase, cpu0, cpu1)
+        _say_phase(say, phase)
+        return phase
+
     try:
         # Warm the services (imports, first queries, SQLite files) before anything is measured.
         await asyncio.gather(*(driver.lifecycle("warm-up") for _ in range(4)))
-
-        unloaded = None
-        if unloaded_seconds > 0:
-            # One lifecycle at a time: the latency floor, with no queueing anywhere.
-            unloaded = Phase("unloaded", unloaded_seconds, concurrency=1)
-            mark = asyncio.create_task(_mark_after(0.0, pids))
-            tasks = await _closed_loop(driver, unloaded, 1)
-            await asyncio.sleep(unloaded_seconds)
-            (t0, cpu0), t1, cpu1 = await mark, now(), _processes_cpu(pids)
-            unloaded.window = (t0, t1)
-            await _finish(tasks, STEP_TIMEOUT)
-            await cps.wait_for((await js.stream_info(settings.stream)).state.last_seq, 60)
-            _measure(unloaded, driver, cps, monitor)
-            _cpu(unloaded, cpu0, cpu1)
-            _say_phase(say, unloaded)
-
-        latency = Phase("latency", seconds, offered_events_per_s=rate)
-        mark = asyncio.create_task(_mark_after(min(2.0, seconds / 5), pids))  # warm-up not counted
-        tasks = await _open_loop(driver, latency, rate, max_inflight=max(50, int(rate)))
-        (t0, cpu0), t1, cpu1 = await mark, now(), _processes_cpu(pids)
-        latency.window = (t0, t1)
-        await _finish(tasks, STEP_TIMEOUT)
-        last = (await js.stream_info(settings.stream)).state.last_seq
-        await cps.wait_for(last, 60)
-        _measure(latency, driver, cps, monitor)
-        _cpu(latency, cpu0, cpu1)
-        _say_phase(say, latency)
-
-        saturation = None
-        profile = None
-        if saturation_seconds > 0:
-            saturation = Phase("saturation", saturation_seconds, concurrency=concurrency)
-            profiler = None
-            if profile_dir is not None:
-                profiler = Profiler(profile_dir, pids, duration=max(1.0, saturation_seconds - 3.0))
-                profiler.start()
-            mark = asyncio.create_task(_mark_after(min(3.0, saturation_seconds / 4), pids))
-            tasks = await _closed_loop(driver, saturation, concurrency)
-            await asyncio.sleep(saturation_seconds)
-            (t0, cpu0), t1, cpu1 = await mark, now(), _processes_cpu(pids)
-            saturation.window = (t0, t1)
-            await _finish(tasks, STEP_TIMEOUT)
-            if profiler is not None:
-                profile = await profiler.finish()
-            last = (await js.stream_info(settings.stream)).state.last_seq
-            if not await cps.wait_for(last, 90):
-                say("  warning: projections did not catch up within 90s after the saturation phase")
-            _measure(saturation, driver, cps, monitor)
-            _cpu(saturation, cpu0, cpu1)
-            _say_phase(say, saturation)
+        unloaded = light = saturation = None
+        if plan.unloaded_seconds > 0:
+            # One lifecycle at a time, back to back: latency with no queueing behind other cases.
+            unloaded = Phase("unloaded", plan.unloaded_seconds, concurrency=1)
+            await run_phase(unloaded, 0.0, lambda: _closed_loop(driver, unloaded, 1))
+        if plan.light_seconds > 0:
+            light = Phase("light", plan.light_seconds, offered_events_per_s=plan.light_rate)
+            await run_phase(light, min(2.0, plan.light_seconds / 5),
+                            lambda: _open_loop(driver, light, plan.light_rate, max_inflight=50))
+        latency = Phase("latency", plan.seconds, offered_events_per_s=plan.rate)
+        await run_phase(latency, min(2.0, plan.seconds / 5),
+                        lambda: _open_loop(driver, latency, plan.rate, max_inflight=max(50, int(plan.rate))))
+        if plan.saturation_seconds > 0:
+            saturation = Phase("saturation", plan.saturation_seconds, concurrency=plan.concurrency)
+            await run_phase(saturation, min(3.0, plan.saturation_seconds / 4),
+                            lambda: _closed_loop(driver, saturation, plan.concurrency), profiled=True)
 
         ping_rtt, case_rtt = await _query_rtts(nc, settings, driver)
         template = next((tr.case_id for tr in driver.traces if tr.closed and tr.phase == "latency"), None)
         events = (await js.stream_info(settings.stream)).state.messages
-        return E2EResult(unloaded, latency, saturation, events, ping_rtt, case_rtt, template, profile)
+        return E2EResult(unloaded, light, latency, saturation, events, ping_rtt, case_rtt, template, profile)
     finally:
         await cps.stop()
         await monitor.stop()
 
 
-async def _mark_after(delay: float, pids: dict[str, int]) -> tuple[float, dict[str, float | None]]:
+async def _mark_after(delay: float, probe: Probe) -> tuple[float, dict[str, float | None]]:
     await asyncio.sleep(delay)
-    return now(), _processes_cpu(pids)
+    return now(), probe.snapshot()
 
 
 def _cpu(phase: Phase, cpu0: dict[str, float | None], cpu1: dict[str, float | None]) -> None:
     """CPU seconds each process used over the measured window: its share of one core, and per event."""
     elapsed = phase.window[1] - phase.window[0]
     events = phase.through_all_per_s * elapsed
+    for name in (MSGS_IN, MSGS_OUT):
+        a, b = cpu0.pop(name, None), cpu1.pop(name, None)
+        if a is not None and b is not None and events:
+            phase.nats_messages_per_event[name.removeprefix("nats messages ")] = (b - a) / events
     for name, a in cpu0.items():
         b = cpu1.get(name)
         if a is None or b is None:
@@ -361,7 +394,8 @@ def _say_phase(say, p: Phase) -> None:
     load = (f"offered {p.offered_events_per_s:g} events/s" if p.offered_events_per_s
             else f"{p.concurrency} lifecycles in flight")
     say(f"  {p.name}: {load}; {p.appended_per_s:,.0f} events/s appended, {p.through_all_per_s:,.0f} events/s "
-        f"through all four projections; {p.closed} lifecycles closed, {p.failed} failed, {p.skipped} not started")
+        f"through all four projections; {p.started} lifecycles started, {p.closed} closed, {p.failed} failed, {p.unfinished} unfinished, "
+        f"{p.skipped} not started")
     for name, s in p.submit_to_visible.items():
         if s.get("n"):
             say(f"    submit -> visible in {name}: p50 {s['p50']:.1f}, p95 {s['p95']:.1f}, p99 {s['p99']:.1f} ms")
@@ -386,5 +420,3 @@ async def _query_rtts(nc: nats.NATS, settings: Settings, driver: Driver) -> tupl
                 cases.append(now() - t)
     return summary_ms(pings), summary_ms(cases)
 
-
-__all__ = ["E2EResult", "Phase", "run_e2e", "percentile"]

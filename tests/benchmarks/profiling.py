@@ -20,12 +20,20 @@ from typing import Any
 
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 IDLE_LEAVES = (("select", "selectors.py"), ("wait", "threading.py"), ("_worker", "thread.py"))
+ENTRY_POINTS = ("cli/main.py", "benchmarks/run.py")  # on every stack: say nothing
 PROJECT_MARKERS = ("/shared/", "/services/", "/tests/benchmarks/")
-CATEGORIES = (  # first match wins; matched against the leaf frame's file
+CATEGORIES = (  # first match wins; matched against the innermost frame's file
+    ("e-mail address validation (email_validator)", "email_validator/"),
     ("sqlalchemy", "sqlalchemy/"), ("sqlite3", "sqlite3/"), ("pydantic", "pydantic"),
-    ("nats-py", "/nats/"), ("faststream", "faststream/"), ("structlog/logging", "structlog/"),
-    ("structlog/logging", "/logging/"), ("json", "/json/"), ("asyncio", "/asyncio/"),
-    ("project code", "/shared/"), ("project code", "/services/"), ("email/mail", "/email/"),
+    ("nats-py", "/nats/"), ("faststream / fast_depends / anyio", "faststream/"),
+    ("faststream / fast_depends / anyio", "fast_depends/"), ("faststream / fast_depends / anyio", "anyio/"),
+    ("socket writes (asyncio transport)", "asyncio/selector_events.py"),
+    ("asyncio event loop", "/asyncio/"), ("thread hand-off (threading, queue)", "/threading.py"),
+    ("thread hand-off (threading, queue)", "/queue.py"),
+    ("structlog / logging", "structlog/"), ("structlog / logging", "/logging/"), ("json", "/json/"),
+    ("e-mail composition and .eml files (email, tempfile)", "/email/"),
+    ("e-mail composition and .eml files (email, tempfile)", "/tempfile.py"),
+    ("uuid", "/uuid.py"), ("project code", "/shared/"), ("project code", "/services/"),
 )
 
 
@@ -119,7 +127,8 @@ def summarise(collapsed: str, top: int = 15) -> dict[str, Any]:
         total += count
         leaf[f"{func} ({_short(file)})"] += count
         category[next((c for c, marker in CATEGORIES if marker in file), "other")] += count
-        for f, fl in {(f, fl) for f, fl in frames if any(m in fl for m in PROJECT_MARKERS)}:
+        for f, fl in {(f, fl) for f, fl in frames if any(m in fl for m in PROJECT_MARKERS)
+                      and f != "<module>" and not fl.endswith(ENTRY_POINTS)}:
             inclusive[f"{f} ({_short(fl)})"] += count
     pct = (lambda c: round(100.0 * c / total, 1)) if total else (lambda c: 0.0)
     return {
@@ -143,3 +152,11 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"  {title}:")
             lines.extend(f"    {v:5.1f}%  {k}" for k, v in s[key].items())
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # re-summarise a profile folder: python -m tests.benchmarks.profiling DIR
+    folder = Path(sys.argv[1])
+    summary = {"dir": str(folder), "processes": {
+        f.name.removesuffix(".collapsed.txt"): summarise(f.read_text()) for f in sorted(folder.glob("*.collapsed.txt"))}}
+    (folder / "summary.txt").write_text(render(summary))
+    print(render(summary))

@@ -1,11 +1,16 @@
 """Rebuild: events/s replaying the end-to-end log into a fresh projection of each service.
 
 SQLite files go in the run's temp folder. PostgreSQL gets a database of its own
-(``rethink_bench_<random>``), dropped at the end whatever happens.
+(``rethink_bench_<random>``), dropped at the end whatever happens. With ``--profile`` each
+replay runs under cProfile (slower, so its figure is not comparable) and the share of time
+in decoding, applying and SQL is written beside the services' py-spy profiles.
 """
 
 from __future__ import annotations
 
+import cProfile
+import io
+import pstats
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,24 +80,59 @@ class Postgres:
             return conn.execute("SHOW server_version").fetchone()[0]
 
 
-async def _replay(js, settings: Settings, service: str, url: str, label: str) -> RebuildRun:
+async def _replay(js, settings: Settings, service: str, url: str, label: str,
+                  profile_dir: Path | None = None) -> RebuildRun:
     store = projection_store(service, url)
+    profiler = cProfile.Profile() if profile_dir is not None else None
     try:
         start = now()
+        if profiler:
+            profiler.enable()
         result = await replay_into(js, settings, store)
+        if profiler:
+            profiler.disable()
         seconds = now() - start
     finally:
         store.engine.dispose()
+    if profiler is not None and profile_dir is not None:
+        _write_profile(profiler, profile_dir / f"rebuild-{label}-{service}")
     return RebuildRun(service, label, result.events_read, seconds, result.events_read / seconds)
 
 
+# Where a rebuild's time goes: the share of the replay spent under each of these (cumulative).
+REBUILD_PARTS = {
+    "decode (Recorded.from_message)": ("envelope.py", "from_message"),
+    "  of which payload validation (Envelope.payload)": ("envelope.py", "payload"),
+    "  of which e-mail address validation": ("validate_email.py", "validate_email"),
+    "projection apply, per event (service projection.apply)": ("projection.py", "apply"),
+    "SQL execution (Connection.execute)": ("base.py", "execute"),
+    "commit": ("base.py", "commit"),
+    "fetch from JetStream (PullSubscription.fetch)": ("client.py", "fetch"),
+}
+
+
+def _write_profile(profiler: cProfile.Profile, base: Path) -> None:
+    base.parent.mkdir(parents=True, exist_ok=True)
+    profiler.dump_stats(str(base) + ".pstats")
+    stats = pstats.Stats(profiler)
+    total = max(ct for (_, _, _), (_, _, _, ct, _) in stats.stats.items())  # the outermost frame
+    lines = []
+    for label, (file_end, func) in REBUILD_PARTS.items():
+        ct = max((v[3] for (f, _, fn), v in stats.stats.items() if f.endswith(file_end) and fn == func), default=0.0)
+        lines.append(f"{100 * ct / total:5.1f}%  {label}")
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
+    Path(str(base) + ".txt").write_text("\n".join(lines) + "\n\n" + out.getvalue())
+
+
 async def run_rebuild(nc, settings: Settings, work_dir: Path, pg: Postgres | None, cleanup: Cleanup,
-                      say) -> tuple[RebuildResult, dict[str, Any]]:
+                      say, profile_dir: Path | None = None) -> tuple[RebuildResult, dict[str, Any]]:
     js = nc.jetstream()
     out = RebuildResult()
     meta: dict[str, Any] = {}
     for service in SERVICES:
-        run = await _replay(js, settings, service, f"sqlite:///{work_dir / f'{service}-rebuild.db'}", "sqlite")
+        run = await _replay(js, settings, service, f"sqlite:///{work_dir / f'{service}-rebuild.db'}", "sqlite",
+                            profile_dir)
         out.runs.append(run)
         say(f"  sqlite     {service:<11} {run.events_per_s:8,.0f} events/s ({run.events:,} events, {run.seconds:.1f}s)")
     if pg is None:
@@ -108,7 +148,7 @@ async def run_rebuild(nc, settings: Settings, work_dir: Path, pg: Postgres | Non
     out.postgres = f"ran on {pg.database} as {pg.user}"
     try:
         for service in SERVICES:
-            run = await _replay(js, settings, service, url, "postgresql")
+            run = await _replay(js, settings, service, url, "postgresql", profile_dir)
             out.runs.append(run)
             say(f"  postgresql {service:<11} {run.events_per_s:8,.0f} events/s ({run.events:,} events, "
                 f"{run.seconds:.1f}s)")

@@ -39,7 +39,7 @@ from rethink.shared.settings import SERVICES, Settings
 from . import report
 from .baselines import Baselines, ordered_read, run_baselines
 from .common import Cleanup, Config, Figure, fmt_ms, now
-from .e2e import E2EResult, run_e2e
+from .e2e import E2EResult, Plan, run_e2e
 from .history import HistoryResult, run_history
 from .ingest import IngestResult, run_ingest
 from .rebuild import Postgres, RebuildResult, run_rebuild
@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--e2e-rate", type=float, help="events/s offered in the latency phase (default 100)")
     p.add_argument("--e2e-seconds", type=float, help="length of the latency phase")
     p.add_argument("--unloaded-seconds", type=float, help="length of the one-lifecycle-at-a-time phase (0 to skip)")
+    p.add_argument("--light-rate", type=float, help="events/s offered in the light-load phase (default 25)")
+    p.add_argument("--light-seconds", type=float, help="length of the light-load phase (0 to skip)")
     p.add_argument("--saturation-seconds", type=float, help="length of the saturation phase (0 to skip)")
     p.add_argument("--saturation-concurrency", type=int, help="lifecycles kept in flight when saturating")
     p.add_argument("--poll-ms", type=float, help="how often the projections' checkpoints are read")
@@ -107,10 +109,9 @@ def settings_for(url: str, tmp: Path, stage: str, tag: str) -> Settings:
                     subject_prefix=f"bench{stage}{tag}", overdue_check_interval_seconds=3600)
 
 
-async def amain(cfg: Config, server: EmbeddedNats, tmp: Path, cleanup: Cleanup, stamp: str) -> dict[str, Any]:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+async def amain(cfg: Config, server: EmbeddedNats, monitor_url: str, tmp: Path, cleanup: Cleanup,
+                stamp: str) -> dict[str, Any]:
+    stopper = _Stopper(asyncio.current_task())
     tag = secrets.token_hex(3)
     nc = await nats.connect(server.url, max_reconnect_attempts=2)
     js = nc.jetstream()
@@ -143,15 +144,16 @@ async def amain(cfg: Config, server: EmbeddedNats, tmp: Path, cleanup: Cleanup, 
 
         e2e_settings = settings_for(server.url, tmp, "e2e", tag)
         if "e2e" in cfg.stages:
-            say(f"End to end (four service processes; latency phase {cfg.e2e_rate:g} events/s for "
-                f"{cfg.e2e_seconds:g}s, saturation {cfg.saturation_concurrency} in flight for "
-                f"{cfg.saturation_seconds:g}s)")
+            say(f"End to end (four service processes; one case at a time {cfg.unloaded_seconds:g}s, "
+                f"{cfg.light_rate:g} events/s for {cfg.light_seconds:g}s, {cfg.e2e_rate:g} events/s for "
+                f"{cfg.e2e_seconds:g}s, {cfg.saturation_concurrency} cases in flight for {cfg.saturation_seconds:g}s)")
             streams.append(e2e_settings.stream)
             profile_dir = (cfg.out_dir / f"profile-{stamp}") if cfg.profile else None
             try:
-                out["e2e"] = await run_e2e(nc, e2e_settings, cfg.e2e_rate, cfg.e2e_seconds, cfg.saturation_seconds,
-                                           cfg.saturation_concurrency, cfg.poll_ms, server.process.pid, cleanup,
-                                           say, profile_dir, cfg.unloaded_seconds)
+                plan = Plan(cfg.unloaded_seconds, cfg.light_rate, cfg.light_seconds, cfg.e2e_rate, cfg.e2e_seconds,
+                            cfg.saturation_seconds, cfg.saturation_concurrency, cfg.poll_ms)
+                out["e2e"] = await run_e2e(nc, e2e_settings, plan, server.process.pid, cleanup, say, profile_dir,
+                                           monitor_url)
             except Exception as exc:
                 _failed(out, "e2e", exc)
             finally:
@@ -168,7 +170,8 @@ async def amain(cfg: Config, server: EmbeddedNats, tmp: Path, cleanup: Cleanup, 
                                               e2e_settings.stream, e2e.events_in_log)
                     say(f"  ordered-consumer read of this log: {read:,.0f} msgs/s")
                     pg = Postgres(cfg.pg_host, cfg.pg_port, cfg.pg_database) if cfg.postgres else None
-                    result, meta = await run_rebuild(nc, e2e_settings, tmp / "rebuild", pg, cleanup, say)
+                    profile_dir = (cfg.out_dir / f"profile-{stamp}") if cfg.profile else None
+                    result, meta = await run_rebuild(nc, e2e_settings, tmp / "rebuild", pg, cleanup, say, profile_dir)
                     result.ordered_read_of_log = read
                     out["rebuild"], out["rebuild_meta"] = result, meta
                 except Exception as exc:
@@ -176,11 +179,11 @@ async def amain(cfg: Config, server: EmbeddedNats, tmp: Path, cleanup: Cleanup, 
 
         if "history" in cfg.stages:
             s = settings_for(server.url, tmp, "history", tag)
-            template = await _template_case(js, e2e_settings, e2e)
-            say(f"Case history (read_case of one {len(template)}-event case; log of {cfg.history_small:,} "
-                f"then {cfg.history_large:,} events)")
             streams.append(s.stream)
             try:
+                template = await _template_case(js, e2e_settings, e2e)
+                say(f"Case history (read_case of one {len(template)}-event case; log of {cfg.history_small:,} "
+                    f"then {cfg.history_large:,} events)")
                 out["history"] = await run_history(nc, s, template, cfg.history_small, cfg.history_large,
                                                    cfg.history_reads, cfg.window, say)
             except Exception as exc:
@@ -188,10 +191,38 @@ async def amain(cfg: Config, server: EmbeddedNats, tmp: Path, cleanup: Cleanup, 
             await drop(s.stream)
         return out
     finally:
+        stopper.cleaning = True
         for stream in list(streams):
-            await drop(stream)
-        with contextlib.suppress(Exception):
+            with contextlib.suppress(BaseException):
+                await drop(stream)
+        with contextlib.suppress(BaseException):
             await nc.close()
+        stopper.close()
+
+
+class _Stopper:
+    """Ctrl-C / SIGTERM cancel the run, and keep cancelling until it stops.
+
+    nats-py swallows CancelledError in places (its flush path), so a single cancel can be
+    lost; the run's own cleanup (the ``finally`` above) is not interrupted.
+    """
+
+    def __init__(self, task: asyncio.Task | None) -> None:
+        assert task is not None
+        self.task = task
+        self.cleaning = False
+        self.loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, self._stop)
+
+    def _stop(self) -> None:
+        if not self.cleaning and not self.task.done():
+            self.task.cancel()
+            self.loop.call_later(0.2, self._stop)
+
+    def close(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.remove_signal_handler(sig)
 
 
 def _failed(out: dict[str, Any], stage: str, exc: Exception) -> None:
@@ -235,6 +266,12 @@ def figures(out: dict[str, Any], cfg: Config) -> list[Figure]:
             figs.append(Figure("e2e.unloaded.p99.all_four", "e2e",
                                "Latency submit -> visible in all four, one case at a time, p99", s.get("p99"), "ms",
                                detail=f"p50 {s['p50']:.1f}, p95 {s['p95']:.1f}" if s.get("n") else ""))
+        if e2e.light is not None:
+            s = e2e.light.submit_to_visible.get("all four", {})
+            figs.append(Figure("e2e.light.p99.all_four", "e2e",
+                               f"Latency submit -> visible in all four at {e2e.light.offered_events_per_s:g} events/s, "
+                               "p99", s.get("p99"), "ms",
+                               detail=f"p50 {s['p50']:.1f}, p95 {s['p95']:.1f}" if s.get("n") else ""))
         lat = e2e.latency
         figs.append(Figure("e2e.latency_phase_events_per_s", "e2e",
                            f"End to end at offered {lat.offered_events_per_s:g} events/s: achieved",
@@ -277,7 +314,7 @@ def details(out: dict[str, Any]) -> dict[str, Any]:
 
 
 def print_e2e_extras(e2e: E2EResult) -> None:
-    for phase in (e2e.unloaded, e2e.latency, e2e.saturation):
+    for phase in (e2e.unloaded, e2e.light, e2e.latency, e2e.saturation):
         if phase is None:
             continue
         say(f"\n{phase.name} phase: appended {phase.appended_per_s:,.0f} events/s; through each projection: "
@@ -290,6 +327,9 @@ def print_e2e_extras(e2e: E2EResult) -> None:
                         for n in phase.cpu_share if phase.cpu_share[n] is not None
                         and phase.cpu_ms_per_event.get(n) is not None)
         say(f"  CPU (share of one core, per event through all four): {cpu}")
+        if phase.nats_messages_per_event:
+            say("  NATS messages per event through all four: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in phase.nats_messages_per_event.items()))
     say(f"\nquery round trip on the idle system: ping {fmt_ms(e2e.ping_rtt)}; case {fmt_ms(e2e.case_query_rtt)}")
 
 
@@ -310,19 +350,22 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.now(UTC)
     load_start = os.getloadavg()
     cleanup = Cleanup()
+    signal.signal(signal.SIGTERM, _interrupt)  # outside the event loop: as Ctrl-C
     tmp = Path(tempfile.mkdtemp(prefix="rethink-bench-"))
     cleanup.add(f"remove {tmp}", lambda: shutil.rmtree(tmp, ignore_errors=True))
     t0 = now()
     out: dict[str, Any] | None = None
     interrupted = False
     try:
-        server = EmbeddedNats(free_port(), tmp / "nats").start()
+        monitor_port = free_port()
+        server = EmbeddedNats(free_port(), tmp / "nats", extra_args=["-m", str(monitor_port)]).start()
         cleanup.add("stop nats-server", server.stop)
         say(f"nats-server on {server.url} (store {tmp / 'nats'}); mode {'quick' if cfg.quick else 'full'}; "
             f"load average {load_start[0]:.2f} on {os.cpu_count()} CPUs")
         if load_start[0] > 0.5:
             say("  note: something else is running on this machine; the figures will be lower than on a quiet one")
-        out = asyncio.run(amain(cfg, server, tmp, cleanup, stamp))
+        # The monitoring port listens on the -a address (loopback), like the client port.
+        out = asyncio.run(amain(cfg, server, f"http://127.0.0.1:{monitor_port}", tmp, cleanup, stamp))
     except (KeyboardInterrupt, asyncio.CancelledError):
         interrupted = True
         say("\ninterrupted: cleaning up")
@@ -355,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
         say("")
         say(report.compare(args.compare, payload))
     return 1 if out["errors"] else 0
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def json_load(path: Path) -> dict[str, Any]:
