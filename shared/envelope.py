@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from .events import EVENT_TYPES, Event
+from .events import EVENT_TYPES, FROM_LOG, Event
 from .upcasting import CannotUpcast, upcast
 
 CASE_ID_PATTERN = r"^RT-[A-Z2-7]{10}$"
@@ -51,7 +51,7 @@ class Envelope(BaseModel):
         except CannotUpcast as exc:
             raise InvalidEvent(str(exc)) from exc
         try:
-            return cls.model_validate(data)
+            return cls.model_validate(data, context=FROM_LOG)
         except ValidationError as exc:
             raise InvalidEvent(f"{self.type} payload invalid: {exc.errors()[0]['msg']}") from exc
 
