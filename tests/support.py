@@ -78,3 +78,19 @@ def recorded(payload, case_id: str = "RT-AAAAAAAAAA", seq: int = 1, producer: st
     when = at or datetime.now(UTC)
     env = stamp(payload, case_id, Origin(producer, "test", _uuid.uuid4()), when, when, _uuid.uuid4())
     return Recorded(envelope=env, seq=seq, payload=payload, digest=digest(env.to_bytes()))
+
+
+class Refusals:
+    """The server's permission and authorization errors, which nats-py reports asynchronously."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def record(self, exc: Exception) -> None:
+        self.seen.append(str(exc).lower())  # nats-py lower-cases the subject it names
+
+    def about(self, text: str) -> bool:
+        return any(text.lower() in e for e in self.seen)
+
+    def violation(self, subject_part: str) -> bool:
+        return any("permissions violation" in e and subject_part.lower() in e for e in self.seen)

@@ -16,20 +16,11 @@ from rethink.shared.auth import Registry, inbox_prefix, url_with
 from rethink.shared.bootstrap import bootstrap
 from rethink.shared.natsserver import EmbeddedNats, free_port
 from rethink.shared.runtime import RunningService
-from tests.support import request_payload, wait_for
+from tests.support import Refusals, request_payload, wait_for
 
 pytestmark = pytest.mark.nats
 
 
-class Refusals:
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    async def record(self, exc: Exception) -> None:
-        self.seen.append(str(exc).lower())  # nats-py lower-cases the subject it names
-
-    def about(self, text: str) -> bool:
-        return any(text.lower() in e for e in self.seen)
 
 
 class Secured:

@@ -18,22 +18,11 @@ from rethink.shared.envelope import new_case_id
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.events import ActionCompleted
 from rethink.shared.natsserver import EmbeddedNats, free_port
-from tests.support import seed_case
+from tests.support import Refusals, seed_case
 
 pytestmark = pytest.mark.nats
 
 
-class Refusals:
-    """The server's permission violations, which nats-py reports asynchronously."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    async def record(self, exc: Exception) -> None:
-        self.seen.append(str(exc).lower())  # nats-py lower-cases the subject it names
-
-    def about(self, subject_part: str) -> bool:
-        return any("permissions violation" in e and subject_part.lower() in e for e in self.seen)
 
 
 REFUSED = (nats.errors.TimeoutError, nats.js.errors.Error, nats.errors.Error)
@@ -87,7 +76,7 @@ async def test_the_auditor_cannot_append_to_the_log(secured, settings):
         await clients["auditor"].jetstream(timeout=1).publish(
             Subjects(settings.subject_prefix).event(case_id, "CaseClosed"), b"{}", stream=settings.stream)
     assert len(await services_log.read_case(case_id)) == 3
-    assert clients["refusals"].about(f"{settings.subject_prefix}.events.{case_id}")
+    assert clients["refusals"].violation(f"{settings.subject_prefix}.events.{case_id}")
 
 
 async def test_the_auditor_cannot_delete_or_purge_anything(secured, settings):
@@ -99,7 +88,7 @@ async def test_the_auditor_cannot_delete_or_purge_anything(secured, settings):
     with pytest.raises(REFUSED):
         await js.delete_stream(settings.stream)
     assert len(await services_log.read_case(case_id)) == 3
-    assert clients["refusals"].about("STREAM.MSG.DELETE") and clients["refusals"].about("STREAM.DELETE")
+    assert clients["refusals"].violation("STREAM.MSG.DELETE") and clients["refusals"].violation("STREAM.DELETE")
 
 
 async def test_the_auditor_cannot_take_events_from_a_services_durable_consumer(secured, settings):
@@ -118,8 +107,8 @@ async def test_the_auditor_cannot_take_events_from_a_services_durable_consumer(s
     after = await services_js.consumer_info(settings.stream, "intake")
     assert after.num_pending == before == 3 and after.config.max_ack_pending == 1
     refusals = clients["refusals"]
-    assert refusals.about("CONSUMER.MSG.NEXT") and refusals.about("CONSUMER.DELETE")
-    assert refusals.about("CONSUMER.DURABLE.CREATE") or refusals.about("CONSUMER.CREATE")
+    assert refusals.violation("CONSUMER.MSG.NEXT") and refusals.violation("CONSUMER.DELETE")
+    assert refusals.violation("CONSUMER.DURABLE.CREATE") or refusals.violation("CONSUMER.CREATE")
 
 
 async def test_the_same_append_succeeds_for_the_services_user(secured):
