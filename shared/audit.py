@@ -12,7 +12,9 @@ far (its *tail*). Where one does not, what it points at tells what happened:
   a forged event: **inserted** (the chain carries on from the tail, without it).
 
 What a chain alone cannot show: removing or rewriting a case's *last* event, since nothing
-points at it yet. Anchoring each case's latest digest outside the log closes that gap.
+points at it yet. Anchors close that gap: an auditor keeps each case's head (event id and
+digest) outside the log (`rethink audit anchor`), and verifying against them checks that the
+anchored event is still there, unchanged.
 
 Pure: histories in, a report out.
 """
@@ -58,7 +60,35 @@ class ChainReport:
         return f"{self.case_id}: BROKEN at seq {first.seq} ({first.event_type}): {first.kind}: {first.detail}{more}"
 
 
-def verify_chain(case_id: str, history: list[Recorded]) -> ChainReport:
+@dataclass(frozen=True)
+class Anchor:
+    """A case's head as an auditor saw it, kept outside the log."""
+
+    event_id: str
+    digest: str
+    seq: int
+    anchored_at: str
+
+    @classmethod
+    def of(cls, head: Recorded, at: str) -> Anchor:
+        return cls(str(head.envelope.event_id), head.digest, head.seq, at)
+
+
+def verify_chain(case_id: str, history: list[Recorded], anchor: Anchor | None = None) -> ChainReport:
+    report = _verify_links(case_id, history)
+    if anchor is None:
+        return report
+    held = next((r for r in history if str(r.envelope.event_id) == anchor.event_id), None)
+    if held is None:
+        report.breaks.append(Break("removed", anchor.seq, "?", f"the event anchored as the case's head on "
+                                                               f"{anchor.anchored_at} is missing from the log"))
+    elif held.digest != anchor.digest:
+        report.breaks.append(Break("altered", held.seq, held.type, f"the event anchored as the case's head on "
+                                                                   f"{anchor.anchored_at} has changed"))
+    return report
+
+
+def _verify_links(case_id: str, history: list[Recorded]) -> ChainReport:
     position = {r.envelope.event_id: i for i, r in enumerate(history)}
     breaks: list[Break] = []
     moved: set[Any] = set()  # events found again later, already reported where they were missed

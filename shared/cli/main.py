@@ -408,6 +408,7 @@ def case_history(case_id: str, as_json: Annotated[bool, typer.Option("--json")] 
 def audit_verify(
     case_id: Annotated[str | None, typer.Argument(help="One case; omit with --all")] = None,
     all_cases: Annotated[bool, typer.Option("--all", help="Every case in the log")] = False,
+    anchors: Annotated[Path | None, typer.Option(help="Anchors file from `audit anchor`: also check each head")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check each case's hash chain: intact, or the exact event where it breaks (exit 2 if any break)."""
@@ -415,10 +416,11 @@ def audit_verify(
 
     if bool(case_id) == all_cases:
         raise CliError("give one CASE or --all")
+    held = _load_anchors(anchors) if anchors else {}
 
     async def run(c: Client) -> list[Any]:
-        ids = [case_id] if case_id else await c.case_ids()
-        return [verify_chain(cid, await c.history(cid)) for cid in ids]
+        ids = [case_id] if case_id else sorted(set(await c.case_ids()) | set(held))
+        return [verify_chain(cid, await c.history(cid), held.get(cid)) for cid in ids]
 
     reports = call(run)
     if as_json:
@@ -428,6 +430,43 @@ def audit_verify(
             out.print(r.one_line(), highlight=False, markup=False)
     if any(not r.intact for r in reports):
         raise typer.Exit(2)
+
+
+@audit_app.command("anchor")
+@friendly
+def audit_anchor(out_file: Annotated[Path, typer.Option("--out", help="Anchors file to write (kept by auditors)")]
+                 ) -> None:
+    """Record every case's head (event id and digest) in a file outside the log, for later verifies."""
+    from dataclasses import asdict
+    from datetime import UTC
+    from datetime import datetime as _dt
+
+    from rethink.shared.audit import Anchor
+
+    now = _dt.now(UTC).isoformat(timespec="seconds")
+
+    async def run(c: Client) -> dict[str, Any]:
+        heads = {}
+        for cid in await c.case_ids():
+            history = await c.history(cid)
+            if history:
+                heads[cid] = asdict(Anchor.of(history[-1], now))
+        return heads
+
+    heads = call(run)
+    out_file.write_text(json.dumps({"anchored_at": now, "cases": heads}, indent=2))
+    out.print(f"anchored {len(heads)} cases in {out_file}; keep it where the log's writers cannot change it",
+              highlight=False)
+
+
+def _load_anchors(path: Path) -> dict[str, Any]:
+    from rethink.shared.audit import Anchor
+
+    data = load_json(path)
+    try:
+        return {cid: Anchor(**a) for cid, a in data["cases"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CliError(f"{path}: not an anchors file ({exc})") from None
 
 
 @audit_app.command("history")

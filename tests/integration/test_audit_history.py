@@ -291,3 +291,23 @@ async def test_audit_verify_reports_each_case_and_fails_when_a_chain_is_broken(e
     [report] = json.loads(result.stdout)
     assert report["intact"] is False and report["breaks"][0]["kind"] == "removed"
     assert report["breaks"][0]["seq"] == history[2].seq
+
+
+async def test_audit_anchor_then_verify_with_anchors_catches_a_removed_last_event(event_log, settings, monkeypatch,
+                                                                                  nc, tmp_path):
+    case_id, _ = await seed_hostile_case(event_log)
+    anchors = tmp_path / "anchors.json"
+    result = await rethink(monkeypatch, settings, "audit", "anchor", "--out", str(anchors))
+    assert result.exit_code == 0 and json.loads(anchors.read_text())["cases"][case_id]["seq"] > 0
+
+    history = await event_log.read_case(case_id)
+    await nc.jetstream().delete_msg(settings.stream, history[-1].seq)
+    plain = await rethink(monkeypatch, settings, "audit", "verify", case_id)
+    assert plain.exit_code == 0  # a chain alone cannot see it
+    anchored = await rethink(monkeypatch, settings, "audit", "verify", "--all", "--anchors", str(anchors))
+    assert anchored.exit_code == 2 and f"{case_id}: BROKEN at seq {history[-1].seq}" in anchored.stdout
+    assert "removed" in anchored.stdout
+
+    anchors.write_text("[]")
+    bad = await rethink(monkeypatch, settings, "audit", "verify", "--all", "--anchors", str(anchors))
+    assert bad.exit_code == 1 and "expected a JSON object" in bad.stderr

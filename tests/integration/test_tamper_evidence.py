@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from rethink.shared.audit import verify_chain
+from rethink.shared.audit import Anchor, verify_chain
 from rethink.shared.envelope import Envelope, new_case_id
 from rethink.shared.events import ActionCompleted, CaseClosed
 from tests.support import seed_case
@@ -107,3 +107,34 @@ async def test_case_ids_lists_every_case_in_the_log(case, event_log):
     other = new_case_id()
     await seed_case(event_log, other, _events(2))
     assert set(await event_log.case_ids()) == {case_id, other}
+
+
+async def test_removing_the_last_event_is_invisible_to_the_chain_but_not_to_an_anchor(case, event_log, nc):
+    case_id, history = case
+    anchor = Anchor.of(history[-1], "2026-11-26T12:00:00+00:00")
+    await nc.jetstream().delete_msg(event_log.stream, history[-1].seq)
+    after = await event_log.read_case(case_id)
+    assert verify_chain(case_id, after).intact  # the documented limit of a chain alone
+    report = verify_chain(case_id, after, anchor)
+    assert [(b.kind, b.seq) for b in report.breaks] == [("removed", history[-1].seq)]
+    assert "anchored as the case's head on 2026-11-26" in report.breaks[0].detail
+
+
+async def test_rewriting_the_last_event_is_caught_by_its_anchor(case, event_log, nc):
+    case_id, history = case
+    anchor = Anchor.of(history[-1], "2026-11-26T12:00:00+00:00")
+    rewritten = json.loads((await nc.jetstream().get_msg(event_log.stream, history[-1].seq)).data)
+    rewritten["data"]["reason"] = "escalation_resolved"
+    await nc.jetstream().delete_msg(event_log.stream, history[-1].seq)
+    await _republish(nc, event_log, history[-1], json.dumps(rewritten).encode())
+    after = await event_log.read_case(case_id)
+    assert verify_chain(case_id, after).intact  # it still points at the right predecessor
+    [brk] = verify_chain(case_id, after, anchor).breaks
+    assert (brk.kind, brk.seq) == ("altered", after[-1].seq)
+
+
+async def test_events_after_the_anchor_are_checked_by_the_chain_as_usual(case, event_log):
+    case_id, history = case
+    anchor = Anchor.of(history[-1], "2026-11-26T12:00:00+00:00")
+    await seed_case(event_log, case_id, [ActionCompleted(action_id="later", completed_on="2026-11-27")])
+    assert verify_chain(case_id, await event_log.read_case(case_id), anchor).intact
