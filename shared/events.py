@@ -263,7 +263,9 @@ class EscalationResolved(Event):
 
 class CaseClosed(Event):
     type: ClassVar[str] = "CaseClosed"
-    reason: Literal["resolved_at_meeting", "escalation_resolved"]
+    reason: Literal["resolved_at_meeting", "escalation_resolved", "agreed_by_network"]
+    # Only for "agreed_by_network": what the network agreed after a partly resolved meeting.
+    note: PersonalText | None = None
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

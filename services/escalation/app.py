@@ -79,6 +79,9 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
     async def resolve(cmd: domain.ResolveEscalation) -> dict[str, Any]:
         return await run(cmd, lambda h: domain.decide_resolve(h, cmd))
 
+    async def close(cmd: domain.CloseCase) -> dict[str, Any]:
+        return await run(cmd, lambda h: domain.decide_close(h, cmd))
+
     async def on_event(r: Recorded) -> None:
         if r.type in domain.REACTS_TO:
             day = today()
@@ -98,6 +101,8 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
             "raise": Route(domain.RaiseEscalation, raise_, "Raise an escalation (stage 1 of the policy)"),
             "advance": Route(domain.AdvanceEscalation, advance, "Move the open escalation to the next stage"),
             "resolve": Route(domain.ResolveEscalation, resolve, "Record that the escalation is resolved"),
+            "close": Route(domain.CloseCase, close,
+                           "Close a partly resolved case once its actions are done and the network agrees"),
         },
         queries={
             "case": Route(CaseQuery, case_query(store.engine, projection.case_view),

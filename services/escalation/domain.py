@@ -54,6 +54,10 @@ class ResolveEscalation(CaseCommand):
     resolution: PersonalText
 
 
+class CloseCase(CaseCommand):
+    note: PersonalText = Field(description="What the network agreed: why nothing more is needed.")
+
+
 @dataclass(frozen=True)
 class Rules:
     """The partnership's policy and the working-day calendar its deadlines are counted in."""
@@ -172,6 +176,33 @@ def decide_advance(history: list[Recorded], cmd: AdvanceEscalation, rules: Rules
 def decide_resolve(history: list[Recorded], cmd: ResolveEscalation) -> list[Event]:
     current = _open_escalation(history, cmd.case_id)
     return [EscalationResolved(escalation_id=current.escalation_id, stage=current.stage, resolution=cmd.resolution)]
+
+
+def decide_close(history: list[Recorded], cmd: CloseCase) -> list[Event]:
+    """A partly resolved meeting ends only by a person's decision: escalate, or agree it is done.
+
+    Closing is allowed once the latest meeting's actions are all complete and no escalation is
+    open. A resolved meeting closes by itself at that point; an unresolved one escalates.
+    """
+    if not history:
+        raise case_not_found(cmd.case_id)
+    s = state_of(history)
+    if s.closed:
+        raise rejected("case_id", f"case {cmd.case_id} is already closed ({s.closed_reason})")
+    if s.open is not None:
+        raise rejected("case_id", f"escalation {s.open.escalation_id} is open at stage {s.open.stage}; "
+                                  "resolve it instead (that closes the case)")
+    m = s.last_meeting
+    if m is None:
+        raise rejected("case_id", f"case {cmd.case_id} has had no Re-think meeting yet")
+    if m.outcome != Outcome.PARTLY_RESOLVED:
+        raise rejected("case_id", f"the latest meeting's outcome is {m.outcome.value}: only a partly resolved "
+                                  "case is closed by agreement (a resolved one closes itself, an unresolved "
+                                  "one escalates)")
+    pending = sorted(a.action_id for a in m.actions if a.action_id not in s.completed_actions)
+    if pending:
+        raise rejected("case_id", f"actions not yet complete: {', '.join(pending)}")
+    return [CaseClosed(reason="agreed_by_network", note=cmd.note)]
 
 
 def react(history: list[Recorded], cause: Recorded, rules: Rules, today: date) -> list[Event]:

@@ -375,6 +375,15 @@ def escalation_resolve(case_id: str, resolution: Annotated[str, typer.Option()],
     show(call(lambda c: c.command("escalation", "resolve", payload)))
 
 
+@case_app.command("close")
+@friendly
+def case_close(case_id: str, note: Annotated[str, typer.Option(help="What the network agreed")],
+               actor: Actor = "unspecified") -> None:
+    """Close a partly resolved case once its actions are complete and the network agrees nothing more is needed."""
+    payload = {"case_id": case_id, "note": note, "actor": actor}
+    show(call(lambda c: c.command("escalation", "close", payload)))
+
+
 # --- reading ------------------------------------------------------------------------------
 
 @case_app.command("show")

@@ -166,6 +166,32 @@ async def test_a_resolved_meeting_closes_the_case_only_once_its_action_is_comple
     assert (view["closed"], view["closed_reason"], view["escalation"]) == (True, "resolved_at_meeting", None)
 
 
+async def test_a_partly_resolved_case_closes_when_the_facilitator_records_the_network_agrees(
+        run_services, nc, subjects, event_log, settings):
+    await run_services(build, clock=FixedClock(CHRISTMAS_EVE))
+    item = ActionItem(action_id="A-1", description="Share the attendance plan.", owner=SOCIAL_WORKER,
+                      due_date=date(2027, 1, 15))
+    await seed_case(event_log, CASE, up_to_the_meeting("partly_resolved", item))
+    close = subjects.command("escalation", "close")
+    note = "School and health agreed the revised plan; nothing more is needed."
+    early = await ask(nc, close, {"case_id": CASE, "note": note})
+    assert early["status"] == "rejected" and "A-1" in early["reasons"][0]["message"]
+    before = len(await event_log.read_case(CASE))
+
+    await seed_case(event_log, CASE, [ActionCompleted(action_id="A-1", completed_on=date(2026, 12, 24))])
+    await processed_all(nc, settings, event_log)
+    assert len(await event_log.read_case(CASE)) == before + 1  # a partly resolved case does not close itself
+
+    reply = await ask(nc, close, {"case_id": CASE, "note": note, "actor": "facilitator@pscp.example.org"})
+    assert reply["status"] == "accepted", reply
+    (closed,) = of_type(await event_log.read_case(CASE), "CaseClosed")
+    assert (closed.payload.reason, closed.payload.note) == ("agreed_by_network", note)
+    assert closed.envelope.actor == "facilitator@pscp.example.org"
+    await processed_all(nc, settings, event_log)
+    view = (await case_view(nc, subjects))["result"]
+    assert (view["closed"], view["closed_reason"]) == (True, "agreed_by_network")
+
+
 async def test_two_concurrent_raises_on_one_case_write_exactly_one_escalation(run_services, nc, subjects, event_log):
     await run_services(build, build)  # two instances share the command queue group
     await seed_case(event_log, CASE, up_to_the_meeting("partly_resolved"))

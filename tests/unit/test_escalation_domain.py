@@ -341,3 +341,45 @@ def test_other_events_need_no_reaction():
     h = history(submitted(), ChecksConfirmed(checks=submitted().checks))
     assert react(h) == []
     assert ChecksConfirmed.type not in domain.REACTS_TO
+
+
+# --- closing a partly resolved case by the network's agreement --------------------------------
+
+def close(note: str = "The school and health agreed the plan works; nothing more is needed."):
+    return domain.CloseCase(case_id=CASE, note=note, actor="facilitator@pscp.example.org")
+
+
+def test_a_partly_resolved_case_closes_by_agreement_once_its_actions_are_done():
+    h = history(submitted(), held("partly_resolved", action("A-1")),
+                ActionCompleted(action_id="A-1", completed_on=TODAY))
+    assert domain.decide_close(h, close()) == [CaseClosed(reason="agreed_by_network", note=close().note)]
+
+
+def test_a_partly_resolved_case_with_an_action_outstanding_cannot_be_closed():
+    h = history(submitted(), held("partly_resolved", action("A-1"), action("A-2")),
+                ActionCompleted(action_id="A-1", completed_on=TODAY))
+    with pytest.raises(Rejected, match="actions not yet complete: A-2"):
+        domain.decide_close(h, close())
+
+
+@pytest.mark.parametrize("outcome, says", [("resolved", "closes itself"), ("unresolved", "escalates")])
+def test_only_a_partly_resolved_meeting_is_closed_by_agreement(outcome, says):
+    with pytest.raises(Rejected, match=says):
+        domain.decide_close(history(submitted(), held(outcome)), close())
+
+
+def test_closing_is_refused_before_any_meeting_while_escalated_or_when_closed():
+    with pytest.raises(Rejected, match="no Re-think meeting yet"):
+        domain.decide_close(history(submitted()), close())
+    with pytest.raises(Rejected, match="resolve it instead"):
+        domain.decide_close(history(submitted(), held("partly_resolved"), raised()), close())
+    with pytest.raises(Rejected, match="already closed"):
+        domain.decide_close(history(submitted(), raised(), resolved(), CaseClosed(reason="escalation_resolved")),
+                            close())
+    with pytest.raises(NotFound):
+        domain.decide_close([], close())
+
+
+def test_a_close_needs_a_note_of_what_was_agreed():
+    with pytest.raises(ValidationError):
+        domain.CloseCase(case_id=CASE, note="", actor="facilitator@pscp.example.org")
