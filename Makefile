@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo up test bench lint clean
+.PHONY: setup demo up test bench reliability lint clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
@@ -26,6 +26,9 @@ test: setup          ## the whole suite against a real nats-server it starts its
 
 bench: setup         ## the performance benchmark, each figure beside its raw JetStream baseline
 	$(BIN)/python -m tests.benchmarks.run
+
+reliability: setup   ## every fault under load: lost, duplicated, applied, time to recover
+	$(BIN)/python -m tests.reliability.run
 
 lint: setup
 	$(BIN)/python -m ruff check services shared tests

@@ -1,0 +1,201 @@
+"""Each fault the promise must survive, as a run: start a system, load it, break it, audit it.
+
+A run returns a Row: what was sent and acknowledged, what the log and the projections hold
+afterwards, and how long the broken part took to come back. The pytest suite runs each one
+small (tests/reliability/test_faults.py); `make reliability` runs them larger and prints the
+table (tests/reliability/run.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from rethink.shared.settings import SERVICES
+
+from .harness import Audit, Load, System, audit, until
+
+DOWN_SECONDS = 1.5  # how long a killed part stays down: long enough for work to pile up behind it
+
+
+@dataclass
+class Row:
+    fault: str
+    audit: Audit
+    events_in_log: int
+    recover_seconds: float | None
+    retries: dict[str, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        a = self.audit
+        return {"fault": self.fault, "sent": a.sent, "acknowledged": a.acked, "in_log": a.in_log,
+                "completed": a.completed, "lost": a.lost, "duplicates": a.duplicates,
+                "projections": a.projections, "events_in_log": self.events_in_log,
+                "recover_seconds": self.recover_seconds, "retries": self.retries, "errors": a.errors[:5],
+                **self.extra}
+
+
+Fault = Callable[[System, Load, int], Awaitable[float | None]]
+
+
+async def _run(root: Path, name: str, cases: int, rate: float, fault: Fault | None) -> Row:
+    system = await System(root).start()
+    try:
+        load = Load(system)
+        at = max(1, cases // 3)
+        recovery: list[asyncio.Task] = []
+
+        async def during(i: int) -> None:
+            if fault is not None and i == at:
+                recovery.append(asyncio.create_task(fault(system, load, i)))
+
+        await load.run(cases, rate, during)
+        recover = await recovery[0] if recovery else None
+        result = await audit(system, load)
+        events = (await system.js.stream_info(system.settings.stream)).state.messages
+        return Row(name, result, events, recover, dict(load.retries))
+    finally:
+        await system.stop()
+
+
+async def _serving_again(system: System, name: str, since: float) -> float:
+    await system.wait_serving([name], timeout=120)
+    return time.monotonic() - since
+
+
+def kill_service(name: str) -> Fault:
+    async def fault(system: System, load: Load, _: int) -> float:
+        system.kill_service(name)  # SIGKILL: no chance to nak, flush or say goodbye
+        await asyncio.sleep(DOWN_SECONDS)
+        system.start_service(name)
+        return await _serving_again(system, name, time.monotonic())
+    return fault
+
+
+async def restart_server(system: System, load: Load, _: int) -> float:
+    system.kill_server()
+    await asyncio.sleep(DOWN_SECONDS)
+    system.start_server()
+    restarted = time.monotonic()
+    for name in SERVICES:  # every service reconnects by itself; nobody restarts them
+        await system.wait_serving([name], timeout=120)
+    return time.monotonic() - restarted
+
+
+def lock_database(name: str, seconds: float = 4.0) -> Fault:
+    """Another process holds the service's SQLite projection exclusively for a while."""
+    async def fault(system: System, load: Load, _: int) -> float:
+        path = make_url(system.settings.db_url(name)).database
+        lock = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            lock.execute("BEGIN EXCLUSIVE")
+            before = (await system.js.consumer_info(system.settings.stream, name)).ack_floor.stream_seq
+            await asyncio.sleep(seconds)
+            held = await system.js.consumer_info(system.settings.stream, name)
+            held_at = held.ack_floor.stream_seq
+            fault.pending_at_release = held.num_pending + held.num_ack_pending  # type: ignore[attr-defined]
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        released = time.monotonic()
+        # While locked the service could ack at most the event it was applying when the lock came.
+        await until(lambda: system.js.consumer_info(system.settings.stream, name),
+                    lambda info: info.ack_floor.stream_seq > held_at or not info.num_pending, 120,
+                    f"{name} acking again")
+        fault.acked_while_locked = held_at - before  # type: ignore[attr-defined]
+        return time.monotonic() - released
+    return fault
+
+
+async def steady(system: System, load: Load, _: int) -> None:
+    return None
+
+
+async def run_fault(root: Path, fault: str, cases: int, rate: float) -> Row:
+    if fault.startswith("kill-"):
+        return await _run(root, f"kill -9 {fault[5:]}", cases, rate, kill_service(fault[5:]))
+    if fault == "restart-server":
+        return await _run(root, "kill -9 and restart the nats-server", cases, rate, restart_server)
+    if fault.startswith("lock-"):
+        locker = lock_database(fault[5:])
+        row = await _run(root, f"{fault[5:]}'s SQLite locked 4 s", cases, rate, locker)
+        row.extra["acked_while_locked"] = getattr(locker, "acked_while_locked", None)
+        row.extra["held_back_at_release"] = getattr(locker, "pending_at_release", None)
+        return row
+    if fault == "duplicates":
+        return await duplicate_publishes(root, cases, rate)
+    if fault == "steady":
+        return await steady_load(root, cases, rate)
+    raise ValueError(f"unknown fault {fault!r}")
+
+
+FAULTS = [*(f"kill-{s}" for s in SERVICES), "restart-server", *(f"lock-{s}" for s in ("scheduling", "meeting")),
+          "duplicates", "steady"]
+
+
+async def duplicate_publishes(root: Path, cases: int, rate: float) -> Row:
+    """Every event of the log published again with its own Nats-Msg-Id: the log must not grow."""
+    system = await System(root).start()
+    try:
+        load = Load(system)
+        await load.run(cases, rate)
+        await system.caught_up()
+        before = (await system.js.stream_info(system.settings.stream)).state.messages
+        republished = 0
+        for seq in range(1, before + 1):
+            msg = await system.js.get_msg(system.settings.stream, seq)
+            # Only the id travels again: the optimistic-concurrency headers would refuse the
+            # copy for another reason and prove nothing about deduplication.
+            ack = await system.js.publish(msg.subject, msg.data, stream=system.settings.stream,
+                                          headers={"Nats-Msg-Id": msg.headers["Nats-Msg-Id"]})
+            republished += 1
+            assert ack.duplicate, f"seq {seq} was stored again as {ack.seq}"
+        result = await audit(system, load)
+        events = (await system.js.stream_info(system.settings.stream)).state.messages
+        return Row("every event published again (same id)", result, events, None, dict(load.retries),
+                   {"republished": republished, "log_grew_by": events - before})
+    finally:
+        await system.stop()
+
+
+async def steady_load(root: Path, cases: int, rate: float) -> Row:
+    """No fault: throughput, request-to-closure latency and each service's memory as events pile up."""
+    system = await System(root).start()
+    try:
+        load = Load(system)
+        samples: list[dict[str, int]] = []
+
+        async def during(i: int) -> None:
+            if i in (cases // 3, cases - 1):
+                samples.append(system.rss_kib())
+
+        t0 = time.monotonic()
+        await load.run(cases, rate, during)
+        elapsed = time.monotonic() - t0
+        samples.append(system.rss_kib())
+        result = await audit(system, load)
+        events = (await system.js.stream_info(system.settings.stream)).state.messages
+        closed = sorted(c.closed - c.started for c in load.cases if c.closed)
+        q = statistics.quantiles(closed, n=100) if len(closed) > 1 else [0.0] * 99
+        extra = {"events_per_s": round(events / elapsed, 1),
+                 "lifecycle_ms": {"p50": round(q[49] * 1000), "p95": round(q[94] * 1000), "p99": round(q[98] * 1000)},
+                 "rss_kib": {"at_one_third": samples[0], "at_end": samples[-1]}}
+        return Row("steady load, no fault", result, events, None, dict(load.retries), extra)
+    finally:
+        await system.stop()
+
+
+def run(root: Path, fault: str, cases: int, rate: float) -> Row:
+    with contextlib.suppress(FileExistsError):
+        root.mkdir(parents=True)
+    return asyncio.run(run_fault(root, fault, cases, rate))
