@@ -6,10 +6,11 @@ Every failure is one line on stderr and a non-zero exit; no tracebacks for peopl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -507,6 +508,52 @@ def _load_anchors(path: Path, public_key: Path | None) -> dict[str, Any]:
     except AnchorsTampered as exc:  # tamper evidence, like a broken chain: exit 2
         err.print(f"[red]BROKEN:[/red] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+@audit_app.command("export")
+@friendly
+def audit_export(out_file: Annotated[Path, typer.Option("--out", help="File to write (JSON lines)")]) -> None:
+    """Copy the whole log, read-only, into a file: every message's sequence, subject, headers and bytes."""
+    from rethink.shared.logcopy import export_log
+
+    s = settings()
+
+    async def go(c: Client):
+        with _counter("exporting the log") as tick:
+            return await export_log(c.nc.jetstream(), s, out_file, tick)
+
+    done = call(go)
+    out.print(f"exported {done.messages} messages (seq {done.first_seq}..{done.last_seq}) to {out_file}",
+              highlight=False)
+
+
+@audit_app.command("import")
+@friendly
+def audit_import(file: Path) -> None:
+    """Load an export into a new stream on a server of your own, keeping every stream sequence.
+
+    Refuses a stream that exists, so it never writes into a live log.
+    """
+    from rethink.shared.logcopy import import_log
+
+    s = settings()
+
+    async def go(c: Client):
+        with _counter(f"importing into {s.stream}") as tick:
+            return await import_log(c.nc.jetstream(), s, file, tick)
+
+    done = call(go)
+    out.print(f"imported {done.messages} messages into {s.stream} on {s.printable_nats_url()} "
+              f"(seq {done.first_seq}..{done.last_seq}, {done.gaps} deleted messages kept as gaps)", highlight=False)
+
+
+@contextlib.contextmanager
+def _counter(what: str) -> Iterator[Callable[[int], None]]:
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda n: bar.update(task, completed=n)
 
 
 @audit_app.command("history")
