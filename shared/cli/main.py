@@ -458,8 +458,8 @@ def audit_keygen(folder: Annotated[Path, typer.Option("--out-dir", help="Folder 
 @audit_app.command("anchor")
 @friendly
 def audit_anchor(
-    out_file: Annotated[Path, typer.Option("--out", help="Anchors file to write, or a folder: then "
-                                                         "anchors-<UTC time>.json in it (for scheduled runs)")],
+    out_file: Annotated[Path, typer.Option("--out", help="Anchors file to write, or an existing folder: "
+                                                         "then anchors-<UTC time>.json in it (scheduled runs)")],
     key: Annotated[Path | None, typer.Option(
         "--key", help="Signing key from `audit keygen` (default RETHINK_AUDIT_SIGNING_KEY_FILE)")] = None,
 ) -> None:

@@ -126,6 +126,8 @@ async def test_v1_events_read_by_the_v2_model_keep_history_projections_and_verif
     view = (await ask(nc, subjects.query("meeting", "case"), {"case_id": case_id}))["result"]
     assert [(a["status"], a["completed_on"]) for a in view["actions"]] == [("completed", done_at.date().isoformat())] * 2
     assert view["closed"] is True
+    busy = await rethink(monkeypatch, settings, "projections", "rebuild", "meeting")
+    assert busy.exit_code == 1 and "the meeting service is running: stop it first" in busy.stderr
     for svc in running:
         await svc.stop()
 
@@ -146,6 +148,10 @@ async def test_v1_events_read_by_the_v2_model_keep_history_projections_and_verif
         rebuilt = await rethink(monkeypatch, settings, "projections", "rebuild", service, "--into", target)
         assert rebuilt.exit_code == 0 and "unreadable 0" in rebuilt.stdout, rebuilt.output
         assert _rows(projection_store(service, target)) == _rows(projection_store(service, settings.db_url(service)))
+    live = _rows(projection_store("meeting", settings.db_url("meeting")))
+    swapped = await rethink(monkeypatch, settings, "projections", "rebuild", "meeting")  # in place: built beside, swapped
+    assert swapped.exit_code == 0 and "swapped in" in swapped.stdout, swapped.output
+    assert _rows(projection_store("meeting", settings.db_url("meeting"))) == live
 
     # Verify: the chain covers the stored bytes, which upcasting never touches.
     verified = await rethink(monkeypatch, settings, "audit", "verify", case_id)
