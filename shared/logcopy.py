@@ -3,7 +3,8 @@
 An auditor has read-only access to production, not its disks. ``export`` reads every message
 of the log (as the read-only auditor user may) into a JSON-lines file: each message's stream
 sequence, subject, headers and exact bytes, in order, then a trailer with the count and a
-SHA-256 of everything before it, so a truncated or edited file is refused. ``import`` loads
+SHA-256 of everything before it, so a truncated or damaged file is refused (a checksum, not
+a signature: a deliberate edit of an event still breaks its chain). ``import`` loads
 that file into an *empty* stream on another server, with the same stream sequences: gaps
 (messages deleted from production) are recreated as gaps. So on the copy, ``audit verify``
 finds exactly what it would find on production, at the same sequences, and history, search
