@@ -8,10 +8,12 @@ never interleave decisions on one case; the loser re-reads and decides again.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError
@@ -98,10 +100,28 @@ class EventLog:
             await self._delete_quietly(sub)
 
     async def case_ids(self) -> list[str]:
-        """Every case with events in the log, from the stream's per-subject counts (no message reads)."""
-        info = await self._js.stream_info(self.stream, subjects_filter=self.subjects.all_events)
+        """Every case with events in the log, from the stream's per-subject counts (no message reads).
+
+        The server lists at most 100,000 subjects per stream-info reply (in subject order) and
+        says how many there are (``total``), so this pages with ``offset`` until it has them
+        all. nats-py's ``stream_info`` cannot send an offset, hence the plain API request.
+        """
         depth = len(self.subjects.all_events.split(".")) - 1  # the case id's token
-        return sorted({subject.split(".")[depth] for subject in (info.state.subjects or {})})
+        found: set[str] = set()
+        offset = 0
+        while True:
+            page = await self.subjects_page(offset)
+            subjects = page.get("state", {}).get("subjects") or {}
+            found.update(subject.split(".")[depth] for subject in subjects)
+            offset += len(subjects)
+            if not subjects or offset >= page.get("total", 0):
+                return sorted(found)
+
+    async def subjects_page(self, offset: int) -> dict[str, Any]:
+        """One ``$JS.API.STREAM.INFO`` reply listing the log's subjects from ``offset`` (with total, limit)."""
+        request = json.dumps({"subjects_filter": self.subjects.all_events, "offset": offset}).encode()
+        return await self._js._api_request(f"{self._js._prefix}.STREAM.INFO.{self.stream}", request,
+                                           timeout=max(self._js._timeout, 10.0))
 
     async def _delete_quietly(self, sub: JetStreamContext.PullSubscription) -> None:
         try:

@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     overdue_check_interval_seconds: float = Field(default=3600.0, gt=0, description="How often overdue actions are checked.")
     command_timeout_seconds: float = Field(default=10.0, gt=0, description="How long the CLI waits for a reply.")
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest command/request payload accepted.")
+    audit_signing_key_file: Path | None = Field(
+        default=None, description="Ed25519 private key (PEM) that signs anchors files; `rethink audit keygen` makes one.")
+    audit_public_key_file: Path | None = Field(
+        default=None, description="Ed25519 public key (PEM) that `audit verify --anchors` checks signatures with.")
     log_level: str = Field(default="INFO", pattern=r"^(?i)(debug|info|warning|error)$", description="Service log level.")
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$",
                             description="auto = JSON unless on a terminal.")

@@ -6,10 +6,11 @@ Every failure is one line on stderr and a non-zero exit; no tracebacks for peopl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -417,7 +418,9 @@ def case_history(case_id: str, as_json: Annotated[bool, typer.Option("--json")] 
 def audit_verify(
     case_id: Annotated[str | None, typer.Argument(help="One case; omit with --all")] = None,
     all_cases: Annotated[bool, typer.Option("--all", help="Every case in the log")] = False,
-    anchors: Annotated[Path | None, typer.Option(help="Anchors file from `audit anchor`: also check each head")] = None,
+    anchors: Annotated[Path | None, typer.Option(help="Signed anchors file from `audit anchor`: also check each head")] = None,
+    public_key: Annotated[Path | None, typer.Option(
+        "--public-key", help="Public key that signed the anchors (default RETHINK_AUDIT_PUBLIC_KEY_FILE)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check each case's hash chain: intact, or the exact event where it breaks (exit 2 if any break)."""
@@ -425,7 +428,7 @@ def audit_verify(
 
     if bool(case_id) == all_cases:
         raise CliError("give one CASE or --all")
-    held = _load_anchors(anchors) if anchors else {}
+    held = _load_anchors(anchors, public_key or settings().audit_public_key_file) if anchors else {}
 
     async def run(c: Client) -> list[Any]:
         ids = [case_id] if case_id else sorted(set(await c.case_ids()) | set(held))
@@ -441,41 +444,116 @@ def audit_verify(
         raise typer.Exit(2)
 
 
+@audit_app.command("keygen")
+@friendly
+def audit_keygen(folder: Annotated[Path, typer.Option("--out-dir", help="Folder for the key pair")]) -> None:
+    """Make the Ed25519 key pair that signs anchors files (the private key stays with the auditors)."""
+    from rethink.shared.anchors import generate_keypair
+
+    private, public, kid = generate_keypair(folder)  # an AnchorsError is a ValueError: one line, exit 1
+    out.print(f"key {kid}\n  signing key {private} (keep it with the auditors; mode 600)\n"
+              f"  public key  {public} (give it to whoever verifies)", highlight=False)
+
+
 @audit_app.command("anchor")
 @friendly
-def audit_anchor(out_file: Annotated[Path, typer.Option("--out", help="Anchors file to write (kept by auditors)")]
-                 ) -> None:
-    """Record every case's head (event id and digest) in a file outside the log, for later verifies."""
-    from dataclasses import asdict
+def audit_anchor(
+    out_file: Annotated[Path, typer.Option("--out", help="Anchors file to write, or an existing folder: "
+                                                         "then anchors-<UTC time>.json in it (scheduled runs)")],
+    key: Annotated[Path | None, typer.Option(
+        "--key", help="Signing key from `audit keygen` (default RETHINK_AUDIT_SIGNING_KEY_FILE)")] = None,
+) -> None:
+    """Record every case's head (event id and digest) in a signed file outside the log, for later verifies."""
     from datetime import UTC
     from datetime import datetime as _dt
 
+    from rethink.shared.anchors import load_private_key, signed_document, write_atomically
     from rethink.shared.audit import Anchor
 
-    now = _dt.now(UTC).isoformat(timespec="seconds")
+    s = settings()
+    key_file = key or s.audit_signing_key_file
+    if key_file is None:
+        raise CliError("anchors are signed: give --key FILE or set RETHINK_AUDIT_SIGNING_KEY_FILE "
+                       "(make a key pair with `rethink audit keygen --out-dir DIR`)")
+    signing_key = load_private_key(key_file)
+    now = _dt.now(UTC)
+    stamp = now.isoformat(timespec="seconds")
+    target = out_file / f"anchors-{now:%Y%m%dT%H%M%SZ}.json" if out_file.is_dir() else out_file
 
-    async def run(c: Client) -> dict[str, Any]:
+    async def run(c: Client) -> dict[str, Anchor]:
         heads = {}
         for cid in await c.case_ids():
             history = await c.history(cid)
             if history:
-                heads[cid] = asdict(Anchor.of(history[-1], now))
+                heads[cid] = Anchor.of(history[-1], stamp)
         return heads
 
     heads = call(run)
-    out_file.write_text(json.dumps({"anchored_at": now, "cases": heads}, indent=2))
-    out.print(f"anchored {len(heads)} cases in {out_file}; keep it where the log's writers cannot change it",
+    try:
+        write_atomically(target, signed_document(heads, stamp, s.stream, signing_key))
+    except OSError as exc:
+        raise CliError(f"{target}: cannot write ({exc.strerror})") from None
+    out.print(f"anchored {len(heads)} cases in {target}; keep it where the log's writers cannot change it",
               highlight=False)
 
 
-def _load_anchors(path: Path) -> dict[str, Any]:
-    from rethink.shared.audit import Anchor
+def _load_anchors(path: Path, public_key: Path | None) -> dict[str, Any]:
+    from rethink.shared.anchors import AnchorsTampered, load_public_key, read_verified
 
-    data = load_json(path)
+    if public_key is None:
+        raise CliError("anchors are trusted only once their signature checks out: give --public-key FILE "
+                       "or set RETHINK_AUDIT_PUBLIC_KEY_FILE")
     try:
-        return {cid: Anchor(**a) for cid, a in data["cases"].items()}
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise CliError(f"{path}: not an anchors file ({exc})") from None
+        return read_verified(path, load_public_key(public_key))
+    except AnchorsTampered as exc:  # tamper evidence, like a broken chain: exit 2
+        err.print(f"[red]BROKEN:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+@audit_app.command("export")
+@friendly
+def audit_export(out_file: Annotated[Path, typer.Option("--out", help="File to write (JSON lines)")]) -> None:
+    """Copy the whole log, read-only, into a file: every message's sequence, subject, headers and bytes."""
+    from rethink.shared.logcopy import export_log
+
+    s = settings()
+
+    async def go(c: Client):
+        with _counter("exporting the log") as tick:
+            return await export_log(c.nc.jetstream(), s, out_file, tick)
+
+    done = call(go)
+    out.print(f"exported {done.messages} messages (seq {done.first_seq}..{done.last_seq}) to {out_file}",
+              highlight=False)
+
+
+@audit_app.command("import")
+@friendly
+def audit_import(file: Path) -> None:
+    """Load an export into a new stream on a server of your own, keeping every stream sequence.
+
+    Refuses a stream that exists, so it never writes into a live log.
+    """
+    from rethink.shared.logcopy import import_log
+
+    s = settings()
+
+    async def go(c: Client):
+        with _counter(f"importing into {s.stream}") as tick:
+            return await import_log(c.nc.jetstream(), s, file, tick)
+
+    done = call(go)
+    out.print(f"imported {done.messages} messages into {s.stream} on {s.printable_nats_url()} "
+              f"(seq {done.first_seq}..{done.last_seq}, {done.gaps} deleted messages kept as gaps)", highlight=False)
+
+
+@contextlib.contextmanager
+def _counter(what: str) -> Iterator[Callable[[int], None]]:
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        yield lambda n: bar.update(task, completed=n)
 
 
 @audit_app.command("history")

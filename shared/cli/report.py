@@ -89,14 +89,17 @@ class Row:
     correlation_id: str
     causation_id: str | None
     summary: str
-    data: dict[str, Any]
+    data: dict[str, Any]  # as read today: upcast to the current model when written at an older version
     late: bool = False
+    schema_version: int = 1  # the version it was written at
+    stored_data: dict[str, Any] | None = None  # what the log holds, when upcasting changed it
 
     def as_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "event_id": self.event_id, "type": self.type,
                 "occurred_at": iso_utc(self.occurred_at), "recorded_at": iso_utc(self.recorded_at),
                 "producer": self.producer, "actor": self.actor, "correlation_id": self.correlation_id,
-                "causation_id": self.causation_id, "summary": self.summary, "data": self.data, "late": self.late}
+                "causation_id": self.causation_id, "summary": self.summary, "late": self.late,
+                "schema_version": self.schema_version, "data": self.data, "stored_data": self.stored_data}
 
 
 def visible(history: list[Recorded], as_of: datetime | None = None) -> list[Recorded]:
@@ -112,12 +115,15 @@ def chronology(history: list[Recorded], as_of: datetime | None = None) -> list[R
     rows = []
     for r in visible(history, as_of):
         env = r.envelope
+        upcast = env.schema_version != r.payload.schema_version
         rows.append(Row(
             seq=r.seq, event_id=str(env.event_id), type=r.type, occurred_at=env.occurred_at.astimezone(UTC),
             recorded_at=env.recorded_at.astimezone(UTC), producer=env.producer, actor=env.actor,
             correlation_id=str(env.correlation_id),
             causation_id=str(env.causation_id) if env.causation_id else None,
-            summary=summary(r), data=env.data, late=as_of is not None and env.recorded_at > as_of,
+            summary=summary(r), data=r.payload.model_dump(mode="json") if upcast else env.data,
+            late=as_of is not None and env.recorded_at > as_of,
+            schema_version=env.schema_version, stored_data=env.data if upcast else None,
         ))
     return rows
 

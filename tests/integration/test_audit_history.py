@@ -296,18 +296,40 @@ async def test_audit_verify_reports_each_case_and_fails_when_a_chain_is_broken(e
 async def test_audit_anchor_then_verify_with_anchors_catches_a_removed_last_event(event_log, settings, monkeypatch,
                                                                                   nc, tmp_path):
     case_id, _ = await seed_hostile_case(event_log)
-    anchors = tmp_path / "anchors.json"
-    result = await rethink(monkeypatch, settings, "audit", "anchor", "--out", str(anchors))
-    assert result.exit_code == 0 and json.loads(anchors.read_text())["cases"][case_id]["seq"] > 0
+    keygen = await rethink(monkeypatch, settings, "audit", "keygen", "--out-dir", str(tmp_path / "keys"))
+    assert keygen.exit_code == 0, keygen.output
+    private, public = tmp_path / "keys" / "anchor-signing.pem", tmp_path / "keys" / "anchor-signing.pub.pem"
+    unsigned = await rethink(monkeypatch, settings, "audit", "anchor", "--out", str(tmp_path))
+    assert unsigned.exit_code == 1 and "anchors are signed" in unsigned.stderr
+    assert list(tmp_path.glob("anchors-*.json")) == []
+
+    # Scheduled runs name each file by its time: --out is a folder.
+    result = await rethink(monkeypatch, settings, "audit", "anchor", "--out", str(tmp_path), "--key", str(private))
+    assert result.exit_code == 0, result.output
+    [anchors] = tmp_path.glob("anchors-*.json")
+    assert json.loads(anchors.read_text())["cases"][case_id]["seq"] > 0
+    verify = ("audit", "verify", "--all", "--anchors", str(anchors), "--public-key", str(public))
+    assert (await rethink(monkeypatch, settings, *verify)).exit_code == 0
 
     history = await event_log.read_case(case_id)
     await nc.jetstream().delete_msg(settings.stream, history[-1].seq)
     plain = await rethink(monkeypatch, settings, "audit", "verify", case_id)
     assert plain.exit_code == 0  # a chain alone cannot see it
-    anchored = await rethink(monkeypatch, settings, "audit", "verify", "--all", "--anchors", str(anchors))
+    anchored = await rethink(monkeypatch, settings, *verify)
     assert anchored.exit_code == 2 and f"{case_id}: BROKEN at seq {history[-1].seq}" in anchored.stdout
     assert "removed" in anchored.stdout
 
+    # Whoever removed it also "fixes" the anchors file to the new head: the signature gives it away.
+    document = json.loads(anchors.read_text())
+    document["cases"][case_id].update(event_id=str(history[-2].envelope.event_id), digest=history[-2].digest,
+                                      seq=history[-2].seq)
+    anchors.write_text(json.dumps(document))
+    rewritten = await rethink(monkeypatch, settings, *verify)
+    assert rewritten.exit_code == 2 and "signature does not match: it was changed after it was signed" in rewritten.stderr
+    assert rewritten.stdout == ""
+
+    no_key = await rethink(monkeypatch, settings, "audit", "verify", "--all", "--anchors", str(anchors))
+    assert no_key.exit_code == 1 and "--public-key" in no_key.stderr
     anchors.write_text("[]")
-    bad = await rethink(monkeypatch, settings, "audit", "verify", "--all", "--anchors", str(anchors))
-    assert bad.exit_code == 1 and "expected a JSON object" in bad.stderr
+    bad = await rethink(monkeypatch, settings, *verify)
+    assert bad.exit_code == 1 and "not an anchors file" in bad.stderr

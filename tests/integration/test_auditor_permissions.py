@@ -64,6 +64,17 @@ async def test_the_auditor_reads_and_verifies_every_case(secured):
     assert verify_chain(case_id, history).intact
 
 
+async def test_the_auditor_can_export_the_whole_log_for_a_copy_of_its_own(secured, settings, tmp_path):
+    from rethink.shared.logcopy import export_log, read_export
+
+    clients, case_id, services_log, _ = secured
+    done = await export_log(clients["auditor"].jetstream(timeout=2), settings, tmp_path / "log.jsonl")
+    _, messages = read_export(tmp_path / "log.jsonl")
+    assert done.messages == len(messages) == 3
+    assert [m["seq"] for m in messages] == [r.seq for r in await services_log.read_case(case_id)]
+    assert not clients["refusals"].seen
+
+
 async def test_the_auditor_cannot_append_to_the_log(secured, settings):
     clients, case_id, services_log, auditor_log = secured
     last = (await services_log.read_case(case_id))[-1]

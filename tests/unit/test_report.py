@@ -292,9 +292,11 @@ def test_json_is_a_list_of_events_with_ids_times_people_summary_data_and_late_fl
 
     assert len(parsed) == 8
     assert set(parsed[0]) == {"seq", "event_id", "type", "occurred_at", "recorded_at", "producer", "actor",
-                              "correlation_id", "causation_id", "summary", "data", "late"}
+                              "correlation_id", "causation_id", "summary", "data", "late", "schema_version",
+                              "stored_data"}
     assert parsed[0]["occurred_at"] == "2026-03-02T09:00:00+00:00"
     assert parsed[0]["data"]["case_reference"] == "CSC-2026-0042"
+    assert (parsed[0]["schema_version"], parsed[0]["stored_data"]) == (1, None)  # read as written: nothing upcast
     assert [e["seq"] for e in parsed if e["late"]] == [8]
     assert parsed[7]["recorded_at"] == "2026-03-18T09:00:00+00:00"
 
