@@ -4,8 +4,8 @@ Invitees are reminded before their meeting, action owners before (and on) the du
 the people on a case before its escalation stage's deadline, each a number of England-and-Wales
 working days ahead. A reminder is due from its day until its deadline passes; if the service
 was down on the day, it catches up with the one reminder nearest the deadline, not all of them.
-Each reminder has a key naming the item, its current date and the offset, so it is sent once,
-and a meeting moved or a stage advanced gets reminders of its own.
+Each reminder has a key from the item, its current date, the offset and the recipient, so it
+is sent once, and a meeting moved or a stage advanced gets reminders of its own.
 """
 
 from __future__ import annotations
@@ -88,9 +88,10 @@ class Reminder:
     working_days_before: int
 
 
-def _who(person: Person) -> str:
-    # Keys become file names and Message-IDs: a digest names the recipient without their address.
-    return hashlib.sha256(str(person.email).casefold().encode()).hexdigest()[:12]
+def _key(kind: str, what: str, person: Person) -> str:
+    """Short and free of personal data, as keys become file names and Message-IDs (which must not fold)."""
+    identity = f"{what}|{str(person.email).casefold()}"
+    return f"rem-{kind}-{hashlib.sha256(identity.encode()).hexdigest()[:24]}"
 
 
 def _offset_due(deadline: date, offsets: Sequence[int], today: date, holidays: Container[date]) -> int | None:
@@ -122,16 +123,17 @@ def due(items: Sequence[Item], now: datetime, timings: Timings, holidays: Contai
                 continue
             k = _offset_due(item.starts_at.astimezone(LONDON).date(), timings.meeting, today, holidays)
             if k is not None:
-                stem = f"rem-{item.case_id}-{item.meeting_id}-{item.starts_at.astimezone(LONDON):%Y%m%dT%H%M}-d{k}"
-                out += [Reminder(f"{stem}-{_who(p)}", "meeting", p, item, k) for p in _unique(item.invitees)]
+                what = f"{item.case_id}|{item.meeting_id}|{item.starts_at.isoformat()}|{k}"
+                out += [Reminder(_key("meeting", what, p), "meeting", p, item, k) for p in _unique(item.invitees)]
         elif isinstance(item, ActionItem):
             k = _offset_due(item.due_date, timings.action, today, holidays)
             if k is not None:
-                key = f"rem-{item.case_id}-{item.action_id}-{item.due_date:%Y%m%d}-d{k}-{_who(item.owner)}"
-                out.append(Reminder(key, "action", item.owner, item, k))
+                what = f"{item.case_id}|{item.action_id}|{item.due_date.isoformat()}|{k}"
+                out.append(Reminder(_key("action", what, item.owner), "action", item.owner, item, k))
         else:
             k = _offset_due(item.deadline, timings.escalation, today, holidays)
             if k is not None:
-                stem = f"rem-{item.case_id}-{item.escalation_id}-s{item.stage}-{item.deadline:%Y%m%d}-d{k}"
-                out += [Reminder(f"{stem}-{_who(p)}", "escalation", p, item, k) for p in _unique(item.recipients)]
+                what = f"{item.case_id}|{item.escalation_id}|{item.stage}|{item.deadline.isoformat()}|{k}"
+                out += [Reminder(_key("escalation", what, p), "escalation", p, item, k)
+                        for p in _unique(item.recipients)]
     return out
