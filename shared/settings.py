@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, EmailStr, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("intake", "scheduling", "meeting", "escalation")
+WorkingDays = Annotated[int, Field(ge=0, le=60)]  # a reminder's distance from its deadline, in working days
 
 
 class Facilitator(BaseModel):
@@ -74,12 +75,12 @@ class Settings(BaseSettings):
     outbox_claim_timeout_seconds: float = Field(
         default=300.0, gt=0, description="A send claimed longer ago than this is taken as interrupted.")
     reminder_interval_seconds: float = Field(default=900.0, gt=0, description="How often due reminders are looked for.")
-    reminder_meeting_working_days: list[int] = Field(
+    reminder_meeting_working_days: list[WorkingDays] = Field(
         default_factory=lambda: [1], description="Invitees are reminded this many working days before the meeting.")
-    reminder_action_working_days: list[int] = Field(
+    reminder_action_working_days: list[WorkingDays] = Field(
         default_factory=lambda: [3, 0], description="Action owners are reminded this many working days before "
         "the due date (0 = on the day).")
-    reminder_escalation_working_days: list[int] = Field(
+    reminder_escalation_working_days: list[WorkingDays] = Field(
         default_factory=lambda: [1], description="A stage's holder is reminded this many working days before "
         "its deadline.")
     escalation_policy_file: Path | None = Field(default=None, description="YAML escalation policy; unset = built-in HIPS default.")

@@ -2,17 +2,22 @@
 
 Time is a FixedClock moved by hand, so backoff and claim timeouts are stepped through, not
 waited for. Each outbox instance opens the database afresh, as a restarted service would.
+Every test runs on SQLite (the embedded default) and on the machine's PostgreSQL, in a schema
+of its own that is dropped afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from email import policy
-from pathlib import Path
 
 import icalendar
+import pytest
+from sqlalchemy import create_engine, text
 
 from rethink.scheduling.mail import SmtpTransport
 from rethink.scheduling.notifier import Notice, compose, compose_reminder
@@ -48,8 +53,32 @@ def action_reminder():
     return compose_reminder(reminder, SENDER, CONTACT, NOW)
 
 
-def outbox(db: Path, clock: FixedClock, port: int, transport=None, policy: RetryPolicy = POLICY) -> Outbox:
-    box = Outbox(make_engine(f"sqlite:///{db}"), clock,
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'outbox.db'}"
+        return
+    schema = f"outbox_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # no PostgreSQL on this machine: say so rather than pass quietly
+        admin.dispose()
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 not reachable: {type(exc).__name__}")
+    try:
+        yield f"{PG}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def outbox(url: str, clock: FixedClock, port: int, transport=None, policy: RetryPolicy = POLICY) -> Outbox:
+    box = Outbox(make_engine(url), clock,
                  transport or SmtpTransport("127.0.0.1", port, "none", None, None, timeout=10), policy)
     box.create_schema()
     return box
@@ -63,9 +92,9 @@ def message_ids(handler) -> list[str]:
     return sorted(m["Message-ID"] for m in parsed(handler))
 
 
-async def test_messages_arrive_with_headers_bodies_and_calendar_entries_that_parse(smtp_server, tmp_path):
+async def test_messages_arrive_with_headers_bodies_and_calendar_entries_that_parse(smtp_server, db):
     handler, port = smtp_server
-    box = outbox(tmp_path / "outbox.db", FixedClock(NOW), port)
+    box = outbox(db, FixedClock(NOW), port)
     assert box.enqueue(invitations(), "invitation") == 2
     assert box.enqueue([action_reminder()], "reminder") == 1
 
@@ -95,11 +124,11 @@ async def test_messages_arrive_with_headers_bodies_and_calendar_entries_that_par
     assert len(handler.received) == 3
 
 
-async def test_a_server_that_refuses_then_recovers_gets_each_message_exactly_once(smtp_server, tmp_path):
+async def test_a_server_that_refuses_then_recovers_gets_each_message_exactly_once(smtp_server, db):
     handler, port = smtp_server
     handler.refusals_left = 3
     clock = FixedClock(NOW)
-    box = outbox(tmp_path / "outbox.db", clock, port)
+    box = outbox(db, clock, port)
     box.enqueue(invitations(), "invitation")
 
     first = await box.drain()  # both refused (451): each waits 30 s
@@ -121,11 +150,11 @@ async def test_a_server_that_refuses_then_recovers_gets_each_message_exactly_onc
     assert (await box.drain()).sent == 0 and len(handler.received) == 2
 
 
-async def test_messages_that_keep_failing_are_marked_failed_listed_and_can_be_retried(smtp_server, tmp_path):
+async def test_messages_that_keep_failing_are_marked_failed_listed_and_can_be_retried(smtp_server, db):
     handler, port = smtp_server
     handler.refusals_left = 100
     clock = FixedClock(NOW)
-    box = outbox(tmp_path / "outbox.db", clock, port, policy=RetryPolicy(max_attempts=2,
+    box = outbox(db, clock, port, policy=RetryPolicy(max_attempts=2,
                                                                          backoff=timedelta(seconds=30)))
     box.enqueue(invitations()[:1], "invitation")
     await box.drain()
@@ -143,10 +172,10 @@ async def test_messages_that_keep_failing_are_marked_failed_listed_and_can_be_re
     assert box.retry(None) == []
 
 
-async def test_a_permanent_refusal_fails_at_once(smtp_server, tmp_path):
+async def test_a_permanent_refusal_fails_at_once(smtp_server, db):
     handler, port = smtp_server
     handler.refusals_left, handler.refusal = 1, "550 5.1.1 Mailbox unavailable"
-    box = outbox(tmp_path / "outbox.db", FixedClock(NOW), port)
+    box = outbox(db, FixedClock(NOW), port)
     box.enqueue(invitations()[:1], "invitation")
     assert (await box.drain()).failed == 1
     [row] = box.list(failed_only=True)
@@ -180,9 +209,9 @@ async def _die_while_sending(box: Outbox, row_id: int) -> None:
     box.engine.dispose()
 
 
-async def test_a_restart_mid_send_sends_nothing_twice(smtp_server, tmp_path):
+async def test_a_restart_mid_send_sends_nothing_twice(smtp_server, db):
     handler, port = smtp_server
-    clock, db = FixedClock(NOW), tmp_path / "outbox.db"
+    clock = FixedClock(NOW)
     messages = [*invitations(), action_reminder()]
     smtp = SmtpTransport("127.0.0.1", port, "none", None, None, timeout=10)
     before = outbox(db, clock, port, StallOn(smtp, messages[1].key, after_send=False))
@@ -204,10 +233,10 @@ async def test_a_restart_mid_send_sends_nothing_twice(smtp_server, tmp_path):
     assert interrupted["attempts"] == 2
 
 
-async def test_a_send_cut_off_after_the_server_accepted_it_is_repeated_as_the_same_message(smtp_server, tmp_path):
+async def test_a_send_cut_off_after_the_server_accepted_it_is_repeated_as_the_same_message(smtp_server, db):
     """The documented limit: between the server's 250 and our commit, at-least-once is the best on offer."""
     handler, port = smtp_server
-    clock, db = FixedClock(NOW), tmp_path / "outbox.db"
+    clock = FixedClock(NOW)
     [message] = invitations()[:1]
     smtp = SmtpTransport("127.0.0.1", port, "none", None, None, timeout=10)
     before = outbox(db, clock, port, StallOn(smtp, message.key, after_send=True))
