@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, EmailStr, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("intake", "scheduling", "meeting", "escalation")
+WorkingDays = Annotated[int, Field(ge=0, le=60)]  # a reminder's distance from its deadline, in working days
 
 
 class Facilitator(BaseModel):
@@ -51,7 +53,36 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_FACILITATORS),
         description='JSON list of {"id", "name", "email"}; new cases go to the least loaded.',
     )
-    partnership_email: EmailStr = Field(default="rethink@example.org", description="Sender of invitations.")
+    partnership_email: EmailStr = Field(default="rethink@example.org",
+                                        description="Sender of every email and ORGANIZER of calendar invitations.")
+    partnership_contact: str = Field(
+        default="the Re-think coordinator at rethink@example.org", min_length=3, max_length=200,
+        description="Whom recipients should contact, as the emails' footer names it.")
+    mail_adapter: Literal["eml", "smtp"] = Field(
+        default="eml", description="eml = write .eml files to state_dir/mail; smtp = send through smtp_host.")
+    smtp_host: str | None = Field(default=None, description="SMTP server (needed when mail_adapter is smtp).")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP port (587 STARTTLS, 465 TLS, 25 plain).")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="starttls = upgrade after connecting; tls = implicit TLS; none = plain.")
+    smtp_username: str | None = Field(default=None, description="SMTP login; unset = no authentication.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password (never logged).")
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of each SMTP connection and command.")
+    outbox_interval_seconds: float = Field(default=2.0, gt=0, description="How often the outbox is drained.")
+    outbox_max_attempts: int = Field(default=8, ge=1, description="Tries per email before it is marked failed.")
+    outbox_backoff_seconds: float = Field(default=30.0, gt=0,
+                                          description="Wait after the first failed try; doubles per try.")
+    outbox_backoff_max_seconds: float = Field(default=3600.0, gt=0, description="Longest wait between tries.")
+    outbox_claim_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="A send claimed longer ago than this is taken as interrupted.")
+    reminder_interval_seconds: float = Field(default=900.0, gt=0, description="How often due reminders are looked for.")
+    reminder_meeting_working_days: list[WorkingDays] = Field(
+        default_factory=lambda: [1], description="Invitees are reminded this many working days before the meeting.")
+    reminder_action_working_days: list[WorkingDays] = Field(
+        default_factory=lambda: [3, 0], description="Action owners are reminded this many working days before "
+        "the due date (0 = on the day).")
+    reminder_escalation_working_days: list[WorkingDays] = Field(
+        default_factory=lambda: [1], description="A stage's holder is reminded this many working days before "
+        "its deadline.")
     escalation_policy_file: Path | None = Field(default=None, description="YAML escalation policy; unset = built-in HIPS default.")
     overdue_check_interval_seconds: float = Field(default=3600.0, gt=0, description="How often overdue actions are checked.")
     command_timeout_seconds: float = Field(default=10.0, gt=0, description="How long the CLI waits for a reply.")

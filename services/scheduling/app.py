@@ -1,11 +1,16 @@
-"""Scheduling's composition root: wires the domain to the log, its projection and the notifier."""
+"""Scheduling's composition root: wires the domain to the log, its projection, the reminders and the outbox.
+
+Invitations (on MeetingScheduled / Rescheduled / Cancelled) and due reminders (a periodic
+job) are recorded in the outbox; a second periodic job sends what the outbox holds.
+"""
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rethink.shared.clock import Clock
 from rethink.shared.commands import (
@@ -17,6 +22,7 @@ from rethink.shared.commands import (
     react,
 )
 from rethink.shared.envelope import Origin, Recorded, derived_id
+from rethink.shared.errors import NotFound, Reason, rejected
 from rethink.shared.eventlog import EventLog
 from rethink.shared.events import (
     ChecksConfirmed,
@@ -29,9 +35,12 @@ from rethink.shared.messaging import Route
 from rethink.shared.projection import ProjectionStore, make_engine
 from rethink.shared.runtime import ServiceParts
 from rethink.shared.settings import Settings
+from rethink.shared.workdays import england_and_wales
 
-from . import domain, projection
-from .notifier import EmlFolderNotifier, Invitation, Notice, Notifier, compose
+from . import domain, projection, reminders
+from .mail import Transport, make_transport
+from .notifier import Email, Notice, compose, compose_reminder
+from .outbox import Outbox, RetryPolicy
 
 NAME = "scheduling"
 KINDS = {"MeetingScheduled": "invitation", "MeetingRescheduled": "changed", "MeetingCancelled": "cancelled"}
@@ -44,18 +53,50 @@ class MeetingsQuery(BaseModel):
     limit: int = Field(default=100, ge=1, le=1000)
 
 
+class NotificationsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    failed: bool = Field(default=False, description="Only the messages that could not be sent.")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class RetryNotifications(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: int | None = Field(default=None, ge=1, description="The failed message to send again.")
+    all: bool = Field(default=False, description="Every failed message.")
+
+    @model_validator(mode="after")
+    def _one_or_all(self) -> RetryNotifications:
+        if (self.id is None) == (not self.all):
+            raise ValueError("give either id or all=true, not both and not neither")
+        return self
+
+
+def outbox_for(settings: Settings, clock: Clock, transport: Transport | None = None) -> Outbox:
+    policy = RetryPolicy(max_attempts=settings.outbox_max_attempts,
+                         backoff=timedelta(seconds=settings.outbox_backoff_seconds),
+                         backoff_max=timedelta(seconds=settings.outbox_backoff_max_seconds),
+                         claim_timeout=timedelta(seconds=settings.outbox_claim_timeout_seconds))
+    box = Outbox(make_engine(settings.db_url("outbox")), clock, transport or make_transport(settings), policy)
+    box.create_schema()
+    return box
+
+
 def meeting_id_for(seed: object) -> str:
     """The meeting id is read off the MeetingScheduled event id, so a re-sent command names the same meeting."""
     return "M-" + derived_id(seed, 0).hex[:8]
 
 
-def build(settings: Settings, log: EventLog, clock: Clock, *, notifier: Notifier | None = None) -> ServiceParts:
+def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transport | None = None) -> ServiceParts:
     if not settings.facilitators:
         raise ValueError("scheduling needs at least one facilitator (RETHINK_FACILITATORS)")
     store = ProjectionStore(make_engine(settings.db_url(NAME)), projection.metadata, NAME, projection.apply)
     store.create_schema()
-    mail: Notifier = notifier or EmlFolderNotifier(settings.mail_dir)
-    sender = str(settings.partnership_email)
+    outbox = outbox_for(settings, clock, transport)
+    sender, contact = str(settings.partnership_email), settings.partnership_contact
+    timings = reminders.Timings(meeting=tuple(settings.reminder_meeting_working_days),
+                                action=tuple(settings.reminder_action_working_days),
+                                escalation=tuple(settings.reminder_escalation_working_days))
+    holidays = england_and_wales()
 
     def origin(cmd: Command) -> Origin:
         return Origin(producer=NAME, actor=cmd.actor, correlation_id=cmd.command_id or uuid.uuid4())
@@ -98,25 +139,26 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, notifier: Notifier
                                        clock, cmd.command_id)
         return accepted(cmd.case_id, events, duplicate=repeat, meeting_id=_meeting_of(events))
 
-    def invitations(r: Recorded) -> list[Invitation]:
+    def invitations(r: Recorded) -> list[Email]:
         e, case_id = r.payload, r.envelope.case_id
-        with store.engine.connect() as conn:
+        with store.engine.connect() as conn:  # the projection as it was before this event
             reference = projection.case_reference(conn, case_id)
             facilitator = projection.facilitator(conn, case_id)
             if isinstance(e, MeetingScheduled):
-                invitees, when = e.invitees, e
+                invitees, when, sequence = e.invitees, e, 0
             else:  # the invitee list and (for a cancellation) the arrangements are the ones on record
                 invitees = projection.meeting_invitees(conn, e.meeting_id)
                 when = e if isinstance(e, MeetingRescheduled) else projection.meeting(conn, e.meeting_id)
+                sequence = projection.revision(conn, e.meeting_id) + 1
         if reference is None or facilitator is None or when is None:
             logger.error("meeting_notice_skipped_unknown_meeting", case_id=case_id, meeting_id=e.meeting_id)
             return []
         notice = Notice(
-            kind=KINDS[r.type], case_reference=reference, meeting_id=e.meeting_id, starts_at=when.starts_at,
-            duration_minutes=when.duration_minutes, mode=when.mode, venue=when.venue,
-            facilitator_name=facilitator["name"], facilitator_email=facilitator["email"],
+            kind=KINDS[r.type], case_id=case_id, case_reference=reference, meeting_id=e.meeting_id,
+            starts_at=when.starts_at, duration_minutes=when.duration_minutes, mode=when.mode, venue=when.venue,
+            facilitator_name=facilitator["name"], facilitator_email=facilitator["email"], sequence=sequence,
         )
-        return compose(notice, invitees, str(r.envelope.event_id), sender, r.envelope.occurred_at)
+        return compose(notice, invitees, str(r.envelope.event_id), sender, r.envelope.occurred_at, contact)
 
     async def on_event(r: Recorded) -> None:
         if r.seq <= store.last_seq():
@@ -128,11 +170,36 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, notifier: Notifier
                 choice = domain.least_loaded(settings.facilitators, projection.load_by_facilitator(conn))
             await react(log, NAME, r, lambda h: domain.decide_assignment(h, choice), clock)
         elif isinstance(e, MeetingScheduled | MeetingRescheduled | MeetingCancelled):
+            # Recorded before the event counts as applied: a crash in between re-records the same
+            # keys on redelivery, which adds nothing. The outbox job sends them.
             messages = invitations(r)
-            mail.send(messages)
-            logger.info("meeting_notices_sent", case_id=r.envelope.case_id, meeting_id=e.meeting_id,
-                        event_type=r.type, recipients=len(messages))
+            added = outbox.enqueue(messages, KINDS[r.type])
+            logger.info("meeting_notices_queued", case_id=r.envelope.case_id, meeting_id=e.meeting_id,
+                        event_type=r.type, recipients=len(messages), new=added)
         store.apply(r)
+
+    async def queue_reminders() -> int:
+        now = clock.now()
+        with store.engine.connect() as conn:
+            items = projection.reminder_items(conn)
+        due = reminders.due(items, now, timings, holidays)
+        added = outbox.enqueue([compose_reminder(d, sender, contact, now) for d in due], "reminder")
+        if added:
+            logger.info("reminders_queued", count=added)
+        return added
+
+    async def notifications(q: NotificationsQuery) -> dict[str, Any]:
+        return {"status": "ok", "result": outbox.list(q.failed, q.limit), "counts": outbox.counts()}
+
+    async def retry(cmd: RetryNotifications) -> dict[str, Any]:
+        if cmd.id is not None:
+            status = outbox.status_of(cmd.id)
+            if status is None:
+                raise NotFound(Reason("id", f"no notification {cmd.id}"))
+            if status != "failed":
+                raise rejected("id", f"notification {cmd.id} is {status}, not failed; only failed ones are retried")
+        ids = outbox.retry(cmd.id)
+        return {"status": "accepted", "retried": ids}
 
     async def meetings(q: MeetingsQuery) -> dict[str, Any]:
         with store.engine.connect() as conn:
@@ -144,12 +211,16 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, notifier: Notifier
             "schedule": Route(domain.ScheduleMeeting, schedule, "Arrange the case's Re-think meeting"),
             "reschedule": Route(domain.RescheduleMeeting, reschedule, "Move the meeting"),
             "cancel": Route(domain.CancelMeeting, cancel, "Call the meeting off"),
+            "retry_notifications": Route(RetryNotifications, retry, "Send failed emails again"),
         },
         queries={
             "case": Route(CaseQuery, case_query(store.engine, projection.case_view)),
             "meetings": Route(MeetingsQuery, meetings),
+            "notifications": Route(NotificationsQuery, notifications),
         },
         on_event=on_event,
+        periodic=[(settings.reminder_interval_seconds, queue_reminders),
+                  (settings.outbox_interval_seconds, outbox.drain)],
     )
 
 

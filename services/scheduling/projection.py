@@ -1,4 +1,6 @@
-"""Scheduling's own view: each case's facilitator and meeting, and every facilitator's bookings."""
+"""Scheduling's own view: each case's facilitator and meeting, every facilitator's bookings, and
+what reminders are needed for (open actions with owners and due dates, escalation stages with
+holders and deadlines), from the events of the whole log that this service's consumer sees."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Connection,
+    Date,
     Integer,
     MetaData,
     String,
@@ -20,7 +23,12 @@ from sqlalchemy import (
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
+    ActionCompleted,
+    ActionRecorded,
     CaseClosed,
+    EscalationRaised,
+    EscalationResolved,
+    EscalationStageAdvanced,
     FacilitatorAssigned,
     MeetingCancelled,
     MeetingHeld,
@@ -33,6 +41,7 @@ from rethink.shared.events import (
 from rethink.shared.projection import UtcDateTime, checkpoint_table
 
 from .domain import Booking, Meeting
+from .reminders import ActionItem, Item, MeetingItem, StageItem
 
 ACTIVE = ("scheduled", "rescheduled")
 
@@ -62,6 +71,35 @@ meetings = Table(
     Column("invitees", Text, nullable=False),  # JSON: kept so changes and cancellations reach the same people
     Column("seq", Integer, nullable=False),  # log position of the scheduling: orders a case's meetings
 )
+# New tables rather than new columns, so a projection made before them still opens (create_all
+# adds missing tables, not columns); `rethink projections rebuild scheduling` fills them from the log.
+revisions = Table(
+    "scheduling_meeting_revisions",
+    metadata,
+    Column("meeting_id", String(40), primary_key=True),
+    Column("sequence", Integer, nullable=False),  # the iCalendar SEQUENCE of the last notice sent
+)
+actions = Table(
+    "scheduling_actions",
+    metadata,
+    Column("case_id", String(16), primary_key=True),
+    Column("action_id", String(60), primary_key=True),
+    Column("meeting_id", String(40), nullable=False),
+    Column("owner", Text, nullable=False),  # JSON Person
+    Column("due_date", Date, nullable=False),
+    Column("completed", Boolean, nullable=False, default=False),
+)
+escalations = Table(
+    "scheduling_escalations",
+    metadata,
+    Column("case_id", String(16), primary_key=True),
+    Column("escalation_id", String(40), primary_key=True),
+    Column("stage", Integer, nullable=False),
+    Column("stage_name", String(200), nullable=False),
+    Column("holder", String(200), nullable=False),
+    Column("deadline", Date, nullable=False),
+    Column("resolved", Boolean, nullable=False, default=False),
+)
 
 
 
@@ -78,12 +116,34 @@ def apply(conn: Connection, r: Recorded) -> None:
             meeting_id=e.meeting_id, case_id=case_id, facilitator_id=e.facilitator_id,
             starts_at=e.starts_at, duration_minutes=e.duration_minutes, mode=e.mode.value, venue=e.venue,
             status="scheduled", invitees=json.dumps([p.model_dump(mode="json") for p in e.invitees]), seq=r.seq))
+        conn.execute(revisions.insert().values(meeting_id=e.meeting_id, sequence=0))
     elif isinstance(e, MeetingRescheduled):
         conn.execute(meetings.update().where(meetings.c.meeting_id == e.meeting_id).values(
             starts_at=e.starts_at, duration_minutes=e.duration_minutes, mode=e.mode.value, venue=e.venue,
             status="rescheduled"))
+        _revise(conn, e.meeting_id)
     elif isinstance(e, MeetingCancelled):
         conn.execute(meetings.update().where(meetings.c.meeting_id == e.meeting_id).values(status="cancelled"))
+        _revise(conn, e.meeting_id)
+    elif isinstance(e, ActionRecorded):
+        conn.execute(actions.insert().values(case_id=case_id, action_id=e.action_id, meeting_id=e.meeting_id,
+                                             owner=json.dumps(e.owner.model_dump(mode="json")),
+                                             due_date=e.due_date, completed=False))
+    elif isinstance(e, ActionCompleted):
+        conn.execute(actions.update().where(actions.c.case_id == case_id, actions.c.action_id == e.action_id)
+                     .values(completed=True))
+    elif isinstance(e, EscalationRaised):
+        conn.execute(escalations.insert().values(case_id=case_id, escalation_id=e.escalation_id, stage=e.stage,
+                                                 stage_name=e.stage_name, holder=e.holder, deadline=e.deadline,
+                                                 resolved=False))
+    elif isinstance(e, EscalationStageAdvanced):
+        conn.execute(escalations.update().where(escalations.c.case_id == case_id,
+                                                escalations.c.escalation_id == e.escalation_id)
+                     .values(stage=e.stage, stage_name=e.stage_name, holder=e.holder, deadline=e.deadline))
+    elif isinstance(e, EscalationResolved):
+        conn.execute(escalations.update().where(escalations.c.case_id == case_id,
+                                                escalations.c.escalation_id == e.escalation_id)
+                     .values(resolved=True))
     elif isinstance(e, MeetingHeld):
         conn.execute(meetings.update().where(meetings.c.meeting_id == e.meeting_id).values(status="held"))
     elif isinstance(e, CaseClosed):
@@ -155,3 +215,54 @@ def active_meetings(conn: Connection, facilitator_id: str | None, limit: int) ->
     if facilitator_id:
         q = q.where(meetings.c.facilitator_id == facilitator_id)
     return [_meeting(r) for r in conn.execute(q.order_by(meetings.c.starts_at).limit(limit)).mappings()]
+
+
+def _revise(conn: Connection, meeting_id: str) -> None:
+    current = revision(conn, meeting_id)
+    if conn.execute(select(revisions.c.meeting_id).where(revisions.c.meeting_id == meeting_id)).first() is None:
+        conn.execute(revisions.insert().values(meeting_id=meeting_id, sequence=current + 1))
+    else:
+        conn.execute(revisions.update().where(revisions.c.meeting_id == meeting_id).values(sequence=current + 1))
+
+
+def revision(conn: Connection, meeting_id: str) -> int:
+    """The SEQUENCE of the meeting's last calendar notice (0 if it was only scheduled)."""
+    return conn.execute(select(revisions.c.sequence).where(revisions.c.meeting_id == meeting_id)).scalar() or 0
+
+
+def _people(raw: str) -> tuple[Person, ...]:
+    return tuple(Person.model_validate(p) for p in json.loads(raw))
+
+
+def reminder_items(conn: Connection) -> list[Item]:
+    """Everything that may need a reminder: active meetings, open actions and open escalations of open cases."""
+    open_cases = {r["case_id"]: r for r in conn.execute(select(cases).where(cases.c.closed.is_(False))).mappings()}
+    latest_invitees: dict[str, tuple[Person, ...]] = {}
+    items: list[Item] = []
+    for m in conn.execute(select(meetings).order_by(meetings.c.seq)).mappings():
+        latest_invitees[m["case_id"]] = _people(m["invitees"])
+        case = open_cases.get(m["case_id"])
+        if case is None or m["status"] not in ACTIVE or case["facilitator_id"] is None:
+            continue
+        items.append(MeetingItem(m["case_id"], case["case_reference"], m["meeting_id"], m["starts_at"],
+                                 m["duration_minutes"], MeetingMode(m["mode"]), m["venue"], _people(m["invitees"]),
+                                 case["facilitator_name"], case["facilitator_email"]))
+    for a in conn.execute(select(actions).where(actions.c.completed.is_(False))).mappings():
+        case = open_cases.get(a["case_id"])
+        if case is None:
+            continue
+        items.append(ActionItem(a["case_id"], case["case_reference"], a["action_id"], a["meeting_id"],
+                                Person.model_validate(json.loads(a["owner"])), a["due_date"],
+                                case["facilitator_name"] or "", case["facilitator_email"] or ""))
+    for s in conn.execute(select(escalations).where(escalations.c.resolved.is_(False))).mappings():
+        case = open_cases.get(s["case_id"])
+        if case is None:
+            continue
+        people = list(latest_invitees.get(s["case_id"], ()))
+        if case["facilitator_email"]:
+            people.insert(0, Person(name=case["facilitator_name"], agency="Re-think facilitator",
+                                    email=case["facilitator_email"]))
+        if people:
+            items.append(StageItem(s["case_id"], case["case_reference"], s["escalation_id"], s["stage"],
+                                   s["stage_name"], s["holder"], s["deadline"], tuple(people)))
+    return items

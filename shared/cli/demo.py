@@ -176,9 +176,23 @@ def run_demo(settings: Settings, console: Console) -> None:
                     console.print(f"[bold]Now:[/bold] {_one_line(state_now)}", highlight=False)
                     chain = verify_chain(case_id, await client.history(case_id))
                     console.print(f"[bold]Hash chain:[/bold] {chain.one_line()}", highlight=False)
+                await _emails_sent(client)
         asyncio.run(go())
-    console.print(f"\nInvitations written as .eml files in {demo_settings.mail_dir}")
+    if demo_settings.mail_adapter == "eml":
+        console.print(f"\nInvitations written as .eml files in {demo_settings.mail_dir}")
+    else:
+        console.print(f"\nInvitations sent through {demo_settings.smtp_host} (`rethink notifications list`)")
     console.print("Run `rethink up` to start the system yourself; `rethink --help` lists every step.")
+
+
+async def _emails_sent(client: Client, timeout: float = 15.0) -> None:
+    """The outbox sends on its own schedule: wait (briefly) until nothing is waiting, before stopping."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        counts = (await client.query("scheduling", "notifications", {"limit": 1})).get("counts", {})
+        if not counts.get("pending") and not counts.get("sending"):
+            return
+        await asyncio.sleep(0.2)
 
 
 def _one_line(state: dict[str, Any]) -> str:

@@ -39,10 +39,12 @@ auth_app = typer.Typer(help="NATS users and what each may do.", no_args_is_help=
 agencies_app = typer.Typer(help="Agencies' credentials: who may submit as whom.", no_args_is_help=True)
 deadletter_app = typer.Typer(help="Events a service could never apply, parked with their reason.",
                              no_args_is_help=True)
+notifications_app = typer.Typer(help="Emails (invitations, reminders): what was sent, what failed, send again.",
+                                no_args_is_help=True)
 for sub, name in ((request_app, "request"), (meeting_app, "meeting"), (action_app, "action"),
                   (escalation_app, "escalation"), (case_app, "case"), (service_app, "service"),
                   (audit_app, "audit"), (projections_app, "projections"),
-                  (auth_app, "auth"), (deadletter_app, "deadletter"),
+                  (auth_app, "auth"), (deadletter_app, "deadletter"), (notifications_app, "notifications"),
                   (agencies_app, "agencies")):
     app.add_typer(sub, name=name)
 
@@ -268,6 +270,49 @@ def deadletter_list(service: Annotated[str | None, typer.Option(help="Only this 
     for p in parked:
         table.add_row(p["service"], str(p["seq"]), p["parked_at"], str(p["attempts"]), escape(p["reason"]))
     out.print(table)
+
+
+@notifications_app.command("list")
+@friendly
+def notifications_list(failed: Annotated[bool, typer.Option("--failed", help="Only those that could not be sent")] = False,
+                       limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+                       as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The scheduling service's outbox, newest first: status, tries, and the last error."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    reply = call(lambda c: c.query("scheduling", "notifications", {"failed": failed, "limit": limit}))
+    if reply.get("status") != "ok":
+        raise CliError("; ".join(r["message"] for r in reply.get("reasons", [])) or "the query failed")
+    rows = reply["result"]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(reply.get("counts", {}).items())) or "none"
+    table = Table(title=f"{len(rows)} {'failed ' if failed else ''}emails shown (all: {counts})")
+    for col in ("id", "status", "kind", "to", "subject", "tries", "next try / sent", "last error"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        when = r["sent_at"] if r["status"] == "sent" else ("" if r["status"] == "failed" else r["next_attempt_at"])
+        table.add_row(str(r["id"]), r["status"], r["kind"], r["recipient"], escape(r["subject"]), str(r["attempts"]),
+                      when or "", escape(r["last_error"] or ""))
+    out.print(table)
+
+
+@notifications_app.command("retry")
+@friendly
+def notifications_retry(
+    notification_id: Annotated[int | None, typer.Argument(metavar="ID", help="A failed email's id (from list)")] = None,
+    all_failed: Annotated[bool, typer.Option("--all", help="Every failed email")] = False,
+) -> None:
+    """Send failed emails again (after fixing what made them fail), with a fresh set of tries."""
+    if (notification_id is None) == (not all_failed):
+        raise CliError("give the ID of one failed email, or --all")
+    payload: dict[str, Any] = {"all": True} if all_failed else {"id": notification_id}
+    reply = call(lambda c: c.command("scheduling", "retry_notifications", payload))
+    ids = reply.get("retried", [])
+    out.print(f"{len(ids)} email(s) queued to send again" + (f": {', '.join(map(str, ids))}" if ids else ""),
+              highlight=False)
 
 
 # --- requests -----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 from nats.errors import NoRespondersError
@@ -54,3 +54,37 @@ def event_log(nc, settings: Settings, stream: str) -> EventLog:
 @pytest.fixture
 def subjects(settings: Settings) -> Subjects:
     return Subjects(settings.subject_prefix)
+
+
+class RecordingSmtpHandler:
+    """An aiosmtpd handler that keeps what it accepted and can refuse (451, or 550) a number of times."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, list[str], bytes]] = []  # (MAIL FROM, RCPT TO, data) per accepted message
+        self.refusals_left = 0
+        self.refusal = "451 4.3.0 Try again later"
+        self.attempts = 0
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.attempts += 1
+        if self.refusals_left:
+            self.refusals_left -= 1
+            return self.refusal
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.content)))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[RecordingSmtpHandler, int]]:
+    """A real SMTP server (aiosmtpd) on a free port of 127.0.0.1, in its own thread."""
+    from aiosmtpd.controller import Controller
+
+    from rethink.shared.natsserver import free_port
+
+    handler = RecordingSmtpHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield handler, controller.port
+    finally:
+        controller.stop()

@@ -5,6 +5,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from email import policy
 
+import icalendar
 import pytest
 
 from rethink.intake.app import build as intake
@@ -66,7 +67,11 @@ async def test_a_confirmed_case_gets_a_facilitator_and_its_meeting_invitations(r
     messages = [email.message_from_bytes(f.read_bytes(), policy=policy.default) for f in files]
     assert {m["To"].addresses[0].addr_spec for m in messages} == {str(p.email) for p in meeting.invitees}
     assert all(m["From"].addresses[0].addr_spec == settings.partnership_email for m in messages)
-    assert all("CSC-2026-0042" in m["Subject"] and "neglect" not in m.get_content() for m in messages)
+    assert all("CSC-2026-0042" in m["Subject"] and "neglect" not in m.get_body(("plain",)).get_content()
+               for m in messages)
+    calendars = [icalendar.Calendar.from_ical(next(m.iter_attachments()).get_content()) for m in messages]
+    assert {c["METHOD"] for c in calendars} == {"REQUEST"}
+    assert len({str(c.walk("VEVENT")[0]["UID"]) for c in calendars}) == 1
     view = await wait_for(lambda: query_case(nc, subjects, case_id),
                           lambda v: (v.get("result") or {}).get("meeting") is not None, what="meeting in view")
     assert view["result"]["facilitator"]["id"] == "fac-1"
@@ -135,9 +140,14 @@ async def test_a_meeting_can_be_moved_and_then_called_off(run_services, nc, subj
     await wait_for(lambda: query_case(nc, subjects, case_id),
                    lambda v: v["result"]["meeting"]["status"] == "cancelled", what="cancelled in view")
     files = await wait_for(lambda: _async(eml_files(settings)), lambda f: len(f) == 9, what="3 x 3 .eml files")
-    subjects_seen = sorted(email.message_from_bytes(f.read_bytes(), policy=policy.default)["Subject"].rsplit(" ", 1)[1]
-                           for f in files)
+    messages = [email.message_from_bytes(f.read_bytes(), policy=policy.default) for f in files]
+    subjects_seen = sorted(m["Subject"].rsplit(" ", 1)[1] for m in messages)
     assert subjects_seen == ["cancelled"] * 3 + ["changed"] * 3 + ["invitation"] * 3
+    # One calendar entry, updated then cancelled: same UID, SEQUENCE 0 -> 1 -> 2.
+    events = {(c["METHOD"], int(c.walk("VEVENT")[0]["SEQUENCE"]), str(c.walk("VEVENT")[0]["UID"]))
+              for c in (icalendar.Calendar.from_ical(next(m.iter_attachments()).get_content()) for m in messages)}
+    [uid] = {u for _, _, u in events}
+    assert events == {("REQUEST", 0, uid), ("REQUEST", 1, uid), ("CANCEL", 2, uid)}
     again = await ask(nc, subjects.command("scheduling", "cancel"), {"case_id": case_id, "reason": "twice"})
     assert again["status"] == "rejected" and "no scheduled meeting" in again["reasons"][0]["message"]
     active = await ask(nc, subjects.query("scheduling", "meetings"), {})

@@ -6,10 +6,11 @@ from datetime import date
 
 import pytest
 
-from rethink.escalation.workdays import (
+from rethink.shared.workdays import (
     add_working_days,
     england_and_wales,
     is_working_day,
+    subtract_working_days,
 )
 
 BANK_HOLIDAYS = england_and_wales()
@@ -82,3 +83,25 @@ def test_scottish_only_bank_holidays_are_working_days_in_england_and_wales():
 def test_any_set_of_dates_can_serve_as_the_holiday_calendar():
     assert add_working_days(date(2026, 6, 1), 1, {date(2026, 6, 2)}) == date(2026, 6, 3)
     assert add_working_days(date(2026, 6, 1), 1, frozenset()) == date(2026, 6, 2)
+
+
+@pytest.mark.parametrize(
+    ("end", "days", "expected"),
+    [
+        (date(2026, 12, 7), 1, date(2026, 12, 4)),  # Monday - 1 -> Friday
+        (date(2026, 12, 9), 3, date(2026, 12, 4)),  # Wednesday - 3 -> the Friday before
+        (date(2026, 12, 29), 1, date(2026, 12, 24)),  # over Christmas Day and the Boxing Day substitute
+        (date(2026, 4, 7), 1, date(2026, 4, 2)),  # Tuesday after Easter Monday -> the Thursday before Good Friday
+        (date(2026, 12, 9), 0, date(2026, 12, 9)),
+    ],
+)
+def test_counting_working_days_back_skips_weekends_and_bank_holidays(end, days, expected):
+    assert subtract_working_days(end, days, BANK_HOLIDAYS) == expected
+    assert add_working_days(expected, days, BANK_HOLIDAYS) == end or not is_working_day(end, BANK_HOLIDAYS)
+
+
+def test_the_old_import_path_is_the_shared_one():
+    from rethink.escalation import workdays as old
+    from rethink.shared import workdays as new
+
+    assert old.add_working_days is new.add_working_days and old.subtract_working_days is new.subtract_working_days

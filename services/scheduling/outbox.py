@@ -1,0 +1,218 @@
+"""The outbox: every email is recorded before it is sent, sent with retries, and marked sent once.
+
+States: ``pending`` (waiting for its next try) -> ``sending`` (claimed by a sender) -> ``sent``,
+or back to ``pending`` with a later ``next_attempt_at`` after a failure (exponential backoff),
+or ``failed`` after a permanent refusal or the last allowed try (``rethink notifications``
+lists and retries them).
+
+Each row has a unique key derived from its cause (event id and position, or the reminder's
+identity), so recording the same message again, after a redelivered event or a restart,
+adds nothing. The rendered bytes are stored, so a resend is byte-for-byte the same message
+with the same Message-ID.
+
+Exactly once, and its limit: a row is claimed (``sending``, committed) just before it is
+handed to the transport, and marked ``sent`` (committed) straight after. A row that is still
+``sending`` after ``claim_timeout`` belonged to a sender that stopped mid-send; its outcome is
+unknown (the server may or may not have accepted it), so it is tried again. If the server had
+accepted it, the recipient gets the same message twice: at-least-once is unavoidable between
+the server's "250 OK" and our commit, and that window is one local database write wide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+    select,
+)
+from sqlalchemy.exc import IntegrityError
+
+from rethink.shared.clock import Clock
+from rethink.shared.logs import get_logger
+from rethink.shared.projection import UtcDateTime
+
+from .mail import PermanentFailure, Transport
+from .notifier import Email, to_email
+
+logger = get_logger("rethink.outbox")
+
+# Its own metadata and its own database: a projection rebuild replaces the projection's tables
+# (and, on SQLite, its file), but what was sent cannot be rebuilt from the log.
+metadata = MetaData()
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=False, unique=True),
+    Column("kind", String(20), nullable=False),
+    Column("sender", String(320), nullable=False),
+    Column("recipient", String(320), nullable=False),
+    Column("subject", String(400), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("status", String(10), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime(), nullable=False),
+    Column("claimed_at", UtcDateTime()),
+    Column("sent_at", UtcDateTime()),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("last_error", Text),
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 8
+    backoff: timedelta = timedelta(seconds=30)
+    backoff_max: timedelta = timedelta(hours=1)
+    claim_timeout: timedelta = timedelta(minutes=5)
+
+    def delay(self, attempts: int) -> timedelta:
+        """After the first failed try ``backoff``, then twice as long each time, at most ``backoff_max``."""
+        return min(self.backoff * (2 ** max(attempts - 1, 0)), self.backoff_max)
+
+
+@dataclass(frozen=True)
+class Drained:
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+class Outbox:
+    def __init__(self, engine: Engine, clock: Clock, transport: Transport, policy: RetryPolicy | None = None,
+                 batch: int = 50) -> None:
+        self.engine, self.clock, self.transport = engine, clock, transport
+        self.policy = policy or RetryPolicy()
+        self.batch = batch
+        self._draining = asyncio.Lock()
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def enqueue(self, messages: Sequence[Email], kind: str) -> int:
+        """Record messages to send; a key already recorded is left as it is. Returns how many are new."""
+        now, added = self.clock.now(), 0
+        for m in messages:
+            row = dict(key=m.key, kind=kind, sender=m.sender, recipient=str(m.recipient.email),
+                       subject=m.subject, data=to_email(m).as_bytes(), status="pending", attempts=0,
+                       next_attempt_at=now, created_at=now)
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(select(outbox.c.id).where(outbox.c.key == m.key)).first() is None:
+                        conn.execute(outbox.insert().values(**row))
+                        added += 1
+            except IntegrityError:
+                pass  # recorded by someone else between our look and our insert: same message, same key
+        return added
+
+    def _recover_interrupted(self, now: datetime) -> None:
+        """Rows a stopped sender left ``sending``: outcome unknown, so they are tried again (see above)."""
+        stale = now - self.policy.claim_timeout
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(outbox.c.id, outbox.c.key, outbox.c.attempts).where(
+                outbox.c.status == "sending", outbox.c.claimed_at <= stale)).all()
+            for row_id, key, attempts in rows:
+                last = attempts >= self.policy.max_attempts
+                conn.execute(outbox.update().where(outbox.c.id == row_id, outbox.c.status == "sending").values(
+                    status="failed" if last else "pending", next_attempt_at=now, claimed_at=None,
+                    last_error="interrupted while sending (the sender stopped); outcome unknown, "
+                               + ("not retried: attempts exhausted" if last else "sending again")))
+                logger.warning("outbox_send_interrupted", outbox_id=row_id, key=key, retried=not last)
+
+    def _claim(self, row_id: int, now: datetime) -> bool:
+        with self.engine.begin() as conn:
+            claimed = conn.execute(outbox.update().where(outbox.c.id == row_id, outbox.c.status == "pending")
+                                   .values(status="sending", claimed_at=now, attempts=outbox.c.attempts + 1))
+            return claimed.rowcount == 1
+
+    def _finish(self, row_id: int, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(outbox.update().where(outbox.c.id == row_id, outbox.c.status == "sending")
+                         .values(claimed_at=None, **values))
+
+    async def drain(self) -> Drained:
+        """Send what is due, one message at a time, oldest first."""
+        async with self._draining:
+            now = self.clock.now()
+            self._recover_interrupted(now)
+            with self.engine.connect() as conn:
+                due = conn.execute(select(outbox.c.id, outbox.c.key, outbox.c.sender, outbox.c.recipient,
+                                          outbox.c.data).where(outbox.c.status == "pending",
+                                                               outbox.c.next_attempt_at <= now)
+                                   .order_by(outbox.c.id).limit(self.batch)).all()
+            sent = retrying = failed = 0
+            for row_id, key, sender, recipient, data in due:
+                if not self._claim(row_id, now):
+                    continue
+                try:
+                    await self.transport.deliver(key, sender, recipient, data)
+                except PermanentFailure as exc:
+                    failed += 1
+                    self._finish(row_id, status="failed", last_error=f"refused: {exc}"[:2000])
+                    logger.error("outbox_send_refused", outbox_id=row_id, key=key, error=str(exc))
+                except Exception as exc:  # the server or network may recover: try again after a while
+                    attempts = self._attempts(row_id)
+                    error = f"{type(exc).__name__}: {exc}"[:2000]
+                    if attempts >= self.policy.max_attempts:
+                        failed += 1
+                        self._finish(row_id, status="failed", last_error=error)
+                        logger.error("outbox_send_failed", outbox_id=row_id, key=key, attempts=attempts, error=error)
+                    else:
+                        retrying += 1
+                        self._finish(row_id, status="pending", last_error=error,
+                                     next_attempt_at=now + self.policy.delay(attempts))
+                        logger.warning("outbox_send_retrying", outbox_id=row_id, key=key, attempts=attempts,
+                                       error=error)
+                else:
+                    sent += 1
+                    self._finish(row_id, status="sent", sent_at=self.clock.now(), last_error=None)
+                    logger.info("outbox_sent", outbox_id=row_id, key=key)
+            return Drained(sent, retrying, failed)
+
+    def _attempts(self, row_id: int) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(outbox.c.attempts).where(outbox.c.id == row_id)).scalar_one()
+
+    def list(self, failed_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
+        q = select(outbox.c.id, outbox.c.key, outbox.c.kind, outbox.c.recipient, outbox.c.subject,
+                   outbox.c.status, outbox.c.attempts, outbox.c.next_attempt_at, outbox.c.created_at,
+                   outbox.c.sent_at, outbox.c.last_error)
+        if failed_only:
+            q = q.where(outbox.c.status == "failed")
+        with self.engine.connect() as conn:
+            rows = conn.execute(q.order_by(outbox.c.id.desc()).limit(limit)).mappings().all()
+        return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()} for row in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all())
+
+    def retry(self, row_id: int | None) -> list[int]:
+        """Put failed messages (one, or all when ``row_id`` is None) back in line, with fresh attempts."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            q = select(outbox.c.id).where(outbox.c.status == "failed")
+            if row_id is not None:
+                q = q.where(outbox.c.id == row_id)
+            ids = list(conn.execute(q).scalars())
+            if ids:
+                conn.execute(outbox.update().where(outbox.c.id.in_(ids), outbox.c.status == "failed")
+                             .values(status="pending", attempts=0, next_attempt_at=now, last_error=None))
+        return ids
+
+    def status_of(self, row_id: int) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(outbox.c.status).where(outbox.c.id == row_id)).scalar()
