@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import BaseModel, EmailStr, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SERVICES = ("intake", "scheduling", "meeting", "escalation")
@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     overdue_check_interval_seconds: float = Field(default=3600.0, gt=0, description="How often overdue actions are checked.")
     command_timeout_seconds: float = Field(default=10.0, gt=0, description="How long the CLI waits for a reply.")
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, description="Largest command/request payload accepted.")
+    console_port: int = Field(default=8000, ge=0, le=65535,
+                              description="Port of the web console on 127.0.0.1; 0 = do not serve it.")
+    console_secret: SecretStr | None = Field(
+        default=None, min_length=32,
+        description="Key that signs console session cookies; unset = a new random key at each start.")
     log_level: str = Field(default="INFO", pattern=r"^(?i)(debug|info|warning|error)$", description="Service log level.")
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$",
                             description="auto = JSON unless on a terminal.")
