@@ -60,6 +60,7 @@ def settings(nats_url: str, tmp_path: Path) -> Settings:
         dead_letter_stream=f"TESTDL_{tag}",
         subject_prefix=f"t{tag}",
         overdue_check_interval_seconds=3600,
+        console_port=0,  # console tests serve it in-process; a fixed port would clash between runs
     )
 
 

@@ -36,7 +36,7 @@ def routes(pages: Pages, gateway: Gateway, now: Callable[[], datetime]) -> list[
             gateway.result("scheduling", "to_schedule", {"limit": 1000}),
             gateway.result("scheduling", "meetings", {"starts_from": start.isoformat(),
                                                       "starts_before": end.isoformat(), "limit": 1000}),
-            gateway.result("meeting", "actions", {"overdue_only": True, "limit": 1000}),
+            gateway.result("meeting", "actions", {"overdue_only": True, "open_cases_only": True, "limit": 1000}),
             gateway.result("escalation", "escalations", {"open_only": True, "limit": 1000,
                                                          "due_within_working_days": ESCALATION_HORIZON_WORKING_DAYS}),
         )
