@@ -8,6 +8,7 @@ practitioner meets a problem on the page that caused it, not after "Submit".
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,7 @@ REASONS = {
 SEQUENCE = ("urgent-risk", *(c.slug for c in CHECKS), "case-reference", "agencies", "reason", "description",
             "invitees", "check-answers")
 MAX_DESCRIPTION = 4000
+CASE_ID = re.compile(r"^RT-[A-Z2-7]{10}$")
 _case_reference = TypeAdapter(CaseReference)
 
 

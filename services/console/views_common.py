@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from .gateway import Gateway
+from .request_flow import CASE_ID
 from .security import checked_form
 from .users import BY_ID, DEMO_USERS, ROLE_NAMES, Role, current_user, require
 from .web import Pages
 
-CASE_ID = re.compile(r"^RT-[A-Z2-7]{10}$")
 HOME = {Role.PRACTITIONER: "/requests", Role.FACILITATOR: "/queue", Role.MANAGER: "/queue"}
 
 
@@ -61,8 +59,9 @@ def routes(pages: Pages, gateway: Gateway) -> list[Route]:
             raise HTTPException(403)  # a practitioner sees only their own agency's requests
         views = {name: await gateway.result(name, "case", {"case_id": case_id})
                  for name in ("scheduling", "meeting", "escalation")}
-        return pages.render(request, "case.html", title=f"Case {intake['case_reference']}", case_id=case_id,
-                            intake=intake, **views,
+        own = user.role is Role.PRACTITIONER and intake["agency"] == user.agency
+        return pages.render(request, "case.html", flash=request.session.pop("flash", None), title=f"Case {intake['case_reference']}", case_id=case_id,
+                            intake=intake, **views, can_confirm=own and intake["status"] == "awaiting_checks",
                             back_href="/requests" if user.role is Role.PRACTITIONER else "/queue")
 
     return [

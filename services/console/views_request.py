@@ -170,6 +170,43 @@ def routes(pages: Pages, gateway: Gateway, drafts: Drafts) -> list[Route]:
                             checks=flow.CHECKS, reasons=flow.REASONS, agencies_all=flow.all_agencies(draft),
                             back_href=f"{BASE}/invitees")
 
+    async def confirm_checks(request: Request) -> Response:
+        """Confirm the three checks later, once they are done: intake's confirm_checks, as the agency."""
+        user = practitioner(request)
+        case_id = request.path_params["case_id"]
+        if not flow.CASE_ID.fullmatch(case_id):
+            raise HTTPException(404)
+        intake = await gateway.result("intake", "case", {"case_id": case_id})
+        if intake is None:
+            raise HTTPException(404)
+        if intake["agency"] != user.agency:
+            raise HTTPException(403)
+        if intake["status"] != "awaiting_checks":
+            return RedirectResponse(f"/cases/{case_id}", status_code=303)
+        answers: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        guidance: list[str] = []
+        if request.method == "POST":
+            form = await checked_form(request)
+            answers = {c.key: str(form.get(c.key, "")) for c in flow.CHECKS}
+            for c in flow.CHECKS:
+                if answers[c.key] not in ("yes", "no"):
+                    errors[c.key] = f"Select yes or no: {c.question[0].lower()}{c.question[1:-1]}"
+                elif answers[c.key] == "no":
+                    errors[c.key] = f"{c.guidance} Confirm this check once it is done."
+            if not errors:
+                checks = {c.key: {"answer": True} for c in flow.CHECKS}
+                reply = await gateway.agency_command(user.agency or "", "confirm_checks", {
+                    "case_id": case_id, "checks": checks, "actor": user.email})
+                if reply.get("status") == "accepted":
+                    request.session["flash"] = "The checks are confirmed. The partnership will now arrange the meeting."
+                    return RedirectResponse(f"/cases/{case_id}", status_code=303)
+                errors = {f"reason-{i}": r["message"] for i, r in enumerate(reply.get("reasons", []))}
+                guidance = [reply["guidance"]] if reply.get("guidance") else []
+        return pages.render(request, "request/confirm_checks.html", status=400 if errors else 200,
+                            title="Confirm the checks", case_id=case_id, intake=intake, checks=flow.CHECKS,
+                            answers=answers, errors=errors, guidance=guidance, back_href=f"/cases/{case_id}")
+
     async def confirmation(request: Request) -> Response:
         practitioner(request)
         done = request.session.get("submitted")
@@ -184,6 +221,7 @@ def routes(pages: Pages, gateway: Gateway, drafts: Drafts) -> list[Route]:
         Route(f"{BASE}/invitees", invitees, methods=["GET", "POST"]),
         Route(f"{BASE}/check-answers", check_answers, methods=["GET", "POST"]),
         Route(f"{BASE}/confirmation", confirmation),
+        Route("/cases/{case_id}/confirm-checks", confirm_checks, methods=["GET", "POST"]),
         Route(f"{BASE}/{{slug}}/guidance", check_guidance),
         Route(f"{BASE}/{{slug}}", page, methods=["GET", "POST"]),
     ]

@@ -72,3 +72,21 @@ async def test_every_form_is_a_plain_post_and_no_page_needs_script_to_work(brows
         # The only script is GOV.UK Frontend's progressive enhancement, loaded as a module.
         scripts = re.findall(r"<script\b[^>]*>", html)
         assert all('type="module"' in s or s == "<script>" for s in scripts), scripts
+
+
+async def test_accessibility_smoke_every_page_has_a_language_title_one_heading_and_labelled_fields(browser):
+    """A smoke check only: the full WCAG 2.2 audit (axe-core in a real browser) is still to come."""
+    pages = await journey_pages(browser)
+    for name, html in pages.items():
+        assert '<html lang="en"' in html, name
+        assert re.search(r"<title>[^<]+ – Re-think</title>", html), name
+        assert len(re.findall(r"<h1\b", html)) == 1, name
+        assert 'href="#main-content"' in html and 'id="main-content"' in html, name  # skip link
+        ids = re.findall(r'\bid="([^"]+)"', html)
+        assert len(ids) == len(set(ids)), f"{name}: duplicate ids"
+        labels = set(re.findall(r'<label\b[^>]*\bfor="([^"]+)"', html))
+        for tag in re.findall(r"<(?:input|textarea|select)\b[^>]*>", html):
+            if 'type="hidden"' in tag:
+                continue
+            field_id = re.search(r'\bid="([^"]+)"', tag)
+            assert field_id and field_id.group(1) in labels, f"{name}: unlabelled field {tag}"

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.support import wait_for
+from tests.support import ask, request_payload, wait_for
 
 pytestmark = pytest.mark.nats
 
@@ -164,3 +164,36 @@ async def test_change_links_on_check_your_answers_return_there(browser):
     assert r.url.path == f"{NEW}/check-answers"
     assert re.search(r'govuk-summary-list__value">\s*Both\s*<', browser.page)
     assert not re.search(r'govuk-summary-list__value">\s*Professional disagreement\s*<', browser.page)
+
+
+async def test_a_practitioner_confirms_the_checks_later_and_only_for_their_own_agency(
+        browser, second_browser, nc, subjects, event_log):
+    checks = {**request_payload()["checks"], "conversation_had": {"answer": False}}
+    reply = await ask(nc, subjects.intake("community-health", "submit"),
+                      request_payload(case_reference="NHS-HV-7781", checks=checks))
+    case_id = reply["case_id"]
+    await browser.sign_in("jo")
+    page = await wait_for(lambda: browser.get(f"/cases/{case_id}"), lambda r: r.status_code == 200, what="case")
+    assert f'href="/cases/{case_id}/confirm-checks"' in page.text
+
+    await browser.get(f"/cases/{case_id}/confirm-checks")
+    r = await browser.post(f"/cases/{case_id}/confirm-checks", {
+        "raised_with_network": "yes", "conversation_had": "no", "hips_policy_considered": "yes"})
+    assert r.status_code == 400 and 'href="#conversation_had"' in browser.page
+    assert "Have a conversation with those involved" in browser.page
+    assert [h.type for h in await event_log.read_case(case_id)] == ["RequestSubmitted"]
+
+    await second_browser.sign_in("priya")  # another agency may neither see nor confirm it
+    assert (await second_browser.get(f"/cases/{case_id}/confirm-checks")).status_code == 403
+    r = await second_browser.post(f"/cases/{case_id}/confirm-checks", {
+        "raised_with_network": "yes", "conversation_had": "yes", "hips_policy_considered": "yes"})
+    assert r.status_code == 403
+    assert [h.type for h in await event_log.read_case(case_id)] == ["RequestSubmitted"]
+
+    r = await browser.post(f"/cases/{case_id}/confirm-checks", {
+        "raised_with_network": "yes", "conversation_had": "yes", "hips_policy_considered": "yes"})
+    assert r.url.path == f"/cases/{case_id}" and "The checks are confirmed" in browser.page
+    history = await event_log.read_case(case_id)
+    assert [h.type for h in history][:2] == ["RequestSubmitted", "ChecksConfirmed"]
+    assert history[1].envelope.producer == "community-health"
+    assert history[1].envelope.actor == "health.visitor@nhs-trust.example.org"
