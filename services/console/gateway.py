@@ -6,6 +6,7 @@ The console never reads a service's tables; everything it shows comes from a que
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -38,8 +39,9 @@ class Gateway:
 
     async def close(self) -> None:
         if self.nc is not None:
-            await self.nc.drain()
-            self.nc = None
+            nc, self.nc = self.nc, None
+            with contextlib.suppress(Exception):  # already closed: there is nothing left to drain
+                await nc.drain()
 
     async def _request(self, subject: str, payload: dict[str, Any], service: str) -> dict[str, Any]:
         if self.nc is None:

@@ -54,8 +54,11 @@ class Pages:
         user: User | None = current_user(request)
         path = request.url.path
         errors = context.get("errors") or {}
-        nav = [{"href": href, "text": text, "active": path == href or path.startswith(href + "/")}
-               for href, text in (NAVIGATION[user.role] if user else [])]
+        items = NAVIGATION[user.role] if user else []
+        # The longest matching entry is the current one: /requests/new/... is not "My requests".
+        current = max((href for href, _ in items if path == href or path.startswith(href + "/")), key=len,
+                      default=None)
+        nav = [{"href": href, "text": text, "active": href == current} for href, text in items]
         base = {"user": user, "csrf_token": csrf_token(request), "navigation": nav,
                 "error_list": error_list(errors), "errors": errors}
         return self.t.TemplateResponse(request, name, {**base, **context}, status_code=status)
