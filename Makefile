@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo up test bench reliability lint clean
+.PHONY: setup demo up test bench reliability lint console-assets clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
@@ -32,6 +32,10 @@ reliability: setup   ## every fault under load: lost, duplicated, applied, time 
 
 lint: setup
 	$(BIN)/python -m ruff check services shared tests
+
+console-assets:      ## refresh the vendored GOV.UK Frontend files from the version pinned in package-lock.json
+	cd services/console/frontend && npm ci --ignore-scripts --no-audit --no-fund
+	$(PYTHON) services/console/frontend/vendor.py
 
 clean:
 	rm -rf $(VENV) .rethink .pytest_cache

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
         default=None, description="Ed25519 private key (PEM) that signs anchors files; `rethink audit keygen` makes one.")
     audit_public_key_file: Path | None = Field(
         default=None, description="Ed25519 public key (PEM) that `audit verify --anchors` checks signatures with.")
+    console_port: int = Field(default=8000, ge=0, le=65535,
+                              description="Port of the web console on 127.0.0.1; 0 = do not serve it.")
+    console_secret: SecretStr | None = Field(
+        default=None, min_length=32,
+        description="Key that signs console session cookies; unset = a new random key at each start.")
     log_level: str = Field(default="INFO", pattern=r"^(?i)(debug|info|warning|error)$", description="Service log level.")
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$",
                             description="auto = JSON unless on a terminal.")

@@ -61,6 +61,7 @@ def settings(nats_url: str, tmp_path: Path) -> Settings:
         subject_prefix=f"t{tag}",
         overdue_check_interval_seconds=3600,
         outbox_interval_seconds=0.1,  # emails leave promptly, so tests wait for them briefly
+        console_port=0,  # console tests serve it in-process; a fixed port would clash between runs
     )
 
 

@@ -31,6 +31,8 @@ NAME = "intake"
 class ListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: str | None = Field(default=None, pattern=r"^(awaiting_checks|checks_confirmed)$")
+    agency: str | None = Field(default=None, min_length=1, max_length=120,
+                               description="Only this agency's requests (the console's practitioner view).")
     limit: int = Field(default=100, ge=1, le=1000)
 
 
@@ -82,7 +84,7 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
 
     async def requests(q: ListQuery) -> dict[str, Any]:
         with store.engine.connect() as conn:
-            return {"status": "ok", "result": projection.list_view(conn, q.status, q.limit)}
+            return {"status": "ok", "result": projection.list_view(conn, q.status, q.limit, q.agency)}
 
     return ServiceParts(
         name=NAME,

@@ -64,9 +64,13 @@ def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
     }
 
 
-def list_view(conn: Connection, status: str | None, limit: int) -> list[dict[str, Any]]:
-    q = select(requests.c.case_id, requests.c.agency, requests.c.case_reference, requests.c.status)
+def list_view(conn: Connection, status: str | None, limit: int, agency: str | None = None) -> list[dict[str, Any]]:
+    q = select(requests.c.case_id, requests.c.agency, requests.c.case_reference, requests.c.status,
+               requests.c.reason, requests.c.missing_checks, requests.c.submitted_at)
     if status:
         q = q.where(requests.c.status == status)
+    if agency:
+        q = q.where(requests.c.agency == agency)
     rows = conn.execute(q.order_by(requests.c.submitted_at).limit(limit)).mappings()
-    return [dict(r) for r in rows]
+    return [{**r, "missing_checks": json.loads(r["missing_checks"]), "submitted_at": iso(r["submitted_at"])}
+            for r in rows]

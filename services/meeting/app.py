@@ -36,6 +36,7 @@ class ActionsQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     overdue_only: bool = Field(default=False, description="Only open actions already reported overdue.")
     owner_email: EmailStr | None = None
+    open_cases_only: bool = Field(default=False, description="Leave out the actions of closed cases.")
     limit: int = Field(default=200, ge=1, le=1000)
 
 
@@ -102,7 +103,8 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
 
     async def list_actions(q: ActionsQuery) -> dict[str, Any]:
         with store.engine.connect() as conn:
-            rows = projection.list_view(conn, q.overdue_only, str(q.owner_email) if q.owner_email else None, q.limit)
+            rows = projection.list_view(conn, q.overdue_only, str(q.owner_email) if q.owner_email else None, q.limit,
+                                        q.open_cases_only)
         return {"status": "ok", "result": rows}
 
     return ServiceParts(

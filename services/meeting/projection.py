@@ -147,8 +147,11 @@ def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
 
 
 
-def list_view(conn: Connection, overdue_only: bool, owner_email: str | None, limit: int) -> list[dict[str, Any]]:
+def list_view(conn: Connection, overdue_only: bool, owner_email: str | None, limit: int,
+              open_cases_only: bool = False) -> list[dict[str, Any]]:
     q = select(actions)
+    if open_cases_only:  # a closed case's open action is history, not work
+        q = q.where(actions.c.case_id.in_(select(cases.c.case_id).where(cases.c.closed.is_(False))))
     if overdue_only:  # overdue now: reported overdue and still open
         q = q.where(actions.c.status == "open", actions.c.overdue_reported.is_(True))
     if owner_email:

@@ -10,7 +10,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from rethink.shared.clock import Clock
 from rethink.shared.commands import (
@@ -48,6 +48,14 @@ logger = get_logger("rethink.scheduling")
 
 
 class MeetingsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    facilitator_id: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,40}$")
+    starts_from: AwareDatetime | None = Field(default=None, description="Only meetings starting at or after this.")
+    starts_before: AwareDatetime | None = Field(default=None, description="Only meetings starting before this.")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+class ToScheduleQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     facilitator_id: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,40}$")
     limit: int = Field(default=100, ge=1, le=1000)
@@ -203,7 +211,12 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
 
     async def meetings(q: MeetingsQuery) -> dict[str, Any]:
         with store.engine.connect() as conn:
-            return {"status": "ok", "result": projection.active_meetings(conn, q.facilitator_id, q.limit)}
+            return {"status": "ok", "result": projection.active_meetings(conn, q.facilitator_id, q.limit,
+                                                                         q.starts_from, q.starts_before)}
+
+    async def to_schedule(q: ToScheduleQuery) -> dict[str, Any]:
+        with store.engine.connect() as conn:
+            return {"status": "ok", "result": projection.to_schedule(conn, q.facilitator_id, q.limit)}
 
     return ServiceParts(
         name=NAME,
@@ -215,8 +228,10 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
         },
         queries={
             "case": Route(CaseQuery, case_query(store.engine, projection.case_view)),
-            "meetings": Route(MeetingsQuery, meetings),
-            "notifications": Route(NotificationsQuery, notifications),
+            "meetings": Route(MeetingsQuery, meetings, "Meetings still to be held, soonest first"),
+            "notifications": Route(NotificationsQuery, notifications, "Emails in the outbox, newest first"),
+            "to_schedule": Route(ToScheduleQuery, to_schedule,
+                                 "Open cases with a facilitator and no meeting arranged or held"),
         },
         on_event=on_event,
         periodic=[(settings.reminder_interval_seconds, queue_reminders),

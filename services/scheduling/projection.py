@@ -5,6 +5,7 @@ holders and deadlines), from the events of the whole log that this service's con
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -210,11 +211,30 @@ def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
             "facilitator": facilitator(conn, case_id), "meeting": meeting}
 
 
-def active_meetings(conn: Connection, facilitator_id: str | None, limit: int) -> list[dict[str, Any]]:
-    q = select(meetings).where(meetings.c.status.in_(ACTIVE))
+def active_meetings(conn: Connection, facilitator_id: str | None, limit: int,
+                    starts_from: datetime | None = None, starts_before: datetime | None = None) -> list[dict[str, Any]]:
+    q = (select(meetings, cases.c.case_reference).join(cases, cases.c.case_id == meetings.c.case_id)
+         .where(meetings.c.status.in_(ACTIVE)))
     if facilitator_id:
         q = q.where(meetings.c.facilitator_id == facilitator_id)
-    return [_meeting(r) for r in conn.execute(q.order_by(meetings.c.starts_at).limit(limit)).mappings()]
+    if starts_from is not None:
+        q = q.where(meetings.c.starts_at >= starts_from)
+    if starts_before is not None:
+        q = q.where(meetings.c.starts_at < starts_before)
+    return [{**_meeting(r), "case_reference": r["case_reference"]}
+            for r in conn.execute(q.order_by(meetings.c.starts_at).limit(limit)).mappings()]
+
+
+def to_schedule(conn: Connection, facilitator_id: str | None, limit: int) -> list[dict[str, Any]]:
+    """Open cases with a facilitator whose meeting is neither arranged nor held (none yet, or cancelled)."""
+    arranged = select(meetings.c.case_id).where(meetings.c.status.in_((*ACTIVE, "held")))
+    q = select(cases).where(cases.c.facilitator_id.is_not(None), cases.c.closed.is_(False),
+                            cases.c.case_id.not_in(arranged))
+    if facilitator_id:
+        q = q.where(cases.c.facilitator_id == facilitator_id)
+    rows = conn.execute(q.order_by(cases.c.case_id).limit(limit)).mappings()
+    return [{"case_id": r["case_id"], "case_reference": r["case_reference"],
+             "facilitator": {"id": r["facilitator_id"], "name": r["facilitator_name"]}} for r in rows]
 
 
 def _revise(conn: Connection, meeting_id: str) -> None:

@@ -23,7 +23,7 @@ from rethink.shared.settings import Settings
 
 from . import render
 from .client import Client, CliError
-from .supervisor import running_system
+from .supervisor import console_url, running_system, watch
 from .views import case_state
 
 LONDON = ZoneInfo("Europe/London")
@@ -159,13 +159,30 @@ async def drive(client: Client, say: Callable[[str], None]) -> list[str]:
     return [a["case_id"], b["case_id"], c["case_id"]]
 
 
-def run_demo(settings: Settings, console: Console) -> None:
+def console_lines(settings: Settings) -> list[str]:
+    """Where the web console is, and who can sign in to it (development sign-in)."""
+    from rethink.console.users import DEMO_USERS, ROLE_NAMES
+
+    url = console_url(settings)
+    if url is None:
+        return ["The web console is switched off (RETHINK_CONSOLE_PORT=0)."]
+    return [f"Web console: {url}",
+            "  development sign-in, no password; choose one of:",
+            *(f"  - {u.name}: {ROLE_NAMES[u.role].lower()}{', ' + u.agency_name if u.agency_name else ''}"
+              for u in DEMO_USERS)]
+
+
+def run_demo(settings: Settings, console: Console, keep_running: bool = False) -> None:
     state = settings.state_dir / "demo"
     shutil.rmtree(state, ignore_errors=True)
-    demo_settings = settings.model_copy(update={"state_dir": state, "nats_url": None,
-                                                "embedded_nats_port": free_port()})
+    # Its own ports, so it never disturbs a system started with `rethink up`.
+    demo_settings = settings.model_copy(update={
+        "state_dir": state, "nats_url": None, "embedded_nats_port": free_port(),
+        "console_port": free_port() if settings.console_port else 0})
     console.print(f"Starting a fresh system in {state} ...")
-    with running_system(demo_settings):
+    with running_system(demo_settings) as procs:
+        for line in console_lines(demo_settings):
+            console.print(line, highlight=False, soft_wrap=True)
         async def go() -> None:
             async with Client(demo_settings) as client:
                 case_ids = await drive(client, console.print)
@@ -178,11 +195,18 @@ def run_demo(settings: Settings, console: Console) -> None:
                     console.print(f"[bold]Hash chain:[/bold] {chain.one_line()}", highlight=False)
                 await _emails_sent(client)
         asyncio.run(go())
-    if demo_settings.mail_adapter == "eml":
-        console.print(f"\nInvitations written as .eml files in {demo_settings.mail_dir}")
-    else:
-        console.print(f"\nInvitations sent through {demo_settings.smtp_host} (`rethink notifications list`)")
-    console.print("Run `rethink up` to start the system yourself; `rethink --help` lists every step.")
+        if demo_settings.mail_adapter == "eml":
+            console.print(f"\nInvitations written as .eml files in {demo_settings.mail_dir}")
+        else:
+            console.print(f"\nInvitations sent through {demo_settings.smtp_host} (`rethink notifications list`)")
+        if keep_running:
+            for line in console_lines(demo_settings):
+                console.print(line, highlight=False, soft_wrap=True)
+            console.print("The demo system stays up until Ctrl-C.")
+            watch(procs, demo_settings, console.print)
+    if not keep_running:
+        console.print("Run `rethink demo --keep-running` to browse these cases in the web console, or "
+                      "`rethink up` to start the system yourself; `rethink --help` lists every step.")
 
 
 async def _emails_sent(client: Client, timeout: float = 15.0) -> None:

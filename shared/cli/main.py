@@ -106,11 +106,14 @@ def show(reply: dict[str, Any]) -> None:
 @app.command()
 @friendly
 def up() -> None:
-    """Start the embedded nats-server (unless RETHINK_NATS_URL is set), the stream and the four services."""
+    """Start the embedded nats-server (unless RETHINK_NATS_URL is set), the stream, the four services and the console."""
+    from .demo import console_lines
     from .supervisor import running_system, watch
 
     s = settings()
     with running_system(s) as procs:
+        for line in console_lines(s):
+            out.print(line, highlight=False, soft_wrap=True)
         out.print(f"Re-think is up on {s.printable_nats_url()} (state in {s.state_dir}). Ctrl-C stops it.")
         watch(procs, s, out.print)
     out.print("stopped")
@@ -118,11 +121,12 @@ def up() -> None:
 
 @app.command()
 @friendly
-def demo() -> None:
+def demo(keep_running: Annotated[bool, typer.Option(
+        "--keep-running", help="Leave the system and the console up afterwards, until Ctrl-C.")] = False) -> None:
     """Run three realistic cases through a fresh embedded system and print each chronology."""
     from .demo import run_demo
 
-    run_demo(settings(), out)
+    run_demo(settings(), out, keep_running=keep_running)
 
 
 @app.command("bootstrap")

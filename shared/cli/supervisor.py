@@ -1,4 +1,4 @@
-"""`rethink up`: the embedded nats-server, the stream, and the four services as separate processes."""
+"""`rethink up`: the embedded nats-server, the stream, the four services and the web console, as separate processes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +21,8 @@ from rethink.shared.natsserver import EmbeddedNats
 from rethink.shared.settings import SERVICES, Settings
 
 from .client import Client, CliError
+
+CONSOLE = "console"
 
 
 async def run_bootstrap(settings: Settings) -> list[str]:
@@ -43,10 +47,35 @@ def service_env(settings: Settings) -> dict[str, str]:
 def spawn(name: str, settings: Settings, log_dir: Path) -> subprocess.Popen[bytes]:
     log_dir.mkdir(parents=True, exist_ok=True)
     out = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(
-        [sys.executable, "-m", "rethink.shared.cli", "service", "run", name],
-        env=service_env(settings), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-    )
+    if name == CONSOLE:
+        command = [sys.executable, "-m", "rethink.console"]
+        env = {**service_env(settings), "RETHINK_CONSOLE_PORT": str(settings.console_port)}
+    else:
+        command = [sys.executable, "-m", "rethink.shared.cli", "service", "run", name]
+        env = service_env(settings)
+    return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+
+
+def console_url(settings: Settings) -> str | None:
+    return f"http://127.0.0.1:{settings.console_port}" if settings.console_port else None
+
+
+def wait_for_console(settings: Settings, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    url = f"{console_url(settings)}/health"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310 - our own 127.0.0.1 address
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise CliError(f"the console did not start on {console_url(settings)} within {timeout}s "
+                   f"(is the port in use? see {Path(settings.state_dir) / 'logs' / 'console.log'}; "
+                   "RETHINK_CONSOLE_PORT=0 switches it off)")
 
 
 async def wait_until_serving(settings: Settings, timeout: float = 30.0) -> None:
@@ -79,6 +108,9 @@ def running_system(settings: Settings) -> Iterator[dict[str, subprocess.Popen[by
         for name in SERVICES:
             procs[name] = spawn(name, settings, Path(settings.state_dir) / "logs")
         asyncio.run(wait_until_serving(settings))
+        if settings.console_port:
+            procs[CONSOLE] = spawn(CONSOLE, settings, Path(settings.state_dir) / "logs")
+            wait_for_console(settings, procs[CONSOLE])
         yield procs
     finally:
         for proc in procs.values():

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -64,16 +65,21 @@ async def _history_types(settings: Settings, case_id: str, want: int) -> list[st
 
 
 def test_up_runs_until_ctrl_c_and_a_restart_continues_where_it_stopped(tmp_path):
-    port = free_port()
-    env = {**os.environ, "RETHINK_EMBEDDED_NATS_PORT": str(port), "RETHINK_STATE_DIR": str(tmp_path / "state")}
+    port, console_port = free_port(), free_port()
+    env = {**os.environ, "RETHINK_EMBEDDED_NATS_PORT": str(port), "RETHINK_STATE_DIR": str(tmp_path / "state"),
+           "RETHINK_CONSOLE_PORT": str(console_port)}
     env.pop("RETHINK_NATS_URL", None)
     settings = Settings(embedded_nats_port=port, state_dir=tmp_path / "state")
 
     first = _start(env, tmp_path)
     try:
-        _wait_for_line(first, "Re-think is up")
+        said_first = _wait_for_line(first, "Re-think is up")
         children = _children_of(first.pid)
-        assert len(children) == 5  # the nats-server and four services
+        assert len(children) == 6  # the nats-server, four services and the console
+        console = f"http://127.0.0.1:{console_port}"
+        assert f"Web console: {console}" in said_first and "- Ash Example: auditor" in said_first
+        with urllib.request.urlopen(f"{console}/sign-in", timeout=5) as page:
+            assert page.status == 200 and "govuk-template" in page.read().decode()
         case_id = asyncio.run(_submit(settings))
         assert asyncio.run(_history_types(settings, case_id, 3)) == [
             "RequestSubmitted", "ChecksConfirmed", "FacilitatorAssigned"]

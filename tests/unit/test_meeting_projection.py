@@ -130,3 +130,17 @@ def test_a_meeting_time_with_an_offset_is_shown_in_utc(store):
     feed(store, submitted(), MeetingScheduled(meeting_id="MTG-1", facilitator_id="fac-1", starts_at=scheduled_at,
                                               duration_minutes=60, mode="virtual", invitees=[]))
     assert view(store)["meeting"]["starts_at"] == "2026-03-03T09:00:00+00:00"
+
+
+def test_overdue_actions_of_closed_cases_can_be_left_out_of_the_list(store):
+    other = "RT-BBBBBBBBBB"
+    feed(store, submitted(), scheduled(), held(), action(1, date(2026, 3, 23)),
+         ActionOverdue(action_id="MTG-1-A1", due_date=date(2026, 3, 23), as_of=date(2026, 3, 31)))
+    feed(store, submitted(), scheduled(), held(), action(1, date(2026, 3, 23)),
+         ActionOverdue(action_id="MTG-1-A1", due_date=date(2026, 3, 23), as_of=date(2026, 3, 31)),
+         CaseClosed(reason="escalation_resolved"), case_id=other)
+    with store.engine.connect() as conn:
+        everyone = projection.list_view(conn, True, None, 100)
+        open_only = projection.list_view(conn, True, None, 100, open_cases_only=True)
+    assert {r["case_id"] for r in everyone} == {CASE, other}
+    assert [r["case_id"] for r in open_only] == [CASE]

@@ -67,3 +67,35 @@ def test_only_active_meetings_block_a_facilitator(tmp_path):
         assert [m["meeting_id"] for m in projection.active_meetings(conn, "fac-1", 10)] == ["M-0000000c"]
         assert projection.active_meetings(conn, "fac-2", 10) == []
         assert projection.case_view(conn, B)["closed"] is True
+
+
+def test_cases_to_schedule_are_assigned_open_and_without_a_meeting_arranged_or_held(tmp_path):
+    D, E = "RT-DDDDDDDDDD", "RT-EEEEEEEEEE"
+    store = store_with(
+        tmp_path,
+        *[(c, e) for c in (A, B, C, D, E) for e in (submitted(), confirmed())],
+        (A, assigned(FAC_1)),                                       # ready
+        (B, assigned(FAC_2)), (B, scheduled("M-0000000B")),         # arranged
+        (C, assigned(FAC_1)), (C, scheduled("M-0000000C")),
+        (C, MeetingCancelled(meeting_id="M-0000000C", reason="room")),  # cancelled: ready again
+        (D, assigned(FAC_1)), (D, CaseClosed(reason="escalation_resolved")),  # closed
+        # E: confirmed but not yet assigned
+    )
+    with store.engine.connect() as conn:
+        assert [r["case_id"] for r in projection.to_schedule(conn, None, 100)] == [A, C]
+        assert [r["case_id"] for r in projection.to_schedule(conn, "fac-2", 100)] == []
+        assert projection.to_schedule(conn, None, 100)[0]["facilitator"] == {"id": "fac-1", "name": "Facilitator One"}
+
+
+def test_meetings_can_be_limited_to_a_window_of_time(tmp_path):
+    store = store_with(tmp_path, (A, submitted()), (A, confirmed()), (A, assigned()), (A, scheduled()),
+                       (B, submitted()), (B, confirmed()), (B, assigned()),
+                       (B, scheduled("M-0000000B", starts_at=NEXT_WEEK + timedelta(days=7))))
+    with store.engine.connect() as conn:
+        both = projection.active_meetings(conn, None, 100)
+        first = projection.active_meetings(conn, None, 100, starts_from=NEXT_WEEK - timedelta(hours=1),
+                                           starts_before=NEXT_WEEK + timedelta(days=1))
+        later = projection.active_meetings(conn, None, 100, starts_from=NEXT_WEEK + timedelta(minutes=1))
+    assert [m["case_id"] for m in both] == [A, B]
+    assert [(m["case_id"], m["case_reference"]) for m in first] == [(A, submitted().case_reference)]
+    assert [m["case_id"] for m in later] == [B]

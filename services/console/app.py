@@ -1,0 +1,81 @@
+"""The console's composition root: settings in, an ASGI app out. Nothing connects until it starts."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from rethink.shared.settings import Settings
+
+from . import views_common, views_queue, views_request
+from .drafts import Drafts
+from .gateway import Gateway, Unavailable
+from .security import AuditorsReadOnly
+from .web import STATIC, Pages
+
+SESSION_COOKIE = "rethink_session"
+SESSION_SECONDS = 8 * 3600  # a working day
+
+
+def build_app(settings: Settings, *, now: Callable[[], datetime] | None = None) -> Starlette:
+    pages = Pages()
+    gateway = Gateway(settings)
+    drafts = Drafts()
+    clock = now or (lambda: datetime.now(UTC))
+    secret = settings.console_secret.get_secret_value() if settings.console_secret else secrets.token_urlsafe(48)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.connect()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 401:
+            return RedirectResponse("/sign-in", status_code=303)
+        titles = {403: "You do not have permission to see or do this", 404: "Page not found"}
+        return pages.render(request, "error.html", status=exc.status_code,
+                            title=titles.get(exc.status_code, "Sorry, there is a problem"), detail=exc.detail)
+
+    async def unavailable(request: Request, exc: Exception) -> Response:
+        return pages.render(request, "error.html", status=503, title="Sorry, the service is unavailable",
+                            detail=f"Part of Re-think is not answering ({exc}). Try again in a few minutes.")
+
+    def refuse(request: Request) -> Response:
+        return pages.render(request, "error.html", status=403,
+                            title="You do not have permission to see or do this",
+                            detail="Auditors can read but not change anything.")
+
+    routes = [
+        Mount("/assets", StaticFiles(directory=STATIC), name="assets"),
+        *views_common.routes(pages, gateway),
+        *views_request.routes(pages, gateway, drafts),
+        *views_queue.routes(pages, gateway, clock),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            # HTTP-only and same-site by Starlette's design; Secure once served over HTTPS (docs/console.md).
+            Middleware(SessionMiddleware, secret_key=secret, session_cookie=SESSION_COOKIE,
+                       max_age=SESSION_SECONDS, same_site="lax", https_only=False),
+            Middleware(AuditorsReadOnly, refuse=refuse),
+        ],
+        exception_handlers={HTTPException: http_error, Unavailable: unavailable},
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app

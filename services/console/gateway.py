@@ -1,0 +1,79 @@
+"""The console's line to the services: the same request/reply subjects the CLI and agencies use.
+
+The console never reads a service's tables; everything it shows comes from a query reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+import nats
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from rethink.shared.eventlog import Subjects
+from rethink.shared.settings import Settings
+
+
+class Unavailable(Exception):
+    """A service did not answer: the page says so instead of guessing."""
+
+    def __init__(self, service: str, why: str) -> None:
+        super().__init__(f"{service}: {why}")
+        self.service = service
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.subjects = Subjects(settings.subject_prefix)
+        self.nc: nats.NATS | None = None
+
+    async def connect(self) -> None:
+        # A web server outlives blips in NATS, so unlike the CLI it keeps reconnecting.
+        self.nc = await nats.connect(self.settings.resolved_nats_url(), connect_timeout=3,
+                                     max_reconnect_attempts=-1, inbox_prefix=self.settings.nats_inbox_prefix)
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            nc, self.nc = self.nc, None
+            with contextlib.suppress(Exception):  # already closed: there is nothing left to drain
+                await nc.drain()
+
+    async def _request(self, subject: str, payload: dict[str, Any], service: str) -> dict[str, Any]:
+        if self.nc is None:
+            raise Unavailable(service, "not connected to NATS")
+        body = json.dumps(payload, default=str).encode()
+        for attempt in range(4):
+            try:
+                msg = await self.nc.request(subject, body, timeout=self.settings.command_timeout_seconds)
+                return json.loads(msg.data)
+            except NoRespondersError:
+                # Nothing was processed, so asking again is safe (a service may be restarting).
+                if attempt == 3:
+                    raise Unavailable(service, "no instance is running") from None
+                await asyncio.sleep(0.05 * 2**attempt)
+            except NatsTimeout:
+                raise Unavailable(service, f"no answer within {self.settings.command_timeout_seconds}s") from None
+        raise AssertionError("unreachable")
+
+    async def command(self, service: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return await self._request(self.subjects.command(service, name), payload, service)
+
+    async def agency_command(self, agency: str, name: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return await self._request(self.subjects.intake(agency, name), payload, "intake")
+
+    async def query(self, service: str, name: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        return await self._request(self.subjects.query(service, name), payload or {}, service)
+
+    async def result(self, service: str, name: str, payload: dict[str, Any] | None = None) -> Any:
+        """A query's ``result``; None when the service does not know the case."""
+        reply = await self.query(service, name, payload)
+        if reply.get("status") == "ok":
+            return reply.get("result")
+        if reply.get("status") == "not_found":
+            return None
+        raise Unavailable(service, f"refused the query {name}: {reply.get('reasons')}")

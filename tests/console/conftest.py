@@ -1,0 +1,70 @@
+"""The console against the four real services and a real nats-server, driven over HTTP in-process."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from rethink.console.app import build_app
+from rethink.escalation.app import build as escalation
+from rethink.intake.app import build as intake
+from rethink.meeting.app import build as meeting
+from rethink.scheduling.app import build as scheduling
+from rethink.shared.settings import Settings
+from tests.integration.conftest import event_log, run_services, subjects  # noqa: F401 - fixtures
+
+TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+class Browser:
+    """A person at a browser with JavaScript off: links are GETs, forms are plain POSTs."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.page = ""
+
+    async def get(self, path: str) -> httpx.Response:
+        r = await self.client.get(path, follow_redirects=True)
+        self.page = r.text
+        return r
+
+    def token(self) -> str:
+        found = TOKEN.search(self.page)
+        assert found, "the page has no form with a CSRF token"
+        return found.group(1)
+
+    async def post(self, path: str, data: dict | list | None = None, follow: bool = True) -> httpx.Response:
+        body = list(data.items()) if isinstance(data, dict) else list(data or [])
+        r = await self.client.post(path, content=urlencode([("csrf_token", self.token()), *body]),
+                                   headers={"content-type": "application/x-www-form-urlencoded"},
+                                   follow_redirects=follow)
+        self.page = r.text
+        return r
+
+    async def sign_in(self, user_id: str) -> httpx.Response:
+        await self.get("/sign-in")
+        return await self.post("/sign-in", {"user_id": user_id})
+
+
+@pytest.fixture
+async def console_app(settings: Settings, run_services):  # noqa: F811 - the imported fixture
+    await run_services(intake, scheduling, meeting, escalation)
+    app = build_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def browser(console_app) -> AsyncIterator[Browser]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=console_app), base_url="http://127.0.0.1") as c:
+        yield Browser(c)
+
+
+@pytest.fixture
+async def second_browser(console_app) -> AsyncIterator[Browser]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=console_app), base_url="http://127.0.0.1") as c:
+        yield Browser(c)

@@ -1,0 +1,88 @@
+"""The facilitator's work queue shows each kind of waiting work, read from the services' own queries."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from rethink.console.app import build_app
+from rethink.shared.cli.demo import meeting_record
+from tests.console.conftest import Browser
+from tests.support import ask, request_payload, wait_for
+
+pytestmark = pytest.mark.nats
+LONDON = ZoneInfo("Europe/London")
+NO = {"answer": False}
+
+
+def section(page: str, anchor: str) -> str:
+    return re.search(rf'<div id="{anchor}">(.*?)</div>', page, re.S).group(1)
+
+
+async def test_the_queue_shows_awaiting_ready_this_weeks_meetings_overdue_actions_and_close_deadlines(
+        settings, run_services, nc, subjects, event_log, console_app):
+    async def submit(reference: str, **overrides) -> str:
+        reply = await ask(nc, subjects.intake("police", "submit"),
+                          request_payload(case_reference=reference, **overrides))
+        assert reply["status"] == "accepted", reply
+        return reply["case_id"]
+
+    async def command(service: str, name: str, payload: dict) -> dict:
+        reply = await ask(nc, subjects.command(service, name), payload)
+        assert reply["status"] == "accepted", reply
+        return reply
+
+    async def assigned(case_id: str) -> None:
+        await wait_for(lambda: event_log.read_case(case_id),
+                       lambda h: any(r.type == "FacilitatorAssigned" for r in h), what="facilitator assigned")
+
+    checks = request_payload()["checks"]
+    awaiting = await submit("AWAIT-1", checks={**checks, "hips_policy_considered": NO})
+    ready = await submit("READY-1")
+    booked = await submit("BOOKED-1")
+    escalated = await submit("ESCAL-1")
+    for case_id in (ready, booked, escalated):
+        await assigned(case_id)
+
+    tomorrow = datetime.now(LONDON).date() + timedelta(days=1)
+    ten = datetime.combine(tomorrow, time(10), tzinfo=LONDON)
+    await command("scheduling", "schedule", {"case_id": booked, "starts_at": ten.isoformat(),
+                                             "mode": "virtual", "venue": "Video call"})
+    await command("scheduling", "schedule", {"case_id": escalated, "starts_at": (ten + timedelta(hours=4)).isoformat(),
+                                             "mode": "in_person", "venue": "Room 2"})
+    # Held straight away (a record may not be in the future), unresolved, with an action due today.
+    owner = {"name": "Sam Example", "agency": "Children's Social Care", "email": "sam.worker@council.example.org"}
+    record = meeting_record("unresolved", [("Convene a strategy discussion", owner, date.today())])
+    record["held_at"] = datetime.now(LONDON).isoformat()
+    await command("meeting", "record", {"case_id": escalated, **record})
+    await wait_for(lambda: event_log.read_case(escalated),
+                   lambda h: {"ActionRecorded", "EscalationRaised"} <= {r.type for r in h}, what="escalation")
+    await command("meeting", "check_overdue", {"as_of": (date.today() + timedelta(days=1)).isoformat()})
+    await wait_for(lambda: event_log.read_case(escalated),
+                   lambda h: any(r.type == "ActionOverdue" for r in h), what="action overdue")
+
+    # The console's clock stands at the morning of the booked meeting, so "this week" holds it
+    # whatever day the test runs on.
+    app = build_app(settings, now=lambda: ten - timedelta(hours=1))
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+        browser = Browser(client)
+        await browser.sign_in("fac-1")
+        page = (await wait_for(
+            lambda: browser.get("/queue"),
+            lambda r: all(c in r.text for c in (awaiting, ready, booked, escalated)) and "Video call" in r.text,
+            what="every case in the queue")).text
+
+    assert "AWAIT-1" in section(page, "awaiting") and "hips_policy_considered" in section(page, "awaiting")
+    assert "READY-1" in section(page, "ready")
+    for other in ("AWAIT-1", "BOOKED-1", "ESCAL-1"):  # scheduled, held or waiting: none is ready
+        assert other not in section(page, "ready")
+    assert "BOOKED-1" in section(page, "week") and "ESCAL-1" not in section(page, "week")  # held is not to come
+    assert ten.strftime("%A %-d %B, 10:00") in section(page, "week")
+    assert escalated in section(page, "overdue") and "Convene a strategy discussion" in section(page, "overdue")
+    assert escalated in section(page, "escalations") and "The practitioners involved" in section(page, "escalations")
+    assert booked not in section(page, "escalations")
