@@ -30,6 +30,7 @@ def stream_config(settings: Settings, subjects: Subjects) -> api.StreamConfig:
         max_age=0,
         allow_rollup_hdrs=False,
         deny_purge=True,
+        num_replicas=settings.stream_replicas,
     )
 
 
@@ -60,7 +61,8 @@ async def bootstrap(js: JetStreamContext, settings: Settings) -> list[str]:
         await js.add_stream(wanted)
         done.append(f"stream {settings.stream} created")
     dead = api.StreamConfig(name=settings.dead_letter_stream, subjects=[f"{subjects.prefix}.deadletter.>"],
-                            storage=api.StorageType.FILE, duplicate_window=float(settings.duplicate_window_seconds))
+                            storage=api.StorageType.FILE, duplicate_window=float(settings.duplicate_window_seconds),
+                            num_replicas=settings.stream_replicas)
     try:
         await js.stream_info(settings.dead_letter_stream)
     except NotFoundError:
@@ -81,5 +83,5 @@ async def bootstrap(js: JetStreamContext, settings: Settings) -> list[str]:
 
 
 def _differs(have: api.StreamConfig, want: api.StreamConfig) -> bool:
-    keys = ("subjects", "max_msg_size", "duplicate_window", "deny_purge")
+    keys = ("subjects", "max_msg_size", "duplicate_window", "deny_purge", "num_replicas")
     return any(getattr(have, k) != getattr(want, k) for k in keys)

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import JStream, NatsBroker, NatsMessage, NatsUserPassword, PullSub
 from pydantic import BaseModel, ConfigDict
 
 from .clock import Clock, SystemClock
@@ -60,8 +60,10 @@ class RunningService:
         self.clock = clock or SystemClock()
         self.subjects = Subjects(settings.subject_prefix)
         self.stopping = asyncio.Event()
+        target = settings.nats_connect_kwargs()
         self.broker = NatsBroker(
-            settings.resolved_nats_url(),
+            target["servers"],
+            security=NatsUserPassword(target["user"], target["password"]) if "user" in target else None,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             logger=None,

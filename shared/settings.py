@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, EmailStr, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,7 +35,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RETHINK_", env_nested_delimiter="__", extra="ignore")
 
     nats_url: str | None = Field(
-        default=None, description="NATS server URL; unset = start the embedded nats-server."
+        default=None,
+        description="NATS server URL, or several comma-separated (one per cluster node); unset = start the embedded nats-server.",
     )
     nats_inbox_prefix: str = Field(default="_INBOX", pattern=r"^[A-Za-z0-9_-]+$",
                                    description="Reply inbox prefix; an agency's user must use _INBOX_<agency>.")
@@ -44,6 +46,8 @@ class Settings(BaseSettings):
     dead_letter_stream: str = Field(default="RETHINK_DEADLETTER", description="Where events that always fail are parked.")
     max_handler_attempts: int = Field(default=8, ge=1, description="Tries before an event that always fails is parked.")
     subject_prefix: str = Field(default="rethink", pattern=r"^[A-Za-z0-9_-]+$", description="First token of every subject.")
+    stream_replicas: int = Field(default=1, ge=1, le=5,
+                                 description="Copies of each stream `rethink bootstrap` keeps; 3 on a three-node cluster.")
     duplicate_window_seconds: int = Field(default=24 * 3600, ge=1, description="JetStream Nats-Msg-Id dedup window.")
     database_url: dict[str, str] = Field(
         default_factory=dict,
@@ -115,6 +119,33 @@ class Settings(BaseSettings):
 
     def resolved_nats_url(self) -> str:
         return self.nats_url or f"nats://127.0.0.1:{self.embedded_nats_port}"
+
+    def nats_servers(self) -> list[str]:
+        """Every server to try, in order: a client must be able to start while one cluster node is down."""
+        return [url.strip() for url in self.resolved_nats_url().split(",") if url.strip()]
+
+    def nats_connect_kwargs(self) -> dict[str, Any]:
+        """``servers`` and, when the URLs carry them, ``user`` and ``password`` for nats.connect.
+
+        Credentials must not stay in the URLs: a cluster tells its clients about the other
+        nodes, nats-py adds those to its pool without credentials, and a reconnect to one of
+        them is refused (FastStream then gives up reconnecting). Given as options, the
+        credentials are sent to every server, listed or discovered.
+        """
+        servers, creds = [], set()
+        for url in self.nats_servers():
+            parts = urlsplit(url if "://" in url else f"nats://{url}")
+            if parts.password is None:
+                servers.append(url)  # no credentials, or a token alone: leave it as it is
+                continue
+            creds.add((parts.username, parts.password))
+            servers.append(urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])))
+        if len(creds) > 1:
+            raise ValueError("RETHINK_NATS_URL: every server must carry the same user and password")
+        if not creds:
+            return {"servers": servers}
+        user, password = creds.pop()
+        return {"servers": servers, "user": user, "password": password}
 
     def printable_nats_url(self) -> str:
         """The URL with any password masked: for logs and messages."""

@@ -28,7 +28,7 @@ class Client:
     async def __aenter__(self) -> Client:
         url = self.settings.resolved_nats_url()
         try:
-            self.nc = await nats.connect(url, connect_timeout=3, max_reconnect_attempts=1, allow_reconnect=False,
+            self.nc = await nats.connect(**self.settings.nats_connect_kwargs(), connect_timeout=3, max_reconnect_attempts=1, allow_reconnect=False,
                                          error_cb=_quiet, inbox_prefix=self.settings.nats_inbox_prefix)
         except (NoServersError, OSError, TimeoutError) as exc:
             raise CliError(f"cannot reach NATS at {redact_url(url)} ({type(exc).__name__}); "

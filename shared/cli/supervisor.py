@@ -26,7 +26,7 @@ CONSOLE = "console"
 
 
 async def run_bootstrap(settings: Settings) -> list[str]:
-    nc = await nats.connect(settings.resolved_nats_url(), connect_timeout=3, max_reconnect_attempts=3)
+    nc = await nats.connect(**settings.nats_connect_kwargs(), connect_timeout=3, max_reconnect_attempts=3)
     try:
         return await bootstrap(nc.jetstream(), settings)
     finally:
