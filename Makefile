@@ -6,11 +6,13 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo up test bench reliability lint console-assets clean
 
-$(STAMP): pyproject.toml
+# deploy/docker/constraints.txt pins every runtime dependency, direct or not: the tests run on
+# exactly what the images install.
+$(STAMP): pyproject.toml deploy/docker/constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed (set PYTHON=...)")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test]" --constraint deploy/docker/constraints.txt
 	@touch $(STAMP)
 
 setup: $(STAMP)

@@ -10,9 +10,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shared/ shared/
 COPY services/ services/
+# Every dependency, direct or not, at the version the tests passed with.
+COPY deploy/docker/constraints.txt ./
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && /opt/venv/bin/pip install --no-cache-dir /wheels/rethink-*.whl
+    && /opt/venv/bin/pip install --no-cache-dir --constraint constraints.txt /wheels/rethink-*.whl
 
 FROM python:3.11.14-slim-bookworm
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/rethink --create-home rethink

@@ -9,10 +9,12 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY shared/ shared/
 COPY services/ services/
-# One wheel of the whole project, then a virtualenv with its pinned dependencies.
+# Every dependency, direct or not, at the version the tests passed with.
+COPY deploy/docker/constraints.txt ./
+# One wheel of the whole project, installed into a virtualenv with its pinned dependencies.
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && /opt/venv/bin/pip install --no-cache-dir /wheels/rethink-*.whl
+    && /opt/venv/bin/pip install --no-cache-dir --constraint constraints.txt /wheels/rethink-*.whl
 # Only this service's code stays (the CLI imports a service by its name, never the others);
 # the import proves nothing it needs went with them.
 WORKDIR /opt/venv/lib/python3.11/site-packages/rethink

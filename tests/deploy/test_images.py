@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 import sysconfig
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,14 @@ def test_the_bootstrap_image_runs_real_cli_commands():
     assert result.returncode == 0, result.stderr
     shell = subprocess.run(["sh", "-n", str(DOCKER / "bootstrap.sh")], capture_output=True, text=True)
     assert shell.returncode == 0, shell.stderr
+
+
+def test_the_images_constraints_are_the_versions_installed_here():
+    from tests.deploy.constraints import FILE, render
+
+    assert FILE.read_text() == render(), "refresh it: .venv/bin/python -m tests.deploy.constraints"
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    constrained = dict(line.split("==") for line in FILE.read_text().splitlines() if "==" in line)
+    for pin in pins:
+        name, version = pin.split("==")
+        assert constrained[name.split("[")[0].lower()] == version, pin
