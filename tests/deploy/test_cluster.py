@@ -1,5 +1,6 @@
 """The deployed topology without containers: three clustered nats-servers on loopback, from the
-config files Compose mounts, the stream at three replicas, the four services as processes.
+config files Compose mounts, the stream at three replicas, the four services as processes, each
+with its projection in a PostgreSQL database of its own (as in deploy/compose.yaml).
 
 A case goes from request to closure, and the node leading the event stream dies in the middle:
 the other two keep the log, the services reconnect, and the case still closes with every event
@@ -9,14 +10,18 @@ once, in order, its hash chain intact.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nats
+import psycopg
 import pytest
+from sqlalchemy import create_engine, text
 
 from rethink.shared.audit import verify_chain
 from rethink.shared.auth import Registry
@@ -44,8 +49,33 @@ def cluster(tmp_path: Path) -> Iterator[tuple[LoopbackCluster, Settings]]:
         nodes.stop_all()
 
 
+ADMIN_URL = os.environ.get("RETHINK_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
 @pytest.fixture
-def services(cluster) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+def databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A database per service, uniquely named for this run and dropped afterwards."""
+    base = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
+    names = {svc: f"rethink_cluster_{uuid.uuid4().hex[:8]}_{svc}" for svc in SERVICES}
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        for name in names.values():
+            admin.execute(f'CREATE DATABASE "{name}"')
+    urls = {}
+    for svc, name in names.items():
+        auth = base.get("user", "postgres") + (f":{base['password']}" if base.get("password") else "")
+        urls[svc] = f"postgresql+psycopg://{auth}@{base.get('host', '127.0.0.1')}:{base.get('port', 5432)}/{name}"
+        # The service processes read their settings from the environment, as in a container.
+        monkeypatch.setenv(f"RETHINK_DATABASE_URL__{svc.upper()}", urls[svc])
+    try:
+        yield urls
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            for name in names.values():
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def services(cluster, databases) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     _, settings = cluster
     asyncio.run(run_bootstrap(settings))
     procs = {name: spawn(name, settings, settings.state_dir / "logs") for name in SERVICES}
@@ -155,11 +185,16 @@ async def _lifecycle(nodes: LoopbackCluster, settings: Settings) -> tuple[str, s
     return victim, survivors.leader
 
 
-def test_a_case_closes_on_the_three_node_cluster_while_the_stream_leader_dies(cluster, services) -> None:
+def test_a_case_closes_on_the_three_node_cluster_while_the_stream_leader_dies(cluster, databases, services) -> None:
     nodes, settings = cluster
     victim, new_leader = asyncio.run(_lifecycle(nodes, settings))
     assert new_leader != victim
     assert all(p.poll() is None for p in services.values()), "a service died with the node"
+    for svc, url in databases.items():  # each projection, and its checkpoint, is in PostgreSQL
+        engine = create_engine(url)
+        with engine.connect() as db:
+            assert db.execute(text("SELECT max(last_seq) FROM checkpoint")).scalar() >= 1, svc
+        engine.dispose()
 
     # The dead node comes back and catches up from its own store and its peers: three current copies again.
     nodes.start(victim)

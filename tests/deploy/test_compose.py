@@ -72,7 +72,14 @@ def test_the_topology(project: dict):
         assert depends["bootstrap"]["condition"] == "service_completed_successfully"
         assert services[svc]["build"]["dockerfile"] == f"deploy/docker/{svc}.Dockerfile"
         env = services[svc]["environment"]
-        assert env[f"RETHINK_DATABASE_URL__{svc.upper()}"].startswith("postgresql+psycopg://")
+        # Its own database, and no other service's.
+        assert env[f"RETHINK_DATABASE_URL__{svc.upper()}"] == \
+            f"postgresql+psycopg://rethink:{PASSWORDS['POSTGRES_PASSWORD']}@postgres:5432/rethink_{svc}"
+        assert [k for k in env if k.startswith("RETHINK_DATABASE_URL__")] == [f"RETHINK_DATABASE_URL__{svc.upper()}"]
+    init = (DEPLOY / "postgres" / "init-databases.sql").read_text()
+    assert all(f"CREATE DATABASE rethink_{svc};" in init for svc in SERVICES)
+    assert any(m["target"].startswith("/docker-entrypoint-initdb.d/") and m["source"].endswith("init-databases.sql")
+               for m in services["postgres"]["volumes"])
     boot = services["bootstrap"]
     assert boot["environment"]["RETHINK_STREAM_REPLICAS"] == "3"
     assert {n: boot["depends_on"][n]["condition"] for n in (*NODES, "postgres")} == dict.fromkeys(

@@ -92,7 +92,9 @@ def test_each_service_deployment_runs_its_image_with_probes_limits_and_a_non_roo
     pod = _one("Deployment", service)["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
     env = {e["name"]: e for e in c["env"]}
-    assert env[f"RETHINK_DATABASE_URL__{service.upper()}"]["valueFrom"]["secretKeyRef"]["key"] == "DATABASE_URL"
+    db = env[f"RETHINK_DATABASE_URL__{service.upper()}"]["valueFrom"]["secretKeyRef"]["key"]
+    assert db == f"{service.upper()}_DATABASE_URL"
+    assert not [e for e in env if e.startswith("RETHINK_DATABASE_URL__") and service.upper() not in e]
     assert env["RETHINK_HEALTH_PORT"]["value"] == "8080"
 
 
@@ -108,6 +110,16 @@ def test_the_service_manifests_differ_only_by_the_service_name():
 def _without_mail(text: str) -> str:
     text = text.split("\n---\napiVersion: v1\nkind: PersistentVolumeClaim\n", 1)[0] + "\n"
     return "".join(line for line in text.splitlines(keepends=True) if "mail" not in line)
+
+
+def test_the_postgres_init_configmap_is_deploy_postgres_verbatim_and_makes_each_services_database():
+    sql = BASE.parents[1] / "postgres" / "init-databases.sql"
+    assert _one("ConfigMap", "postgres-init")["data"] == {"10-databases.sql": sql.read_text()}
+    example = (BASE / "credentials.env.example").read_text()
+    for service in SERVICES:
+        assert f"CREATE DATABASE rethink_{service};" in sql.read_text()
+        assert f"{service.upper()}_DATABASE_URL=postgresql+psycopg://rethink:CHANGE-ME@postgres:5432/rethink_{service}\n" \
+            in example
 
 
 def test_the_bootstrap_job_keeps_three_replicas_and_migrates_every_service():
