@@ -36,6 +36,17 @@ def _containers(kind: str, name: str) -> list[dict]:
     return _one(kind, name)["spec"]["template"]["spec"]["containers"]
 
 
+def test_only_nats_pods_reach_the_routes_and_only_rethink_pods_reach_postgres():
+    nats = _one("NetworkPolicy", "nats")["spec"]
+    assert nats["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "nats"}}
+    [routes] = [rule for rule in nats["ingress"] if {"port": 6222, "protocol": "TCP"} in rule["ports"]]
+    assert routes["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "nats"}}}]
+    pg = _one("NetworkPolicy", "postgres")["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]
+    users = {d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+             for _, d in RESOURCES if d["kind"] in {"Deployment", "Job"}}
+    assert set(pg["values"]) == users == {*SERVICES, "rethink-bootstrap"}
+
+
 def test_the_kustomization_lists_every_manifest_and_only_those():
     assert sorted(KUSTOMIZATION["resources"]) == [p.name for p in MANIFESTS]
 
