@@ -5,3 +5,5 @@ CREATE DATABASE rethink_intake;
 CREATE DATABASE rethink_scheduling;
 CREATE DATABASE rethink_meeting;
 CREATE DATABASE rethink_escalation;
+-- The scheduling service's outbox of mail to send: not rebuilt from the log, so back it up.
+CREATE DATABASE rethink_outbox;

@@ -56,7 +56,8 @@ ADMIN_URL = os.environ.get("RETHINK_TEST_DATABASE_URL", "postgresql://postgres@1
 def databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """A database per service, uniquely named for this run and dropped afterwards."""
     base = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
-    names = {svc: f"rethink_cluster_{uuid.uuid4().hex[:8]}_{svc}" for svc in SERVICES}
+    tag = uuid.uuid4().hex[:8]
+    names = {db: f"rethink_cluster_{tag}_{db}" for db in (*SERVICES, "outbox")}  # outbox: scheduling's mail
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         for name in names.values():
             admin.execute(f'CREATE DATABASE "{name}"')
@@ -190,8 +191,8 @@ def test_a_case_closes_on_the_three_node_cluster_while_the_stream_leader_dies(cl
     victim, new_leader = asyncio.run(_lifecycle(nodes, settings))
     assert new_leader != victim
     assert all(p.poll() is None for p in services.values()), "a service died with the node"
-    for svc, url in databases.items():  # each projection, and its checkpoint, is in PostgreSQL
-        engine = create_engine(url)
+    for svc in SERVICES:  # each projection, and its checkpoint, is in PostgreSQL
+        engine = create_engine(databases[svc])
         with engine.connect() as db:
             assert db.execute(text("SELECT max(last_seq) FROM checkpoint")).scalar() >= 1, svc
         engine.dispose()

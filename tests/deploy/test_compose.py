@@ -75,9 +75,14 @@ def test_the_topology(project: dict):
         # Its own database, and no other service's.
         assert env[f"RETHINK_DATABASE_URL__{svc.upper()}"] == \
             f"postgresql+psycopg://rethink:{PASSWORDS['POSTGRES_PASSWORD']}@postgres:5432/rethink_{svc}"
-        assert [k for k in env if k.startswith("RETHINK_DATABASE_URL__")] == [f"RETHINK_DATABASE_URL__{svc.upper()}"]
+        outbox = ["RETHINK_DATABASE_URL__OUTBOX"] if svc == "scheduling" else []
+        assert sorted(k for k in env if k.startswith("RETHINK_DATABASE_URL__")) == sorted(
+            [f"RETHINK_DATABASE_URL__{svc.upper()}", *outbox])
     init = (DEPLOY / "postgres" / "init-databases.sql").read_text()
-    assert all(f"CREATE DATABASE rethink_{svc};" in init for svc in SERVICES)
+    assert all(f"CREATE DATABASE rethink_{db};" in init for db in (*SERVICES, "outbox"))
+    assert services["scheduling"]["environment"]["RETHINK_DATABASE_URL__OUTBOX"].endswith("/rethink_outbox")
+    assert {f"RETHINK_DATABASE_URL__{db.upper()}" for db in (*SERVICES, "outbox")} <= set(
+        services["bootstrap"]["environment"])
     assert any(m["target"].startswith("/docker-entrypoint-initdb.d/") and m["source"].endswith("init-databases.sql")
                for m in services["postgres"]["volumes"])
     boot = services["bootstrap"]

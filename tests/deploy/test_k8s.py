@@ -105,7 +105,8 @@ def test_each_service_deployment_runs_its_image_with_probes_limits_and_a_non_roo
     env = {e["name"]: e for e in c["env"]}
     db = env[f"RETHINK_DATABASE_URL__{service.upper()}"]["valueFrom"]["secretKeyRef"]["key"]
     assert db == f"{service.upper()}_DATABASE_URL"
-    assert not [e for e in env if e.startswith("RETHINK_DATABASE_URL__") and service.upper() not in e]
+    own = {f"RETHINK_DATABASE_URL__{service.upper()}"} | ({"RETHINK_DATABASE_URL__OUTBOX"} if service == "scheduling" else set())
+    assert {e for e in env if e.startswith("RETHINK_DATABASE_URL__")} == own
     assert env["RETHINK_HEALTH_PORT"]["value"] == "8080"
 
 
@@ -113,21 +114,26 @@ def test_the_service_manifests_differ_only_by_the_service_name():
     intake = (BASE / "intake.yaml").read_text().split("\napiVersion: v1\n", 1)[1]
     for service in SERVICES[1:]:
         mine = (BASE / f"{service}.yaml").read_text().split("\napiVersion: v1\n", 1)[1]
-        if service == "scheduling":  # and its mail volume
+        if service == "scheduling":  # and its mail: the volume for .eml files, the outbox's database
             mine = _without_mail(mine)
         assert mine == intake.replace("intake", service).replace("INTAKE", service.upper()), service
 
 
 def _without_mail(text: str) -> str:
     text = text.split("\n---\napiVersion: v1\nkind: PersistentVolumeClaim\n", 1)[0] + "\n"
-    return "".join(line for line in text.splitlines(keepends=True) if "mail" not in line)
+    text = text.replace("replicas: 1  # one: a second process would compete for the same outbox", "replicas: 1")
+    lines = text.splitlines(keepends=True)
+    drop = {i for i, line in enumerate(lines) if "mail" in line}
+    outbox = next(i for i, line in enumerate(lines) if "RETHINK_DATABASE_URL__OUTBOX" in line)
+    drop |= {outbox, outbox + 1, outbox + 2}  # the variable, its valueFrom and its secretKeyRef
+    return "".join(line for i, line in enumerate(lines) if i not in drop)
 
 
 def test_the_postgres_init_configmap_is_deploy_postgres_verbatim_and_makes_each_services_database():
     sql = BASE.parents[1] / "postgres" / "init-databases.sql"
     assert _one("ConfigMap", "postgres-init")["data"] == {"10-databases.sql": sql.read_text()}
     example = (BASE / "credentials.env.example").read_text()
-    for service in SERVICES:
+    for service in (*SERVICES, "outbox"):
         assert f"CREATE DATABASE rethink_{service};" in sql.read_text()
         assert f"{service.upper()}_DATABASE_URL=postgresql+psycopg://rethink:CHANGE-ME@postgres:5432/rethink_{service}\n" \
             in example
@@ -137,7 +143,7 @@ def test_the_bootstrap_job_keeps_three_replicas_and_migrates_every_service():
     [c] = _containers("Job", "rethink-bootstrap")
     env = {e["name"]: e for e in c["env"]}
     assert c["image"] == "rethink/bootstrap" and env["RETHINK_STREAM_REPLICAS"]["value"] == "3"
-    assert {f"RETHINK_DATABASE_URL__{s.upper()}" for s in SERVICES} <= set(env)
+    assert {f"RETHINK_DATABASE_URL__{s.upper()}" for s in (*SERVICES, "outbox")} <= set(env)
 
 
 def test_every_secret_reference_is_generated_with_that_key():
