@@ -34,7 +34,7 @@ class Gateway:
 
     async def connect(self) -> None:
         # A web server outlives blips in NATS, so unlike the CLI it keeps reconnecting.
-        self.nc = await nats.connect(self.settings.resolved_nats_url(), connect_timeout=3,
+        self.nc = await nats.connect(**self.settings.nats_connect_kwargs(), connect_timeout=3,
                                      max_reconnect_attempts=-1, inbox_prefix=self.settings.nats_inbox_prefix)
 
     async def close(self) -> None:
