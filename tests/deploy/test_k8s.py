@@ -3,7 +3,9 @@ pieces checked against each other, the images and deploy/nats/."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import kubernetes_validate
@@ -180,3 +182,57 @@ def test_every_image_is_built_by_a_dockerfile_or_pinned():
                 assert (docker / f"{c['image'].split('/')[1]}.Dockerfile").exists() and c["image"] in tags
             else:
                 assert ":" in c["image"] and not c["image"].endswith(":latest"), c["image"]
+
+
+def _kustomize(folder: Path) -> subprocess.CompletedProcess[str]:
+    kubectl = Path(sysconfig.get_path("scripts")) / "kubectl"
+    return subprocess.run([str(kubectl), "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """`kubectl kustomize` of the base, with the secrets files made as the README says."""
+    base = tmp_path_factory.mktemp("k8s") / "base"
+    shutil.copytree(BASE, base)
+    (base / "secrets").mkdir()
+    shutil.copy(BASE / "credentials.env.example", base / "secrets" / "credentials.env")
+    (base / "secrets" / "nats-auth.conf").write_text('authorization { users: [{user: "u", password: "p"}] }\n')
+    result = _kustomize(base)
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def test_kustomize_refuses_to_render_without_the_secrets_files(tmp_path: Path):
+    shutil.copytree(BASE, tmp_path / "base")
+    result = _kustomize(tmp_path / "base")
+    assert result.returncode != 0 and "secrets/" in result.stderr
+
+
+def test_what_kustomize_renders_is_valid_kubernetes(rendered: list[dict]):
+    kinds = {d["kind"] for d in rendered}
+    assert {"StatefulSet", "Deployment", "Job", "Secret", "ConfigMap", "Service", "NetworkPolicy"} <= kinds
+    for doc in rendered:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_rendered_secrets_are_the_ones_every_reference_names(rendered: list[dict]):
+    secrets = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Secret"}
+    assert {n.rsplit("-", 1)[0] for n in secrets} == {"rethink-credentials", "nats-auth"}  # name-content hash
+    referenced = set()
+    for doc in rendered:
+        if doc["kind"] not in {"Deployment", "StatefulSet", "Job"}:
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        for c in pod["containers"]:
+            assert ":" in c["image"], c["image"]  # every image tagged
+            for e in c.get("env", []):
+                if "valueFrom" in e:
+                    ref = e["valueFrom"]["secretKeyRef"]
+                    assert ref["key"] in secrets[ref["name"]]["data"], ref
+                    referenced.add(ref["name"])
+        for volume in pod.get("volumes", []):
+            for source in volume.get("projected", {}).get("sources", []):
+                if "secret" in source:
+                    assert source["secret"]["name"] in secrets
+                    referenced.add(source["secret"]["name"])
+    assert referenced == set(secrets)
