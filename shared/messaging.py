@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .delivery import TRANSIENT
 from .errors import NotFound, Reason, Rejected
 from .logs import get_logger
 
@@ -76,6 +77,13 @@ async def dispatch(
         return rejection(exc.reasons, exc.guidance, status="not_found")
     except Rejected as exc:
         return rejection(exc.reasons, exc.guidance)
+    except TRANSIENT as exc:
+        # NATS or the database did not answer (a restart, a failover). Even if an append went
+        # through before its ack was lost, the same message again is safe: events derive their
+        # ids from the command_id, so a retry finds them instead of writing them twice.
+        log.warning("command_unavailable", command=name, error=f"{type(exc).__name__}: {exc}")
+        return rejection([Reason("", "temporarily unavailable (the event log or the database did not answer); "
+                                     "retrying with the same command_id is safe")], status="unavailable")
     except Exception:  # the service must keep serving; the log has the detail
         log.exception("command_failed", command=name)
         return rejection([Reason("", "internal error while handling the request; retrying with the same command_id is safe")],

@@ -38,6 +38,9 @@ from tests.benchmarks import workload
 LIFECYCLE = ("RequestSubmitted", "ChecksConfirmed", "FacilitatorAssigned", "MeetingScheduled", "MeetingHeld",
              "ActionRecorded", "ActionCompleted", "CaseClosed")
 AGENCY = "northside-school"
+# Replies that mean "send the same message again": the service could not reach NATS or its
+# database for a moment, or failed in a way it says is safe to retry.
+RETRY_SAFE = ("unavailable", "error")
 
 
 class NotReady(RuntimeError):
@@ -200,7 +203,9 @@ class Load:
                 reply = json.loads((await self.system.nc.request(subject, body, timeout=5.0)).data)
                 if reply.get("status") == "accepted":
                     return reply
-                raise RuntimeError(f"{step} refused: {json.dumps(reply)[:300]}")
+                if reply.get("status") not in RETRY_SAFE:
+                    raise RuntimeError(f"{step} refused: {json.dumps(reply)[:300]}")
+                self.retries[f"{step} ({reply['status']})"] += 1
             except (nats.errors.Error, TimeoutError):
                 self.retries[step] += 1
             if time.monotonic() > deadline:
