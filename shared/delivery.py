@@ -39,6 +39,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     nats.errors.NoRespondersError,
     nats.errors.StaleConnectionError,
     nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.NoStreamResponseError,  # a cluster electing a new stream leader
     ConcurrencyConflict,
     TimeoutError,
     ConnectionError,

@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from rethink.shared.settings import SERVICES
 
-from .harness import Audit, Load, System, audit, until
+from .harness import Audit, ClusterSystem, Load, System, audit, until
 
 DOWN_SECONDS = 1.5  # how long a killed part stays down: long enough for work to pile up behind it
 
@@ -48,8 +48,9 @@ class Row:
 Fault = Callable[[System, Load, int], Awaitable[float | None]]
 
 
-async def _run(root: Path, name: str, cases: int, rate: float, fault: Fault | None) -> Row:
-    system = await System(root).start()
+async def _run(root: Path, name: str, cases: int, rate: float, fault: Fault | None,
+               kind: type[System] = System) -> Row:
+    system = await kind(root).start()
     try:
         load = Load(system)
         at = max(1, cases // 3)
@@ -77,6 +78,17 @@ def kill_service(name: str) -> Fault:
     async def fault(system: System, load: Load, _: int) -> float:
         system.kill_service(name)  # SIGKILL: no chance to nak, flush or say goodbye
         await asyncio.sleep(DOWN_SECONDS)
+        system.start_service(name)
+        return await _serving_again(system, name, time.monotonic())
+    return fault
+
+
+def terminate_service(name: str) -> Fault:
+    """A graceful stop mid-stream: it stops taking messages, finishes the one in hand, exits 0."""
+    async def fault(system: System, load: Load, _: int) -> float:
+        t0 = time.monotonic()
+        code = await asyncio.to_thread(system.terminate_service, name)
+        fault.exit = (code, round(time.monotonic() - t0, 2))  # type: ignore[attr-defined]
         system.start_service(name)
         return await _serving_again(system, name, time.monotonic())
     return fault
@@ -117,13 +129,32 @@ def lock_database(name: str, seconds: float = 4.0) -> Fault:
     return fault
 
 
+async def kill_stream_leader(system: System, load: Load, _: int) -> float:
+    """kill -9 the node leading the event stream; the other two elect a leader and carry on."""
+    assert isinstance(system, ClusterSystem)
+    victim = await system.stream_leader()
+    system.cluster.kill(victim)
+    await until(system.stream_leader, lambda leader: leader not in (None, victim), 60, "a new stream leader")
+    await asyncio.sleep(DOWN_SECONDS)
+    system.cluster.start(victim)
+    back = time.monotonic()
+    await until(system.replicas_current, bool, 120, f"{victim} to catch up with the stream")
+    kill_stream_leader.victim = victim  # type: ignore[attr-defined]
+    return time.monotonic() - back
+
+
 async def steady(system: System, load: Load, _: int) -> None:
     return None
 
 
 async def run_fault(root: Path, fault: str, cases: int, rate: float) -> Row:
-    if fault.startswith("kill-"):
+    if fault in (f"kill-{s}" for s in SERVICES):
         return await _run(root, f"kill -9 {fault[5:]}", cases, rate, kill_service(fault[5:]))
+    if fault in (f"term-{s}" for s in SERVICES):
+        stopper = terminate_service(fault[5:])
+        row = await _run(root, f"SIGTERM {fault[5:]} (graceful stop), restart", cases, rate, stopper)
+        row.extra["exit_code"], row.extra["stop_seconds"] = getattr(stopper, "exit", (None, None))
+        return row
     if fault == "restart-server":
         return await _run(root, "kill -9 and restart the nats-server", cases, rate, restart_server)
     if fault.startswith("lock-"):
@@ -132,6 +163,11 @@ async def run_fault(root: Path, fault: str, cases: int, rate: float) -> Row:
         row.extra["acked_while_locked"] = getattr(locker, "acked_while_locked", None)
         row.extra["held_back_at_release"] = getattr(locker, "pending_at_release", None)
         return row
+    if fault == "kill-node":
+        row = await _run(root, "kill -9 the stream leader of a 3-node cluster", cases, rate, kill_stream_leader,
+                         ClusterSystem)
+        row.extra["killed"] = getattr(kill_stream_leader, "victim", None)
+        return row
     if fault == "duplicates":
         return await duplicate_publishes(root, cases, rate)
     if fault == "steady":
@@ -139,7 +175,7 @@ async def run_fault(root: Path, fault: str, cases: int, rate: float) -> Row:
     raise ValueError(f"unknown fault {fault!r}")
 
 
-FAULTS = [*(f"kill-{s}" for s in SERVICES), "restart-server", *(f"lock-{s}" for s in ("scheduling", "meeting")),
+FAULTS = [*(f"kill-{s}" for s in SERVICES), *(f"term-{s}" for s in SERVICES), "restart-server", "kill-node", *(f"lock-{s}" for s in ("scheduling", "meeting")),
           "duplicates", "steady"]
 
 

@@ -75,9 +75,10 @@ class System:
         self.nc: nats.NATS | None = None
 
     async def start(self) -> System:
-        self.server.start()
+        self.start_nats()
         # The harness's own connection must survive the server restarts it causes.
-        self.nc = await nats.connect(self.server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        self.nc = await nats.connect(**self.settings.nats_connect_kwargs(), max_reconnect_attempts=-1,
+                                     reconnect_time_wait=0.2)
         await bootstrap(self.nc.jetstream(), self.settings)
         for name in SERVICES:
             self.start_service(name)
@@ -97,6 +98,12 @@ class System:
         if self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()
+        self.stop_nats()
+
+    def start_nats(self) -> None:
+        self.server.start()
+
+    def stop_nats(self) -> None:
         self.server.stop()
 
     @property
@@ -112,6 +119,12 @@ class System:
         proc = self.procs[name]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
+
+    def terminate_service(self, name: str, timeout: float = 30.0) -> int:
+        """SIGTERM, as an orchestrator stops a container; returns the exit code."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout=timeout)
 
     def kill_server(self) -> None:
         self.server.stop(kill=True)
@@ -164,6 +177,36 @@ class System:
                     if line.startswith("VmRSS:"):
                         out[name] = int(line.split()[1])
         return out
+
+
+class ClusterSystem(System):
+    """The same, on the three-node JetStream cluster of deploy/nats/ (the event stream at three
+    replicas), the services connecting with the credentials `rethink auth init` generates."""
+
+    def __init__(self, root: Path) -> None:
+        from rethink.shared.auth import Registry
+        from tests.deploy.nats_cluster import LoopbackCluster
+
+        super().__init__(root)
+        probe = Settings(state_dir=root / "state")
+        passwords = Registry(probe.auth_dir, probe).ensure_core()
+        self.cluster = LoopbackCluster(root / "cluster", Registry(probe.auth_dir, probe).config_file)
+        self.settings = Settings(nats_url=self.cluster.urls("rethink-services", passwords["rethink-services"]),
+                                 state_dir=root / "state", stream_replicas=3, overdue_check_interval_seconds=3600)
+
+    def start_nats(self) -> None:
+        self.cluster.start_all()
+        self.cluster.wait_until_ready()
+
+    def stop_nats(self) -> None:
+        self.cluster.stop_all()
+
+    async def stream_leader(self) -> str:
+        return (await self.js.stream_info(self.settings.stream)).cluster.leader
+
+    async def replicas_current(self) -> bool:
+        info = (await self.js.stream_info(self.settings.stream)).cluster
+        return len(info.replicas or []) == 2 and all(r.current for r in info.replicas)
 
 
 # --- load -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import nats.errors
+import nats.js.errors
 import pytest
 import sqlalchemy.exc
 from pydantic import BaseModel
@@ -23,6 +24,7 @@ def failing_with(exc: BaseException) -> dict[str, Route]:
 @pytest.mark.parametrize("exc", [
     nats.errors.TimeoutError(),
     nats.errors.ConnectionClosedError(),
+    nats.js.errors.NoStreamResponseError(),
     sqlalchemy.exc.OperationalError("INSERT", {}, Exception("database is locked")),
 ])
 async def test_nats_or_the_database_not_answering_says_unavailable_and_safe_to_retry(exc):
