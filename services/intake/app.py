@@ -45,6 +45,7 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
         return Origin(producer=agency, actor=actor, correlation_id=correlation)
 
     async def submit(req: domain.SubmitRequest, agency: str = "cli") -> dict[str, Any]:
+        domain.check_claimed_agency(req.agency, agency)
         seed = f"{agency}|{req.request_id}" if req.request_id else (req.command_id or None)
         # A repeat must land on the same case: derive the id from whatever makes it a repeat.
         if req.request_id:
@@ -68,6 +69,7 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
         )
 
     async def confirm_checks(cmd: domain.ConfirmChecks, agency: str = "cli") -> dict[str, Any]:
+        domain.check_claimed_agency(cmd.agency, agency)
         def decide(history: list[Recorded]):
             if not history:
                 raise case_not_found(cmd.case_id)
