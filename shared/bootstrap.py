@@ -1,4 +1,4 @@
-"""Creates the event stream and each service's durable consumer, once, before services start.
+"""Creates the event, dead-letter and receipt streams and each service's durable consumer, once, before services start.
 
 Services bind to what exists (``declare=False``): if each declared the stream on start they
 would race and overwrite one another's configuration.
@@ -31,6 +31,18 @@ def stream_config(settings: Settings, subjects: Subjects) -> api.StreamConfig:
         allow_rollup_hdrs=False,
         deny_purge=True,
         num_replicas=settings.stream_replicas,
+    )
+
+
+def receipt_stream_config(settings: Settings, subjects: Subjects) -> api.StreamConfig:
+    """Receipts wait here for agencies that were offline; each agency reads only its own subjects."""
+    return api.StreamConfig(
+        name=settings.receipt_stream,
+        subjects=[f"{subjects.prefix}.receipts.>"],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        max_age=float(settings.receipt_retention_days * 24 * 3600),
+        duplicate_window=120.0,
     )
 
 
@@ -68,6 +80,15 @@ async def bootstrap(js: JetStreamContext, settings: Settings) -> list[str]:
     except NotFoundError:
         await js.add_stream(dead)
         done.append(f"stream {settings.dead_letter_stream} created")
+    receipts = receipt_stream_config(settings, subjects)
+    try:
+        info = await js.stream_info(settings.receipt_stream)
+        if (info.config.subjects, info.config.max_age) != (receipts.subjects, receipts.max_age):
+            await js.update_stream(receipts)
+            done.append(f"stream {settings.receipt_stream} updated")
+    except NotFoundError:
+        await js.add_stream(receipts)
+        done.append(f"stream {settings.receipt_stream} created")
     for service in SERVICES:
         wanted_consumer = consumer_config(service, subjects)
         try:

@@ -25,6 +25,7 @@ from .envelope import Recorded
 from .eventlog import EventLog, Subjects
 from .logs import get_logger
 from .messaging import Route, dispatch
+from .receipts import ReceiptLog, receipt_for
 from .settings import Settings
 
 log = get_logger("rethink.runtime")
@@ -79,6 +80,7 @@ class RunningService:
         nc = await self.broker.connect()
         event_log = EventLog(nc.jetstream(), self.settings.stream, self.subjects)
         self.dead_letters = DeadLetters(nc.jetstream(), self.settings.dead_letter_stream, self.subjects)
+        self.receipts = ReceiptLog(nc.jetstream(), self.settings.receipt_stream, self.subjects)
         self.parts = parts = self.factory(self.settings, event_log, self.clock)
         self._wire(parts)
         await self.broker.start()
@@ -113,7 +115,13 @@ class RunningService:
             async def on_agency(msg: NatsMessage) -> dict[str, Any]:
                 # The producing agency is taken from the subject it arrived on, never the payload.
                 _, _, agency, command = msg.raw_message.subject.rsplit(".", 3)
-                return await dispatch(parts.commands, command, msg.body, max_bytes, agency=agency)
+                structlog.contextvars.clear_contextvars()
+                received_at = self.clock.now()
+                reply = await dispatch(parts.commands, command, msg.body, max_bytes, agency=agency)
+                # Every message gets a receipt, kept durably for an agency that is not listening now.
+                receipt = receipt_for(reply, agency, command, msg.body, received_at, max_bytes)
+                await self.receipts.keep(receipt)
+                return receipt.to_reply()
 
         if parts.on_event is not None:
             handler = parts.on_event
