@@ -31,8 +31,13 @@ _ECHO = {"request_id": re.compile(r"^[A-Za-z0-9._:-]{1,100}$"),
          "case_id": re.compile(r"^RT-[A-Z2-7]{10}$")}
 
 
+# Built strictly here (extra="forbid"), but published open: a reader must ignore fields it does
+# not know, because receipts gain fields without a schema_version change.
+_OPEN = {"additionalProperties": True}
+
+
 class ReceiptReason(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_OPEN)
 
     field: str = Field(description="Dotted path into the message; (body) for the whole message, (subject) for "
                                    "the subject.")
@@ -43,7 +48,7 @@ class ReceiptReason(BaseModel):
 class Receipt(BaseModel):
     """One receipt per message received on an agency subject."""
 
-    model_config = ConfigDict(extra="forbid", title="Receipt")
+    model_config = ConfigDict(extra="forbid", title="Receipt", json_schema_extra=_OPEN)
 
     schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Version of this receipt's schema.")
     receipt_id: uuid.UUID = Field(description="Unique per receipt; also its Nats-Msg-Id.")

@@ -6,6 +6,8 @@ Pure: no I/O, no clock. Decisions take the case's history and return events or r
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 
 from rethink.shared.commands import CaseCommand, Command
@@ -50,9 +52,15 @@ ClaimedAgency = Field(
 )
 
 
+SCHEMA_VERSION = 1
+SchemaVersion = Field(default=SCHEMA_VERSION, description="The version of this message's schema you built against "
+                                                          "(docs/schemas/); optional, defaults to the current one.")
+
+
 class SubmitRequest(Command):
     """What an agency sends to request a Re-think."""
 
+    schema_version: Literal[1] = SchemaVersion
     agency: str | None = ClaimedAgency
     request_id: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9._:-]{1,100}$",
@@ -89,6 +97,7 @@ class SubmitRequest(Command):
 class ConfirmChecks(CaseCommand):
     """What the requesting agency sends once the three checks are all answered yes."""
 
+    schema_version: Literal[1] = SchemaVersion
     agency: str | None = ClaimedAgency
     checks: Checks
 

@@ -35,6 +35,8 @@ case_app = typer.Typer(help="Read a case.", no_args_is_help=True)
 service_app = typer.Typer(help="Run one service (what `rethink up` starts).", no_args_is_help=True)
 audit_app = typer.Typer(help="For auditors: read-only views of the event log.", no_args_is_help=True)
 projections_app = typer.Typer(help="Operate on the services' projections.", no_args_is_help=True)
+contract_app = typer.Typer(help="The contract agencies build against (docs/schemas, docs/asyncapi.yaml).",
+                           no_args_is_help=True)
 auth_app = typer.Typer(help="NATS users and what each may do.", no_args_is_help=True)
 agencies_app = typer.Typer(help="Agencies' credentials: who may submit as whom.", no_args_is_help=True)
 deadletter_app = typer.Typer(help="Events a service could never apply, parked with their reason.",
@@ -45,7 +47,7 @@ for sub, name in ((request_app, "request"), (meeting_app, "meeting"), (action_ap
                   (escalation_app, "escalation"), (case_app, "case"), (service_app, "service"),
                   (audit_app, "audit"), (projections_app, "projections"),
                   (auth_app, "auth"), (deadletter_app, "deadletter"), (notifications_app, "notifications"),
-                  (agencies_app, "agencies")):
+                  (agencies_app, "agencies"), (contract_app, "contract")):
     app.add_typer(sub, name=name)
 
 # Piped output (CI logs, files) gets room for the history table instead of 80 columns.
@@ -146,6 +148,16 @@ def catalogue(fmt: Annotated[str, typer.Option("--format", help="markdown or jso
     from .catalogue import catalogue_json, catalogue_markdown
 
     typer.echo(catalogue_markdown() if fmt == "markdown" else catalogue_json())
+
+
+@contract_app.command("write")
+@friendly
+def contract_write(docs: Annotated[Path, typer.Option(help="The docs folder to refresh")] = Path("docs")) -> None:
+    """Regenerate the JSON Schemas, the AsyncAPI document and the rejection-code table from the code."""
+    from rethink.shared.contract import write_contract
+
+    for path in write_contract(docs):
+        out.print(f"wrote {path}", highlight=False)
 
 
 @service_app.command("run")

@@ -7,9 +7,11 @@ import json
 
 import nats.errors
 import pytest
+from jsonschema import Draft202012Validator
 from nats.js import api
 
 from rethink.intake.app import build as intake
+from rethink.shared.contract import json_schemas
 from rethink.shared.receipts import Receipt
 from tests.support import request_payload, wait_for
 
@@ -40,6 +42,7 @@ async def test_an_accepted_request_gets_a_receipt_with_its_case_and_events_kept_
     body = json.dumps(request_payload(request_id="POL-7")).encode()
     reply = await agency.send(body)
     Receipt.model_validate(reply)
+    Draft202012Validator(json_schemas()["receipt.v1.json"]).validate(reply)
     assert reply["status"] == "accepted" and reply["agency"] == "police" and reply["command"] == "submit"
     assert reply["request_id"] == "POL-7" and reply["events"] == ["RequestSubmitted"]
     assert reply["body_sha256"] == hashlib.sha256(body).hexdigest()
@@ -51,6 +54,7 @@ async def test_a_rejection_receipt_carries_every_reason_and_is_kept_on_the_rejec
     payload = request_payload(command_id="6f1d3c52-2b7a-4c55-9d43-0b7f1c2a9e10", agencies="Police",
                               child_name="A Child")
     reply = await agency.refused(payload)
+    Draft202012Validator(json_schemas()["receipt.v1.json"]).validate(reply)
     assert reply["command_id"] == payload["command_id"]
     assert {(r["field"], r["code"]) for r in reply["reasons"]} == {
         ("agencies", "field_wrong_type"), ("child_name", "field_unknown")}
