@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 
@@ -12,61 +11,12 @@ import nats.errors
 import pytest
 from nats.js import api
 
-from rethink.intake.app import build as intake
-from rethink.shared.auth import Registry, inbox_prefix, url_with
-from rethink.shared.bootstrap import bootstrap
-from rethink.shared.natsserver import EmbeddedNats, free_port
-from rethink.shared.runtime import RunningService
+from rethink.shared.auth import inbox_prefix
 from tests.support import Refusals, request_payload, wait_for
 
 pytestmark = pytest.mark.nats
 
 
-
-
-class Secured:
-    def __init__(self, settings, tmp_path):
-        self.settings = settings
-        self.registry = Registry(tmp_path / "auth", settings)
-        self.core = self.registry.ensure_core()
-        self.agencies = {name: self.registry.add_agency(name) for name in ("police", "school")}
-        self.port = free_port()
-        self.server = EmbeddedNats(self.port, tmp_path / "js", extra_args=["-c", str(self.registry.config_file)])
-        self.clients: list[nats.NATS] = []
-
-    async def connect(self, name: str, password: str, refusals: Refusals | None = None, **kw) -> nats.NATS:
-        nc = await nats.connect(url_with(name, password, port=self.port), max_reconnect_attempts=1,
-                                allow_reconnect=False, error_cb=(refusals or Refusals()).record, **kw)
-        self.clients.append(nc)
-        return nc
-
-    async def agency(self, name: str, refusals: Refusals | None = None) -> nats.NATS:
-        return await self.connect(name, self.agencies[name], refusals, inbox_prefix=inbox_prefix(name))
-
-    async def messages(self) -> int:
-        return (await self.services.jetstream().stream_info(self.settings.stream)).state.messages
-
-
-@pytest.fixture
-async def secured(settings, tmp_path):
-    s = Secured(settings, tmp_path)
-    s.server.start()
-    service = None
-    try:
-        s.services = await s.connect("rethink-services", s.core["rethink-services"])
-        await bootstrap(s.services.jetstream(), settings)
-        service_settings = settings.model_copy(update={"nats_url": url_with(
-            "rethink-services", s.core["rethink-services"], port=s.port)})
-        service = RunningService(intake, service_settings)
-        await service.start()
-        yield s
-    finally:
-        if service is not None:
-            await service.stop()
-        for nc in s.clients:
-            with contextlib.suppress(Exception):
-                await nc.close()
-        s.server.stop()
 
 
 def submit_subject(settings, agency: str) -> str:
