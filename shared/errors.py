@@ -29,6 +29,7 @@ class Code(StrEnum):
     NOT_REQUESTING_AGENCY = "not_requesting_agency"
     REQUEST_ID_CONFLICT = "request_id_conflict"
     NOT_ALLOWED = "not_allowed"
+    NOT_FOUND = "not_found"
     UNAVAILABLE = "unavailable"
     INTERNAL_ERROR = "internal_error"
 
@@ -62,6 +63,7 @@ MEANINGS: dict[Code, str] = {
 # Facilitators' commands refuse what their case's state forbids; agencies never see this one.
 MEANINGS_INTERNAL: dict[Code, str] = {
     Code.NOT_ALLOWED: "The case's state does not allow the command (facilitators' commands).",
+    Code.NOT_FOUND: "No such parked event (operators' dead-letter commands).",
 }
 
 
