@@ -152,6 +152,12 @@ def asyncapi_document(prefix: str = "rethink") -> dict[str, Any]:
         if operation["action"] == "receive":
             operation["reply"] = {"channel": {"$ref": "#/channels/reply"},
                                   "messages": [{"$ref": "#/channels/reply/messages/Receipt"}]}
+    # FastStream's order of channels depends on what was imported first: sort, so the committed
+    # document compares equal however it was generated.
+    for section in (doc, doc["components"]):
+        for key in ("channels", "operations", "messages", "schemas"):
+            if key in section:
+                section[key] = dict(sorted(section[key].items()))
     return doc
 
 
