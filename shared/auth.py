@@ -89,7 +89,8 @@ def receipt_consumer_apis(agency: str, receipt_stream: str) -> list[str]:
 
 def agency_permissions(agency: str, prefix: str, receipt_stream: str) -> dict[str, Any]:
     return {
-        "publish": {"allow": [f"{prefix}.intake.{agency}.>", *receipt_consumer_apis(agency, receipt_stream)]},
+        "publish": {"allow": [f"{prefix}.intake.{agency}.>", f"{prefix}.inbound.{agency}.>",
+                              *receipt_consumer_apis(agency, receipt_stream)]},
         "subscribe": {"allow": [f"{inbox_prefix(agency)}.>"]},
     }
 

@@ -101,18 +101,27 @@ def agency_broker(prefix: str = "rethink"):
 
     from .receipts import Receipt
 
-    broker = NatsBroker(ASYNCAPI_SERVER)
-    for command, (model, summary) in _commands().items():
+    def _doc_handler(name: str, model: type[BaseModel]):
         async def handler(body, agency=SubjectPart()):  # noqa: B008 - FastStream's way to name a subject token
             raise NotImplementedError  # documentation only
 
-        handler.__name__ = command
+        handler.__name__ = name
         handler.__annotations__ = {"body": model, "agency": str, "return": Receipt}
+        return handler
+
+    broker = NatsBroker(ASYNCAPI_SERVER)
+    for command, (model, summary) in _commands().items():
+        handler = _doc_handler(command, model)
         broker.subscriber(
             f"{prefix}.intake.{{agency}}.{command}", title=command,
             description=f"{summary} Request/reply: the reply is the receipt. Publish as your agency's user; "
                         f"`agency` is your agency's name, and the server refuses any other.",
         )(handler)
+        broker.subscriber(
+            f"{prefix}.inbound.{{agency}}.{command}", title=f"{command}_stored",
+            description=f"{summary} Stored: publish with JetStream (the PubAck says it is kept, even while "
+                        "Re-think's intake is down); the receipt comes on your receipt subjects.",
+        )(_doc_handler(f"{command}_stored", model))
     broker.publisher(
         f"{prefix}.receipts.{{agency}}.{{status}}", schema=Receipt, title="receipts",
         description="Every receipt, kept in the receipt stream for an agency that was offline; `status` is "
@@ -148,8 +157,8 @@ def asyncapi_document(prefix: str = "rethink") -> dict[str, Any]:
                                         "prefix your user may subscribe to.",
         "messages": {"Receipt": json.loads(json.dumps(receipt_message))},  # a copy: no YAML anchors
     }
-    for operation in doc["operations"].values():
-        if operation["action"] == "receive":
+    for name, operation in doc["operations"].items():
+        if operation["action"] == "receive" and not name.endswith("_stored"):
             operation["reply"] = {"channel": {"$ref": "#/channels/reply"},
                                   "messages": [{"$ref": "#/channels/reply/messages/Receipt"}]}
     # FastStream's order of channels depends on what was imported first: sort, so the committed

@@ -96,6 +96,15 @@ def receipt_for(reply: dict[str, Any], agency: str, command: str, body: bytes, r
                    body_sha256=hashlib.sha256(body).hexdigest(), **fields)
 
 
+INBOUND_CONSUMER = "intake-inbound"
+INBOUND_ATTEMPTS = 5  # an internal error on a stored message is retried this often before it is receipted
+
+
+def inbound_subject(subjects: Subjects, agency: str, command: str) -> str:
+    """Where an agency *stores* a message in JetStream (js.publish), to be handled when intake can."""
+    return f"{subjects.prefix}.inbound.{agency}.{command}"
+
+
 def receipt_subject(subjects: Subjects, agency: str, status: str = "*") -> str:
     return f"{subjects.prefix}.receipts.{agency}.{status}"
 

@@ -27,7 +27,7 @@ from .eventlog import EventLog, Subjects
 from .logs import get_logger
 from .messaging import Route, dispatch
 from .projection import retrying_parked
-from .receipts import ReceiptLog, receipt_for
+from .receipts import INBOUND_ATTEMPTS, INBOUND_CONSUMER, Receipt, ReceiptLog, inbound_subject, receipt_for
 from .settings import Settings
 
 log = get_logger("rethink.runtime")
@@ -55,7 +55,7 @@ class ServiceParts:
     queries: Mapping[str, Route] = field(default_factory=dict)
     on_event: Callable[[Recorded], Awaitable[None]] | None = None
     periodic: list[tuple[float, Callable[[], Awaitable[Any]]]] = field(default_factory=list)
-    intake_subject: bool = False  # intake also listens on rethink.intake.<agency>.<command>
+    intake_subject: bool = False  # intake also listens on <prefix>.intake.<agency>.<command> (and .inbound.)
 
 
 Factory = Callable[[Settings, EventLog, Clock], ServiceParts]
@@ -121,17 +121,40 @@ class RunningService:
             return await dispatch(queries, query, msg.body, max_bytes)
 
         if parts.intake_subject:
-            @broker.subscriber(s.intake("*", "*"), queue=f"{name}-agencies")
-            async def on_agency(msg: NatsMessage) -> dict[str, Any]:
+            async def receive(subject: str, body: bytes) -> Receipt:
                 # The producing agency is taken from the subject it arrived on, never the payload.
-                _, _, agency, command = msg.raw_message.subject.rsplit(".", 3)
+                _, _, agency, command = subject.rsplit(".", 3)
                 structlog.contextvars.clear_contextvars()
                 received_at = self.clock.now()
-                reply = await dispatch(parts.commands, command, msg.body, max_bytes, agency=agency)
+                reply = await dispatch(parts.commands, command, body, max_bytes, agency=agency)
+                return receipt_for(reply, agency, command, body, received_at, max_bytes)
+
+            @broker.subscriber(s.intake("*", "*"), queue=f"{name}-agencies")
+            async def on_agency(msg: NatsMessage) -> dict[str, Any]:
+                receipt = await receive(msg.raw_message.subject, msg.body)
                 # Every message gets a receipt, kept durably for an agency that is not listening now.
-                receipt = receipt_for(reply, agency, command, msg.body, received_at, max_bytes)
                 await self.receipts.keep(receipt)
                 return receipt.to_reply()
+
+            @broker.subscriber(
+                inbound_subject(s, "*", "*"),
+                stream=JStream(self.settings.inbound_stream, declare=False),
+                durable=INBOUND_CONSUMER,
+                pull_sub=PullSub(batch_size=1, timeout=1.0),
+                ack_policy=AckPolicy.MANUAL,
+            )
+            async def on_inbound(msg: NatsMessage) -> None:
+                # Messages agencies stored in JetStream (the path that works while intake is down):
+                # the receipt is kept for them to collect; nobody waits for a reply.
+                raw = msg.raw_message
+                receipt = await receive(raw.subject, raw.data)
+                if receipt.status == "error" and raw.metadata.num_delivered < INBOUND_ATTEMPTS:
+                    await msg.nack(delay=min(2 ** raw.metadata.num_delivered, 30))  # may pass: try again
+                    return
+                if await self.receipts.keep(receipt):
+                    await msg.ack()
+                else:
+                    await msg.nack(delay=5)  # the agency must get its receipt: keep the message until it can
 
         if parts.on_event is not None:
             handler = parts.on_event

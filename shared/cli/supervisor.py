@@ -41,6 +41,7 @@ def service_env(settings: Settings) -> dict[str, str]:
         "RETHINK_STREAM": settings.stream,
         "RETHINK_DEAD_LETTER_STREAM": settings.dead_letter_stream,
         "RETHINK_RECEIPT_STREAM": settings.receipt_stream,
+        "RETHINK_INBOUND_STREAM": settings.inbound_stream,
         "RETHINK_SUBJECT_PREFIX": settings.subject_prefix,
     })
     return env

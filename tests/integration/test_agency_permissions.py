@@ -8,6 +8,7 @@ import signal
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 from nats.js import api
 
@@ -113,8 +114,8 @@ async def _pull_receipts(nc, settings, consumer: str, want: int) -> list[dict]:
             for m in await sub.fetch(want - len(got), timeout=1):
                 got.append(json.loads(m.data))
                 await m.ack()
-        except nats.errors.TimeoutError:
-            pass
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+            pass  # no receipt yet, or not even the consumer: intake makes it with the agency's first receipt
         return len(got)
 
     await wait_for(more, lambda n: n >= want, what=f"{want} receipts on {consumer}")
@@ -168,3 +169,20 @@ async def test_an_agency_cannot_read_or_forge_another_agencys_durable_receipts(s
     # Its own consumer holds its own receipts only.
     mine = await _pull_receipts(police, settings, "police", 1)
     assert {r["agency"] for r in mine} == {"police"}
+
+
+async def test_an_agency_stores_messages_on_its_own_inbound_subject_only(secured, settings):
+    refusals = Refusals()
+    police = await secured.agency("police", refusals)
+    js = police.jetstream(timeout=2)
+    ack = await js.publish(f"{settings.subject_prefix}.inbound.police.submit",
+                           json.dumps(request_payload(request_id="POL-STORED-1")).encode())
+    assert ack.stream == settings.inbound_stream
+    receipts = await _pull_receipts(police, settings, "police", 1)
+    assert receipts[0]["request_id"] == "POL-STORED-1" and receipts[0]["status"] == "accepted"
+
+    before = await secured.messages()
+    with pytest.raises(nats.errors.TimeoutError):
+        await js.publish(f"{settings.subject_prefix}.inbound.school.submit", json.dumps(request_payload()).encode())
+    assert refusals.violation(f"{settings.subject_prefix}.inbound.school.submit")
+    assert await secured.messages() == before

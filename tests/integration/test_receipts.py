@@ -12,7 +12,7 @@ from nats.js import api
 
 from rethink.intake.app import build as intake
 from rethink.shared.contract import json_schemas
-from rethink.shared.receipts import Receipt
+from rethink.shared.receipts import Receipt, inbound_subject
 from tests.support import request_payload, wait_for
 
 pytestmark = pytest.mark.nats
@@ -103,3 +103,30 @@ async def test_a_request_id_re_sent_long_after_the_dedup_window_returns_the_orig
     assert again["case_id"] == first["case_id"] and again["event_ids"] == first["event_ids"]
     assert await event_log.read_case(first["case_id"]) == history
     assert (await js.stream_info(settings.stream)).state.messages == 2
+
+
+async def test_messages_stored_while_intake_is_down_are_handled_when_it_starts_and_receipted(
+        stream, run_services, nc, settings, subjects, event_log):
+    js = nc.jetstream()
+    subject = inbound_subject(subjects, "police", "submit")
+    stored = await js.publish(subject, json.dumps(request_payload(request_id="POL-DOWN-1")).encode())
+    await js.publish(subject, b'{"immediate_risk": ')
+    assert stored.stream == settings.inbound_stream  # JetStream has it: nothing is lost while intake is down
+    assert (await js.stream_info(settings.stream)).state.messages == 0
+
+    await run_services(intake)
+
+    kept = await _kept(nc, settings, "police", 2)
+    [accepted] = [r for r in kept if r["status"] == "accepted"]
+    [rejected] = [r for r in kept if r["status"] == "rejected"]
+    assert accepted["request_id"] == "POL-DOWN-1" and accepted["events"] == ["RequestSubmitted"]
+    assert [r.type for r in await event_log.read_case(accepted["case_id"])][0] == "RequestSubmitted"
+    assert rejected["reasons"][0]["code"] == "malformed_json"
+    # Each left the inbound stream once receipted (a work queue).
+    await wait_for(lambda: js.stream_info(settings.inbound_stream), lambda i: i.state.messages == 0,
+                   what="the inbound stream to drain")
+
+    again = await js.publish(subject, json.dumps(request_payload(request_id="POL-DOWN-1")).encode())
+    assert again.seq > stored.seq
+    receipts = await _kept(nc, settings, "police", 3)
+    assert [r.get("duplicate") for r in receipts if r.get("request_id") == "POL-DOWN-1"] == [None, True]

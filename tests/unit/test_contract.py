@@ -23,7 +23,7 @@ from rethink.shared.contract import (
     render_json,
 )
 from rethink.shared.eventlog import Subjects
-from rethink.shared.receipts import receipt_subject
+from rethink.shared.receipts import inbound_subject, receipt_subject
 from rethink.shared.settings import Settings
 from tests.support import request_payload
 
@@ -89,8 +89,11 @@ def test_the_asyncapi_channels_are_the_subjects_intake_listens_on_and_publishes_
         name: model for name, (model, _) in AGENCY_COMMANDS.items()}
     addresses = {name: ch["address"] for name, ch in doc["channels"].items()}
     assert addresses == {**{c: subjects.intake("{agency}", c) for c in parts.commands},
+                         **{f"{c}_stored": inbound_subject(subjects, "{agency}", c) for c in parts.commands},
                          "receipts": receipt_subject(subjects, "{agency}", "{status}"), "reply": None}
     for command, (model, _) in AGENCY_COMMANDS.items():
-        ref = doc["components"]["messages"][f"{command}:SubscribeMessage"]["payload"]["$ref"]
-        assert ref == f"#/components/schemas/{model.__name__}"
+        for channel in (command, f"{command}_stored"):
+            ref = doc["components"]["messages"][f"{channel}:SubscribeMessage"]["payload"]["$ref"]
+            assert ref == f"#/components/schemas/{model.__name__}"
         assert doc["operations"][command]["reply"]["channel"] == {"$ref": "#/channels/reply"}
+        assert "reply" not in doc["operations"][f"{command}_stored"]
