@@ -9,6 +9,7 @@ the service must answer every one, and the event log must gain nothing.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 
@@ -17,8 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from nats.js import api
 
 from rethink.shared.errors import MEANINGS
+from rethink.shared.receipts import inbound_subject
 from tests.support import request_payload
 
 pytestmark = pytest.mark.nats
@@ -126,4 +129,40 @@ async def test_a_message_over_the_servers_max_payload_never_reaches_intake(agenc
     with pytest.raises(nats.errors.MaxPayloadError):
         await nc.request(subjects.intake("police", "submit"), too_big, timeout=5)
     assert await agency.messages() == before
+    await agency.still_serves()
+
+
+async def test_generated_hostile_payloads_stored_in_jetstream_each_get_a_kept_rejection_receipt(
+        agency, nc, settings, subjects):
+    """The same, through the stored path: nobody waits for a reply, so the receipt is the answer."""
+    loop = asyncio.get_running_loop()
+    js = nc.jetstream()
+    before = await agency.messages()
+    receipts = await js.pull_subscribe(f"{settings.subject_prefix}.receipts.police.>", stream=settings.receipt_stream,
+                                       config=api.ConsumerConfig(ack_policy=api.AckPolicy.NONE,
+                                                                 deliver_policy=api.DeliverPolicy.NEW))
+    sent: list[str] = []
+
+    def store(command: str, body: bytes) -> dict:
+        async def go():
+            await js.publish(inbound_subject(subjects, "police", command), body)
+            [msg] = await receipts.fetch(1, timeout=10)  # one consumer, one at a time: receipts come in order
+            return json.loads(msg.data)
+        return asyncio.run_coroutine_threadsafe(go(), loop).result(timeout=30)
+
+    @hsettings(max_examples=100, deadline=None, database=None,
+               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+    @given(messages.filter(lambda m: len(m[1]) <= settings.max_message_bytes * 2))  # bigger: JetStream refuses
+    def each(message):
+        command, body = message
+        receipt = store(command, body)
+        sent.append(command)
+        assert receipt["body_sha256"] == hashlib.sha256(body).hexdigest(), receipt
+        assert receipt["status"] in {"rejected", "not_found"}, (command, body[:200], receipt)
+        assert all(r["code"] in MEANINGS and r["code"] != "internal_error" for r in receipt["reasons"]), receipt
+
+    await asyncio.to_thread(each)
+    assert len(sent) >= 100
+    assert await agency.messages() == before
+    assert (await js.stream_info(settings.inbound_stream)).state.messages == 0
     await agency.still_serves()
