@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import nats.errors
+import nats.js.errors
 import pytest
 from jsonschema import Draft202012Validator
 from nats.js import api
@@ -130,3 +131,11 @@ async def test_messages_stored_while_intake_is_down_are_handled_when_it_starts_a
     assert again.seq > stored.seq
     receipts = await _kept(nc, settings, "police", 3)
     assert [r.get("duplicate") for r in receipts if r.get("request_id") == "POL-DOWN-1"] == [None, True]
+
+
+async def test_a_stored_message_over_twice_intakes_limit_is_refused_by_jetstream_and_not_kept(
+        stream, nc, settings, subjects):
+    js = nc.jetstream()
+    with pytest.raises(nats.js.errors.APIError, match="maximum"):
+        await js.publish(inbound_subject(subjects, "police", "submit"), b"x" * (settings.max_message_bytes * 2 + 1))
+    assert (await js.stream_info(settings.inbound_stream)).state.messages == 0
