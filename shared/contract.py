@@ -125,8 +125,8 @@ def agency_broker(prefix: str = "rethink"):
     broker.publisher(
         f"{prefix}.receipts.{{agency}}.{{status}}", schema=Receipt, title="receipts",
         description="Every receipt, kept in the receipt stream for an agency that was offline; `status` is "
-                    "accepted, rejected, not_found or error. Pull them from your durable consumer (named after "
-                    "your agency) and ack each.",
+                    "accepted, rejected, not_found, unavailable or error. Pull them from your durable consumer "
+                    "(named after your agency) and ack each.",
     )
     return broker
 
@@ -145,7 +145,7 @@ def asyncapi_document(prefix: str = "rethink") -> dict[str, Any]:
     # each command is a receipt on the requester's own inbox.
     parameters = {
         "agency": {"description": "Your agency's name: the user the partnership gave you (rethink agencies add)."},
-        "status": {"enum": ["accepted", "rejected", "not_found", "error"], "description": "The receipt's status."},
+        "status": {"enum": ["accepted", "rejected", "not_found", "unavailable", "error"], "description": "The receipt's status."},
     }
     for channel in doc["channels"].values():
         used = {p: parameters[p] for p in parameters if "{" + p + "}" in channel["address"]}

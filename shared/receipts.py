@@ -24,7 +24,7 @@ from .logs import get_logger
 log = get_logger("rethink.receipts")
 
 SCHEMA_VERSION = 1
-Status = Literal["accepted", "rejected", "not_found", "error"]
+Status = Literal["accepted", "rejected", "not_found", "unavailable", "error"]
 # Identifiers echoed back from the message only when they are plainly identifiers.
 _ECHO = {"request_id": re.compile(r"^[A-Za-z0-9._:-]{1,100}$"),
          "command_id": re.compile(r"^[0-9a-fA-F-]{32,36}$"),
@@ -56,7 +56,8 @@ class Receipt(BaseModel):
     command: str = Field(description="The command named by the subject (submit, confirm_checks, ...).")
     received_at: AwareDatetime
     status: Status = Field(description="accepted: written (or already written); rejected / not_found: nothing "
-                                       "written, see reasons; error: nothing written, safe to re-send.")
+                                       "written, see reasons; unavailable / error: not done, safe to re-send "
+                                       "with the same request_id or command_id.")
     body_sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
                              description="SHA-256 of the message body as received: matches any message, even "
                                          "one that was not JSON.")

@@ -148,8 +148,11 @@ class RunningService:
                 # the receipt is kept for them to collect; nobody waits for a reply.
                 raw = msg.raw_message
                 receipt = await receive(raw.subject, raw.data)
-                if receipt.status == "error" and raw.metadata.num_delivered < INBOUND_ATTEMPTS:
-                    await msg.nack(delay=min(2 ** raw.metadata.num_delivered, 30))  # may pass: try again
+                # The log or database away for a moment: keep the message and try again, as long as it
+                # takes. A fault of ours: a few tries, then the agency gets the error receipt.
+                if receipt.status == "unavailable" or (
+                        receipt.status == "error" and raw.metadata.num_delivered < INBOUND_ATTEMPTS):
+                    await msg.nack(delay=min(2 ** raw.metadata.num_delivered, 30))
                     return
                 if await self.receipts.keep(receipt):
                     await msg.ack()
