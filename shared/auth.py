@@ -8,9 +8,10 @@ The server enforces it; Re-think's code does not have to be trusted to. Roles:
   other subject (so never to the log), delete or purge anything but its own consumers, and it
   may not touch the services' durable consumers (pulling from one would steal a service's
   events).
-- ``agency``: publishes only on its own inbound subjects (``<prefix>.intake.<agency>.>``) and
-  receives replies only on its own inbox prefix (``_INBOX_<agency>.>``), so it can neither act
-  as another agency nor read another's receipts, and it cannot read or write the log.
+- ``agency``: publishes only on its own inbound subjects (``<prefix>.intake.<agency>.>``),
+  receives replies only on its own inbox prefix (``_INBOX_<agency>.>``) and pulls only from its
+  own receipt consumer, so it can neither act as another agency nor read another's receipts,
+  and it cannot read or write the log.
 
 The registry keeps bcrypt hashes only; a password is shown once, when it is made.
 """
@@ -71,9 +72,25 @@ def auditor_permissions(stream: str) -> dict[str, Any]:
     }
 
 
-def agency_permissions(agency: str, prefix: str) -> dict[str, Any]:
+def receipt_consumer_apis(agency: str, receipt_stream: str) -> list[str]:
+    """JetStream API subjects an agency needs to collect its receipts, and no others.
+
+    Re-think creates each agency's durable pull consumer (named after the agency, filtered to
+    its receipt subjects); the agency may only read its info, pull from it and ack. It may not
+    create consumers at all: even with the filter pinned in the create subject (server 2.10+
+    refuses a config whose filter differs), a *push* consumer's deliver subject is not checked
+    against the creator's permissions, so the server would publish on any subject it was given
+    (another agency's intake subject, for one). Checked against a real server in
+    tests/integration/test_agency_permissions.py.
+    """
+    api, s = "$JS.API", receipt_stream
+    return [f"{api}.CONSUMER.INFO.{s}.{agency}", f"{api}.CONSUMER.MSG.NEXT.{s}.{agency}", f"$JS.ACK.{s}.{agency}.>"]
+
+
+def agency_permissions(agency: str, prefix: str, receipt_stream: str) -> dict[str, Any]:
     return {
-        "publish": {"allow": [f"{prefix}.intake.{agency}.>"]},
+        "publish": {"allow": [f"{prefix}.intake.{agency}.>", f"{prefix}.inbound.{agency}.>",
+                              *receipt_consumer_apis(agency, receipt_stream)]},
         "subscribe": {"allow": [f"{inbox_prefix(agency)}.>"]},
     }
 
@@ -84,7 +101,7 @@ def permissions_for(entry: Entry, settings: Settings) -> dict[str, Any] | None:
     if entry.role == "auditor":
         return auditor_permissions(settings.stream)
     if entry.role == "agency":
-        return agency_permissions(entry.name, settings.subject_prefix)
+        return agency_permissions(entry.name, settings.subject_prefix, settings.receipt_stream)
     raise AuthError(f"unknown role {entry.role!r} for user {entry.name}")
 
 

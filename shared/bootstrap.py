@@ -1,4 +1,4 @@
-"""Creates the event stream and each service's durable consumer, once, before services start.
+"""Creates the event, dead-letter and receipt streams and each service's durable consumer, once, before services start.
 
 Services bind to what exists (``declare=False``): if each declared the stream on start they
 would race and overwrite one another's configuration.
@@ -10,6 +10,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from .eventlog import Subjects
+from .receipts import INBOUND_CONSUMER, inbound_subject
 from .settings import SERVICES, Settings
 
 # How long JetStream waits for an ack before redelivering. Handlers take milliseconds, and a
@@ -31,6 +32,39 @@ def stream_config(settings: Settings, subjects: Subjects) -> api.StreamConfig:
         allow_rollup_hdrs=False,
         deny_purge=True,
         num_replicas=settings.stream_replicas,
+    )
+
+
+def receipt_stream_config(settings: Settings, subjects: Subjects) -> api.StreamConfig:
+    """Receipts wait here for agencies that were offline; each agency reads only its own subjects."""
+    return api.StreamConfig(
+        name=settings.receipt_stream,
+        subjects=[f"{subjects.prefix}.receipts.>"],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        max_age=float(settings.receipt_retention_days * 24 * 3600),
+        duplicate_window=120.0,
+    )
+
+
+def inbound_stream_config(settings: Settings, subjects: Subjects) -> api.StreamConfig:
+    """Agencies' stored messages wait here while intake is down; each leaves once it has a receipt."""
+    return api.StreamConfig(
+        name=settings.inbound_stream,
+        subjects=[inbound_subject(subjects, "*", "*")],
+        retention=api.RetentionPolicy.WORK_QUEUE,
+        storage=api.StorageType.FILE,
+        max_msg_size=settings.max_message_bytes * 2,  # bigger ones are refused by JetStream, not receipted
+        max_age=float(settings.receipt_retention_days * 24 * 3600),
+        duplicate_window=120.0,  # an agency may set Nats-Msg-Id; request_id is what lasts
+    )
+
+
+def inbound_consumer_config(subjects: Subjects) -> api.ConsumerConfig:
+    return api.ConsumerConfig(
+        durable_name=INBOUND_CONSUMER, filter_subject=inbound_subject(subjects, "*", "*"),
+        deliver_policy=api.DeliverPolicy.ALL, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_SECONDS,
+        max_ack_pending=1,
     )
 
 
@@ -68,6 +102,26 @@ async def bootstrap(js: JetStreamContext, settings: Settings) -> list[str]:
     except NotFoundError:
         await js.add_stream(dead)
         done.append(f"stream {settings.dead_letter_stream} created")
+    receipts = receipt_stream_config(settings, subjects)
+    try:
+        info = await js.stream_info(settings.receipt_stream)
+        if (info.config.subjects, info.config.max_age) != (receipts.subjects, receipts.max_age):
+            await js.update_stream(receipts)
+            done.append(f"stream {settings.receipt_stream} updated")
+    except NotFoundError:
+        await js.add_stream(receipts)
+        done.append(f"stream {settings.receipt_stream} created")
+    inbound = inbound_stream_config(settings, subjects)
+    try:
+        await js.stream_info(settings.inbound_stream)
+    except NotFoundError:
+        await js.add_stream(inbound)
+        done.append(f"stream {settings.inbound_stream} created")
+    try:
+        await js.consumer_info(settings.inbound_stream, INBOUND_CONSUMER)
+    except NotFoundError:
+        await js.add_consumer(settings.inbound_stream, inbound_consumer_config(subjects))
+        done.append(f"consumer {INBOUND_CONSUMER} created")
     for service in SERVICES:
         wanted_consumer = consumer_config(service, subjects)
         try:

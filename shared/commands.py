@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine
 
 from .clock import Clock
 from .envelope import Envelope, Origin, Recorded, derived_id, stamp
-from .errors import NotFound, Reason
+from .errors import Code, NotFound, Reason
 from .eventlog import EventLog, decide_and_append
 from .events import Event
 
@@ -107,7 +107,7 @@ def case_query(engine: Engine, view: Callable[[Connection, str], dict[str, Any] 
 
 
 def case_not_found(case_id: str) -> NotFound:
-    return NotFound(Reason("case_id", f"no case {case_id}"))
+    return NotFound(Reason("case_id", f"no case {case_id}", Code.CASE_NOT_FOUND))
 
 
 def accepted(case_id: str, events: Sequence[Envelope], duplicate: bool = False, **extra: Any) -> dict[str, Any]:

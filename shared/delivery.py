@@ -24,6 +24,7 @@ import sqlalchemy.exc
 from nats.js import JetStreamContext, api
 
 from .envelope import InvalidEvent, Recorded
+from .errors import Code, NotFound, Reason
 from .eventlog import ConcurrencyConflict, Subjects
 from .logs import get_logger
 
@@ -80,11 +81,26 @@ class DeadLetters:
             pending = (await sub.consumer_info()).num_pending or 0
             out: list[dict[str, Any]] = []
             while len(out) < pending:
-                out += [json.loads(m.data) for m in await sub.fetch(min(pending - len(out), 256), timeout=5)]
+                out += [{"id": m.metadata.sequence.stream, **json.loads(m.data)}
+                        for m in await sub.fetch(min(pending - len(out), 256), timeout=5)]
             return out
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+    async def get(self, parked_id: int) -> dict[str, Any]:
+        """One parked event by its id (its sequence in the dead-letter stream)."""
+        try:
+            msg = await self._js.get_msg(self.stream, parked_id)
+        except nats.js.errors.NotFoundError:
+            raise NotFound(Reason("id", f"nothing parked with id {parked_id}", Code.NOT_FOUND)) from None
+        if not (msg.subject or "").startswith(f"{self.subjects.prefix}.deadletter."):
+            raise NotFound(Reason("id", f"nothing parked with id {parked_id}", Code.NOT_FOUND))
+        return {"id": parked_id, **json.loads(msg.data)}
+
+    async def remove(self, parked_id: int) -> None:
+        await self._js.delete_msg(self.stream, parked_id)
 
 
 Park = Callable[[str, int, bytes, str, int], Awaitable[None]]

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .delivery import TRANSIENT
-from .errors import NotFound, Reason, Rejected
+from .errors import Code, NotFound, Reason, Rejected
 from .logs import get_logger
 
 log = get_logger("rethink.edge")
@@ -36,27 +36,41 @@ def rejection(reasons: list[Reason], guidance: str | None = None, status: str = 
     return reply
 
 
+def validation_code(error_type: str) -> Code:
+    """Pydantic's error types, folded into the few stable codes agencies branch on."""
+    if error_type == "missing":
+        return Code.FIELD_MISSING
+    if error_type == "extra_forbidden":
+        return Code.FIELD_UNKNOWN
+    if error_type.endswith("_type"):  # string_type, list_type, model_type, dict_type, ...
+        return Code.FIELD_WRONG_TYPE
+    return Code.FIELD_INVALID
+
+
 def validation_reasons(exc: ValidationError) -> list[Reason]:
     out = []
     for err in exc.errors(include_url=False, include_input=False):
         field = ".".join(str(p) for p in err["loc"]) or "(body)"
-        out.append(Reason(field, err["msg"]))
+        out.append(Reason(field, err["msg"], validation_code(err["type"])))
     return out
 
 
 def parse_json_object(body: bytes, max_bytes: int) -> dict[str, Any]:
     if len(body) > max_bytes:
-        raise Rejected(Reason("(body)", f"payload is {len(body)} bytes; the limit is {max_bytes}"))
+        raise Rejected(Reason("(body)", f"payload is {len(body)} bytes; the limit is {max_bytes}",
+                              Code.PAYLOAD_TOO_LARGE))
     try:
         data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
-        raise Rejected(Reason("(body)", "payload is not UTF-8 text")) from None
+        raise Rejected(Reason("(body)", "payload is not UTF-8 text", Code.NOT_UTF8)) from None
     except RecursionError:
-        raise Rejected(Reason("(body)", "JSON is nested too deeply")) from None
+        raise Rejected(Reason("(body)", "JSON is nested too deeply", Code.NESTING_TOO_DEEP)) from None
     except json.JSONDecodeError as exc:
-        raise Rejected(Reason("(body)", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")) from None
+        raise Rejected(Reason("(body)", f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                              Code.MALFORMED_JSON)) from None
     if not isinstance(data, dict):
-        raise Rejected(Reason("(body)", f"expected a JSON object, got {type(data).__name__}"))
+        raise Rejected(Reason("(body)", f"expected a JSON object, got {type(data).__name__}",
+                              Code.NOT_AN_OBJECT))
     return data
 
 
@@ -67,7 +81,8 @@ async def dispatch(
     route = routes.get(name)
     if route is None:
         known = ", ".join(sorted(routes))
-        return rejection([Reason("(subject)", f"unknown command or query {name[:64]!r}; known: {known}")])
+        return rejection([Reason("(subject)", f"unknown command or query {name[:64]!r}; known: {known}",
+                                   Code.UNKNOWN_COMMAND)])
     try:
         payload = route.model.model_validate(parse_json_object(body, max_bytes))
         return await route.handler(payload, **context)
@@ -83,8 +98,9 @@ async def dispatch(
         # ids from the command_id, so a retry finds them instead of writing them twice.
         log.warning("command_unavailable", command=name, error=f"{type(exc).__name__}: {exc}")
         return rejection([Reason("", "temporarily unavailable (the event log or the database did not answer); "
-                                     "retrying with the same command_id is safe")], status="unavailable")
+                                     "retrying with the same command_id is safe", Code.UNAVAILABLE)],
+                         status="unavailable")
     except Exception:  # the service must keep serving; the log has the detail
         log.exception("command_failed", command=name)
-        return rejection([Reason("", "internal error while handling the request; retrying with the same command_id is safe")],
-                         status="error")
+        return rejection([Reason("", "internal error while handling the request; retrying with the same command_id "
+                                 "is safe", Code.INTERNAL_ERROR)], status="error")

@@ -6,7 +6,9 @@ so an event delivered twice (redelivery after a crash or a lost ack) changes not
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -132,15 +134,33 @@ class ProjectionStore:
         return applied
 
     def apply(self, recorded: Recorded) -> bool:
-        """Apply once. Returns False when the event was already applied."""
+        """Apply once. Returns False when the event was already applied.
+
+        The one exception to "at or below the checkpoint means applied" is a parked event that an
+        operator retries (``retrying_parked``): it was skipped, never applied, and the checkpoint
+        has moved past it. It is applied now, and the checkpoint never moves back.
+        """
         cp = self._checkpoint
         with self.engine.begin() as conn:
             row = conn.execute(select(cp.c.last_seq).where(cp.c.consumer == self.consumer)).first()
-            if row is not None and recorded.seq <= row[0]:
+            if row is not None and recorded.seq <= row[0] and recorded.seq != _RETRYING.get():
                 return False
             self._apply(conn, recorded)
             if row is None:
                 conn.execute(cp.insert().values(consumer=self.consumer, last_seq=recorded.seq))
-            else:
+            elif recorded.seq > row[0]:
                 conn.execute(cp.update().where(cp.c.consumer == self.consumer).values(last_seq=recorded.seq))
         return True
+
+
+_RETRYING: ContextVar[int | None] = ContextVar("retrying_parked_seq", default=None)
+
+
+@contextlib.contextmanager
+def retrying_parked(seq: int) -> Iterator[None]:
+    """While handling a parked event again, let the projection apply that one sequence."""
+    token = _RETRYING.set(seq)
+    try:
+        yield
+    finally:
+        _RETRYING.reset(token)

@@ -17,14 +17,17 @@ from typing import Any
 import structlog
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, NatsUserPassword, PullSub
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .clock import Clock, SystemClock
 from .delivery import DeadLetters, deliver
 from .envelope import Recorded
+from .errors import Reason, Rejected
 from .eventlog import EventLog, Subjects
 from .logs import get_logger
 from .messaging import Route, dispatch
+from .projection import retrying_parked
+from .receipts import INBOUND_ATTEMPTS, INBOUND_CONSUMER, Receipt, ReceiptLog, inbound_subject, receipt_for
 from .settings import Settings
 
 log = get_logger("rethink.runtime")
@@ -38,6 +41,11 @@ class _Empty(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class RetryParked(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: int = Field(ge=1, description="The parked event's id (its sequence in the dead-letter stream).")
+
+
 @dataclass
 class ServiceParts:
     """What a service factory returns: pure handlers, no connections."""
@@ -47,7 +55,7 @@ class ServiceParts:
     queries: Mapping[str, Route] = field(default_factory=dict)
     on_event: Callable[[Recorded], Awaitable[None]] | None = None
     periodic: list[tuple[float, Callable[[], Awaitable[Any]]]] = field(default_factory=list)
-    intake_subject: bool = False  # intake also listens on rethink.intake.<agency>.<command>
+    intake_subject: bool = False  # intake also listens on <prefix>.intake.<agency>.<command> (and .inbound.)
 
 
 Factory = Callable[[Settings, EventLog, Clock], ServiceParts]
@@ -74,11 +82,15 @@ class RunningService:
         self.parts: ServiceParts | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.last_applied_seq = 0
+        # Events are applied one at a time: from the consumer, or an operator's retry of a parked one.
+        self._applying = asyncio.Lock()
 
     async def start(self) -> None:
         nc = await self.broker.connect()
         event_log = EventLog(nc.jetstream(), self.settings.stream, self.subjects)
         self.dead_letters = DeadLetters(nc.jetstream(), self.settings.dead_letter_stream, self.subjects)
+        self._js = nc.jetstream()
+        self.receipts = ReceiptLog(nc.jetstream(), self.settings.receipt_stream, self.subjects)
         self.parts = parts = self.factory(self.settings, event_log, self.clock)
         self._wire(parts)
         await self.broker.start()
@@ -109,11 +121,43 @@ class RunningService:
             return await dispatch(queries, query, msg.body, max_bytes)
 
         if parts.intake_subject:
+            async def receive(subject: str, body: bytes) -> Receipt:
+                # The producing agency is taken from the subject it arrived on, never the payload.
+                _, _, agency, command = subject.rsplit(".", 3)
+                structlog.contextvars.clear_contextvars()
+                received_at = self.clock.now()
+                reply = await dispatch(parts.commands, command, body, max_bytes, agency=agency)
+                return receipt_for(reply, agency, command, body, received_at, max_bytes)
+
             @broker.subscriber(s.intake("*", "*"), queue=f"{name}-agencies")
             async def on_agency(msg: NatsMessage) -> dict[str, Any]:
-                # The producing agency is taken from the subject it arrived on, never the payload.
-                _, _, agency, command = msg.raw_message.subject.rsplit(".", 3)
-                return await dispatch(parts.commands, command, msg.body, max_bytes, agency=agency)
+                receipt = await receive(msg.raw_message.subject, msg.body)
+                # Every message gets a receipt, kept durably for an agency that is not listening now.
+                await self.receipts.keep(receipt)
+                return receipt.to_reply()
+
+            @broker.subscriber(
+                inbound_subject(s, "*", "*"),
+                stream=JStream(self.settings.inbound_stream, declare=False),
+                durable=INBOUND_CONSUMER,
+                pull_sub=PullSub(batch_size=1, timeout=1.0),
+                ack_policy=AckPolicy.MANUAL,
+            )
+            async def on_inbound(msg: NatsMessage) -> None:
+                # Messages agencies stored in JetStream (the path that works while intake is down):
+                # the receipt is kept for them to collect; nobody waits for a reply.
+                raw = msg.raw_message
+                receipt = await receive(raw.subject, raw.data)
+                # The log or database away for a moment: keep the message and try again, as long as it
+                # takes. A fault of ours: a few tries, then the agency gets the error receipt.
+                if receipt.status == "unavailable" or (
+                        receipt.status == "error" and raw.metadata.num_delivered < INBOUND_ATTEMPTS):
+                    await msg.nack(delay=min(2 ** raw.metadata.num_delivered, 30))
+                    return
+                if await self.receipts.keep(receipt):
+                    await msg.ack()
+                else:
+                    await msg.nack(delay=5)  # the agency must get its receipt: keep the message until it can
 
         if parts.on_event is not None:
             handler = parts.on_event
@@ -127,16 +171,46 @@ class RunningService:
             )
             async def on_event(msg: NatsMessage) -> None:
                 raw = msg.raw_message
-                done = await deliver(
-                    handler, raw.data, raw.metadata.sequence.stream, service=name, keep_alive=raw.in_progress,
-                    stopping=self.stopping, park=self.dead_letters.park,
-                    max_attempts=self.settings.max_handler_attempts,
-                )
+                async with self._applying:
+                    done = await deliver(
+                        handler, raw.data, raw.metadata.sequence.stream, service=name, keep_alive=raw.in_progress,
+                        stopping=self.stopping, park=self.dead_letters.park,
+                        max_attempts=self.settings.max_handler_attempts,
+                    )
                 if done:
                     await msg.ack()
                     self.last_applied_seq = raw.metadata.sequence.stream
                 else:
                     await msg.nack(delay=1)
+
+            retry = {"retry_parked": Route(RetryParked, lambda cmd: self._retry_parked(handler, cmd),
+                                           "Apply a parked event again (after its cause was fixed)")}
+
+            @broker.subscriber(f"{s.prefix}.ops.{name}.*", queue=f"{name}-ops")
+            async def on_ops(msg: NatsMessage) -> dict[str, Any]:
+                return await dispatch(retry, msg.raw_message.subject.rsplit(".", 1)[-1], msg.body, max_bytes)
+
+    async def _retry_parked(self, handler: Callable[[Recorded], Awaitable[None]], cmd: RetryParked) -> dict[str, Any]:
+        """Apply one parked event now; on success it leaves the dead-letter stream."""
+        name = self.parts.name if self.parts else "?"
+        parked = await self.dead_letters.get(cmd.id)
+        if parked["service"] != name:
+            raise Rejected(Reason("id", f"parked by {parked['service']}, not {name}"))
+        try:  # the event as the log holds it, in full (the parked copy may be cut short)
+            data = (await self._js.get_msg(self.settings.stream, parked["seq"])).data
+        except Exception:
+            data = parked["message"].encode()
+        try:
+            recorded = Recorded.from_message(data, parked["seq"])
+            async with self._applying:
+                with retrying_parked(parked["seq"]):
+                    await handler(recorded)
+        except Exception as exc:
+            log.warning("parked_retry_failed", service=name, parked_id=cmd.id, seq=parked["seq"], error=str(exc))
+            raise Rejected(Reason("id", f"still fails: {type(exc).__name__}: {exc}")) from None
+        await self.dead_letters.remove(cmd.id)
+        log.info("parked_event_applied", service=name, parked_id=cmd.id, seq=parked["seq"])
+        return {"status": "accepted", "id": cmd.id, "service": name, "seq": parked["seq"]}
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
         while not self.stopping.is_set():

@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     embedded_nats_port: int = Field(default=14222, description="Port of the embedded nats-server (127.0.0.1).")
     stream: str = Field(default="RETHINK_EVENTS", description="JetStream stream holding case events.")
     dead_letter_stream: str = Field(default="RETHINK_DEADLETTER", description="Where events that always fail are parked.")
+    receipt_stream: str = Field(default="RETHINK_RECEIPTS", description="JetStream stream keeping agencies' receipts.")
+    receipt_retention_days: int = Field(default=90, ge=1, description="How long receipts are kept for agencies to collect.")
+    inbound_stream: str = Field(default="RETHINK_INBOUND",
+                                description="JetStream stream where agencies' stored messages wait for intake.")
     max_handler_attempts: int = Field(default=8, ge=1, description="Tries before an event that always fails is parked.")
     subject_prefix: str = Field(default="rethink", pattern=r"^[A-Za-z0-9_-]+$", description="First token of every subject.")
     stream_replicas: int = Field(default=1, ge=1, le=5,

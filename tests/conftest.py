@@ -58,6 +58,8 @@ def settings(nats_url: str, tmp_path: Path) -> Settings:
         state_dir=tmp_path / "state",
         stream=f"TEST_{tag}",
         dead_letter_stream=f"TESTDL_{tag}",
+        receipt_stream=f"TESTRC_{tag}",
+        inbound_stream=f"TESTIN_{tag}",
         subject_prefix=f"t{tag}",
         overdue_check_interval_seconds=3600,
         outbox_interval_seconds=0.1,  # emails leave promptly, so tests wait for them briefly
@@ -81,6 +83,7 @@ async def stream(nc: nats.NATS, settings: Settings) -> AsyncIterator[str]:
     try:
         yield settings.stream
     finally:
-        for name in (settings.stream, settings.dead_letter_stream):
+        for name in (settings.stream, settings.dead_letter_stream, settings.receipt_stream,
+                     settings.inbound_stream):
             with contextlib.suppress(Exception):
                 await js.delete_stream(name)

@@ -26,6 +26,11 @@ from rethink.shared.settings import Settings
 from . import domain, projection
 
 NAME = "intake"
+# What an agency may send (published as docs/schemas and docs/asyncapi.yaml by rethink.shared.contract).
+AGENCY_COMMANDS: dict[str, tuple[type[BaseModel], str]] = {
+    "submit": (domain.SubmitRequest, "Request a Re-think."),
+    "confirm_checks": (domain.ConfirmChecks, "Confirm the three checks of a request that was missing some."),
+}
 
 
 class ListQuery(BaseModel):
@@ -45,6 +50,7 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
         return Origin(producer=agency, actor=actor, correlation_id=correlation)
 
     async def submit(req: domain.SubmitRequest, agency: str = "cli") -> dict[str, Any]:
+        domain.check_claimed_agency(req.agency, agency)
         seed = f"{agency}|{req.request_id}" if req.request_id else (req.command_id or None)
         # A repeat must land on the same case: derive the id from whatever makes it a repeat.
         if req.request_id:
@@ -68,6 +74,7 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
         )
 
     async def confirm_checks(cmd: domain.ConfirmChecks, agency: str = "cli") -> dict[str, Any]:
+        domain.check_claimed_agency(cmd.agency, agency)
         def decide(history: list[Recorded]):
             if not history:
                 raise case_not_found(cmd.case_id)
@@ -86,12 +93,10 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
         with store.engine.connect() as conn:
             return {"status": "ok", "result": projection.list_view(conn, q.status, q.limit, q.agency)}
 
+    handlers = {"submit": submit, "confirm_checks": confirm_checks}
     return ServiceParts(
         name=NAME,
-        commands={
-            "submit": Route(domain.SubmitRequest, submit, "Request a Re-think"),
-            "confirm_checks": Route(domain.ConfirmChecks, confirm_checks, "Confirm the three checks"),
-        },
+        commands={name: Route(model, handlers[name], summary) for name, (model, summary) in AGENCY_COMMANDS.items()},
         queries={
             "case": Route(CaseQuery, case_query(store.engine, projection.case_view)),
             "requests": Route(ListQuery, requests),

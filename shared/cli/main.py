@@ -35,6 +35,8 @@ case_app = typer.Typer(help="Read a case.", no_args_is_help=True)
 service_app = typer.Typer(help="Run one service (what `rethink up` starts).", no_args_is_help=True)
 audit_app = typer.Typer(help="For auditors: read-only views of the event log.", no_args_is_help=True)
 projections_app = typer.Typer(help="Operate on the services' projections.", no_args_is_help=True)
+contract_app = typer.Typer(help="The contract agencies build against (docs/schemas, docs/asyncapi.yaml).",
+                           no_args_is_help=True)
 auth_app = typer.Typer(help="NATS users and what each may do.", no_args_is_help=True)
 agencies_app = typer.Typer(help="Agencies' credentials: who may submit as whom.", no_args_is_help=True)
 deadletter_app = typer.Typer(help="Events a service could never apply, parked with their reason.",
@@ -45,7 +47,7 @@ for sub, name in ((request_app, "request"), (meeting_app, "meeting"), (action_ap
                   (escalation_app, "escalation"), (case_app, "case"), (service_app, "service"),
                   (audit_app, "audit"), (projections_app, "projections"),
                   (auth_app, "auth"), (deadletter_app, "deadletter"), (notifications_app, "notifications"),
-                  (agencies_app, "agencies")):
+                  (agencies_app, "agencies"), (contract_app, "contract")):
     app.add_typer(sub, name=name)
 
 # Piped output (CI logs, files) gets room for the history table instead of 80 columns.
@@ -146,6 +148,16 @@ def catalogue(fmt: Annotated[str, typer.Option("--format", help="markdown or jso
     from .catalogue import catalogue_json, catalogue_markdown
 
     typer.echo(catalogue_markdown() if fmt == "markdown" else catalogue_json())
+
+
+@contract_app.command("write")
+@friendly
+def contract_write(docs: Annotated[Path, typer.Option(help="The docs folder to refresh")] = Path("docs")) -> None:
+    """Regenerate the JSON Schemas, the AsyncAPI document and the rejection-code table from the code."""
+    from rethink.shared.contract import write_contract
+
+    for path in write_contract(docs):
+        out.print(f"wrote {path}", highlight=False)
 
 
 @service_app.command("run")
@@ -269,10 +281,11 @@ def deadletter_list(service: Annotated[str | None, typer.Option(help="Only this 
         typer.echo(json.dumps(parked, indent=2))
         return
     table = Table(title=f"{len(parked)} parked events")
-    for col in ("service", "seq", "parked at", "attempts", "reason"):
+    for col in ("id", "service", "seq", "parked at", "attempts", "reason"):
         table.add_column(col, overflow="fold")
     for p in parked:
-        table.add_row(p["service"], str(p["seq"]), p["parked_at"], str(p["attempts"]), escape(p["reason"]))
+        table.add_row(str(p["id"]), p["service"], str(p["seq"]), p["parked_at"], str(p["attempts"]),
+                      escape(p["reason"]))
     out.print(table)
 
 
@@ -317,6 +330,77 @@ def notifications_retry(
     ids = reply.get("retried", [])
     out.print(f"{len(ids)} email(s) queued to send again" + (f": {', '.join(map(str, ids))}" if ids else ""),
               highlight=False)
+
+
+
+@deadletter_app.command("show")
+@friendly
+def deadletter_show(parked_id: Annotated[int, typer.Argument(metavar="ID", help="The id from `deadletter list`")]) -> None:
+    """One parked event: who parked it, why, and the event as the log holds it."""
+    from rethink.shared.delivery import DeadLetters
+
+    s = settings()
+
+    async def go(c: Client) -> dict[str, Any]:
+        js = c.nc.jetstream()
+        parked = await _parked_or_fail(DeadLetters(js, s.dead_letter_stream, c.subjects), parked_id)
+        try:
+            parked["event"] = json.loads((await js.get_msg(s.stream, parked["seq"])).data)
+        except Exception:  # gone from the log, or never an event at all: the parked copy is all there is
+            parked["event"] = None
+        return parked
+
+    typer.echo(json.dumps(call(go), indent=2))
+
+
+@deadletter_app.command("retry")
+@friendly
+def deadletter_retry(
+    parked_id: Annotated[int | None, typer.Argument(metavar="[ID]", help="The id from `deadletter list`")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Retry every parked event")] = False,
+) -> None:
+    """Apply parked events again, by the service that parked them (after fixing the cause).
+
+    An event that now applies leaves the dead-letter stream; one that still fails stays, with
+    the error printed. The service must be running.
+    """
+    from rethink.shared.delivery import DeadLetters
+
+    if (parked_id is None) == (not every):
+        raise CliError("give one parked event's ID, or --all")
+    s = settings()
+
+    async def go(c: Client) -> list[tuple[int, dict[str, Any]]]:
+        dead = DeadLetters(c.nc.jetstream(), s.dead_letter_stream, c.subjects)
+        targets = await dead.list() if every else [await _parked_or_fail(dead, parked_id)]
+        results = []
+        for p in targets:
+            subject = f"{c.subjects.prefix}.ops.{p['service']}.retry_parked"
+            results.append((p["id"], await c.request(subject, {"id": p["id"]}, p["service"])))
+        return results
+
+    results = call(go)
+    failed = 0
+    for pid, reply in results:
+        if reply.get("status") == "accepted":
+            out.print(f"{pid}: applied by {reply['service']} (seq {reply['seq']}); no longer parked", highlight=False)
+        else:
+            failed += 1
+            reasons = "; ".join(r["message"] for r in reply.get("reasons", []))
+            err.print(f"{pid}: {reply.get('status')}: {reasons}", highlight=False, soft_wrap=True)
+    if not results:
+        out.print("nothing is parked")
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _parked_or_fail(dead: Any, parked_id: int) -> dict[str, Any]:
+    from rethink.shared.errors import NotFound
+
+    try:
+        return await dead.get(parked_id)
+    except NotFound as exc:
+        raise CliError(str(exc.reasons[0].message)) from None
 
 
 # --- requests -----------------------------------------------------------------------------

@@ -39,6 +39,9 @@ def service_env(settings: Settings) -> dict[str, str]:
         "RETHINK_NATS_URL": settings.resolved_nats_url(),
         "RETHINK_STATE_DIR": str(Path(settings.state_dir).resolve()),
         "RETHINK_STREAM": settings.stream,
+        "RETHINK_DEAD_LETTER_STREAM": settings.dead_letter_stream,
+        "RETHINK_RECEIPT_STREAM": settings.receipt_stream,
+        "RETHINK_INBOUND_STREAM": settings.inbound_stream,
         "RETHINK_SUBJECT_PREFIX": settings.subject_prefix,
     })
     return env

@@ -105,7 +105,10 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 def settings_for(url: str, tmp: Path, stage: str, tag: str) -> Settings:
-    return Settings(nats_url=url, state_dir=tmp / stage, stream=f"BENCH_{stage.upper()}_{tag}",
+    # Every stream named per stage: stages share one server, and a stream's subjects are its prefix's.
+    name = f"{stage.upper()}_{tag}"
+    return Settings(nats_url=url, state_dir=tmp / stage, stream=f"BENCH_{name}", dead_letter_stream=f"BENCHDL_{name}",
+                    receipt_stream=f"BENCHRC_{name}", inbound_stream=f"BENCHIN_{name}",
                     subject_prefix=f"bench{stage}{tag}", overdue_check_interval_seconds=3600)
 
 

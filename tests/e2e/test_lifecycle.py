@@ -140,7 +140,7 @@ def test_a_case_goes_from_request_to_closure_across_four_service_processes(setti
 
 async def _drop_stream(settings: Settings) -> None:
     nc = await nats.connect(settings.resolved_nats_url())
-    for name in (settings.stream, settings.dead_letter_stream):
+    for name in (settings.stream, settings.dead_letter_stream, settings.receipt_stream, settings.inbound_stream):
         with contextlib.suppress(Exception):
             await nc.jetstream().delete_stream(name)
     await nc.close()

@@ -3,14 +3,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 
+import nats
 import pytest
 from nats.errors import NoRespondersError
 
+from rethink.intake.app import build as intake
+from rethink.shared.auth import Registry, inbox_prefix, url_with
+from rethink.shared.bootstrap import bootstrap
 from rethink.shared.clock import Clock, SystemClock
 from rethink.shared.eventlog import EventLog, Subjects
+from rethink.shared.natsserver import EmbeddedNats, free_port
 from rethink.shared.runtime import Factory, RunningService
 from rethink.shared.settings import Settings
-from tests.support import ask, wait_for
+from tests.support import Refusals, ask, request_payload, wait_for
 
 
 async def _answers_ping(nc, subject: str) -> None:
@@ -88,3 +93,96 @@ def smtp_server() -> Iterator[tuple[RecordingSmtpHandler, int]]:
         yield handler, controller.port
     finally:
         controller.stop()
+
+
+@pytest.fixture
+async def agency(run_services, nc, settings, subjects):
+    """Intake running; helpers to send as an agency and to count what is in the log."""
+    await run_services(intake)
+    js = nc.jetstream()
+
+    async def listening():
+        # run_services waits for the query subject; also wait until the agency subject answers
+        # (an unknown command writes nothing).
+        try:
+            return await ask(nc, subjects.intake("police", "ready"), {}, timeout=2)
+        except NoRespondersError:
+            return None
+
+    await wait_for(listening, what="intake listening on agency subjects")
+
+    class Agency:
+        async def messages(self) -> int:
+            return (await js.stream_info(settings.stream)).state.messages
+
+        async def send(self, payload, agency: str = "police", command: str = "submit") -> dict:
+            return await ask(nc, subjects.intake(agency, command), payload)
+
+        async def refused(self, payload, agency: str = "police", command: str = "submit") -> dict:
+            """Send, expect a refusal, and prove nothing was written."""
+            before = await self.messages()
+            reply = await self.send(payload, agency, command)
+            assert reply["status"] == "rejected", reply
+            assert await self.messages() == before
+            return reply
+
+        async def still_serves(self) -> None:
+            before = await self.messages()
+            reply = await self.send(request_payload())
+            assert reply["status"] == "accepted", reply
+            assert await self.messages() > before
+
+        async def applied(self, seq: int) -> None:
+            """Wait until intake has handled the log up to ``seq`` (so its reactions are written)."""
+            await wait_for(lambda: ask(nc, subjects.query("intake", "ping"), {}),
+                           lambda p: p["last_applied_seq"] >= seq, what=f"intake to apply seq {seq}")
+
+    return Agency()
+
+
+class Secured:
+    """A nats-server of its own, started with the generated authorization config, and intake
+    running as the services user; agencies police and school have credentials."""
+
+    def __init__(self, settings, tmp_path):
+        self.settings = settings
+        self.registry = Registry(tmp_path / "auth", settings)
+        self.core = self.registry.ensure_core()
+        self.agencies = {name: self.registry.add_agency(name) for name in ("police", "school")}
+        self.port = free_port()
+        self.server = EmbeddedNats(self.port, tmp_path / "js", extra_args=["-c", str(self.registry.config_file)])
+        self.clients: list[nats.NATS] = []
+
+    async def connect(self, name: str, password: str, refusals: Refusals | None = None, **kw) -> nats.NATS:
+        nc = await nats.connect(url_with(name, password, port=self.port), max_reconnect_attempts=1,
+                                allow_reconnect=False, error_cb=(refusals or Refusals()).record, **kw)
+        self.clients.append(nc)
+        return nc
+
+    async def agency(self, name: str, refusals: Refusals | None = None) -> nats.NATS:
+        return await self.connect(name, self.agencies[name], refusals, inbox_prefix=inbox_prefix(name))
+
+    async def messages(self) -> int:
+        return (await self.services.jetstream().stream_info(self.settings.stream)).state.messages
+
+
+@pytest.fixture
+async def secured(settings, tmp_path):
+    s = Secured(settings, tmp_path)
+    s.server.start()
+    service = None
+    try:
+        s.services = await s.connect("rethink-services", s.core["rethink-services"])
+        await bootstrap(s.services.jetstream(), settings)
+        service_settings = settings.model_copy(update={"nats_url": url_with(
+            "rethink-services", s.core["rethink-services"], port=s.port)})
+        service = RunningService(intake, service_settings)
+        await service.start()
+        yield s
+    finally:
+        if service is not None:
+            await service.stop()
+        for nc in s.clients:
+            with contextlib.suppress(Exception):
+                await nc.close()
+        s.server.stop()

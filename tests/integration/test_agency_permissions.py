@@ -3,69 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
+from nats.js import api
 
-from rethink.intake.app import build as intake
-from rethink.shared.auth import Registry, inbox_prefix, url_with
-from rethink.shared.bootstrap import bootstrap
-from rethink.shared.natsserver import EmbeddedNats, free_port
-from rethink.shared.runtime import RunningService
+from rethink.shared.auth import inbox_prefix
 from tests.support import Refusals, request_payload, wait_for
 
 pytestmark = pytest.mark.nats
 
 
-
-
-class Secured:
-    def __init__(self, settings, tmp_path):
-        self.settings = settings
-        self.registry = Registry(tmp_path / "auth", settings)
-        self.core = self.registry.ensure_core()
-        self.agencies = {name: self.registry.add_agency(name) for name in ("police", "school")}
-        self.port = free_port()
-        self.server = EmbeddedNats(self.port, tmp_path / "js", extra_args=["-c", str(self.registry.config_file)])
-        self.clients: list[nats.NATS] = []
-
-    async def connect(self, name: str, password: str, refusals: Refusals | None = None, **kw) -> nats.NATS:
-        nc = await nats.connect(url_with(name, password, port=self.port), max_reconnect_attempts=1,
-                                allow_reconnect=False, error_cb=(refusals or Refusals()).record, **kw)
-        self.clients.append(nc)
-        return nc
-
-    async def agency(self, name: str, refusals: Refusals | None = None) -> nats.NATS:
-        return await self.connect(name, self.agencies[name], refusals, inbox_prefix=inbox_prefix(name))
-
-    async def messages(self) -> int:
-        return (await self.services.jetstream().stream_info(self.settings.stream)).state.messages
-
-
-@pytest.fixture
-async def secured(settings, tmp_path):
-    s = Secured(settings, tmp_path)
-    s.server.start()
-    service = None
-    try:
-        s.services = await s.connect("rethink-services", s.core["rethink-services"])
-        await bootstrap(s.services.jetstream(), settings)
-        service_settings = settings.model_copy(update={"nats_url": url_with(
-            "rethink-services", s.core["rethink-services"], port=s.port)})
-        service = RunningService(intake, service_settings)
-        await service.start()
-        yield s
-    finally:
-        if service is not None:
-            await service.stop()
-        for nc in s.clients:
-            with contextlib.suppress(Exception):
-                await nc.close()
-        s.server.stop()
 
 
 def submit_subject(settings, agency: str) -> str:
@@ -148,3 +100,89 @@ async def test_wrong_credentials_and_a_revoked_agency_are_refused(secured):
     assert secured.registry.agencies() == ["police"]
     police = await secured.agency("police")  # the others keep working
     assert police.is_connected
+
+
+# --- durable receipts ---------------------------------------------------------------------------
+
+
+async def _pull_receipts(nc, settings, consumer: str, want: int) -> list[dict]:
+    sub = await nc.jetstream(timeout=2).pull_subscribe_bind(consumer, stream=settings.receipt_stream)
+    got: list[dict] = []
+
+    async def more():
+        try:
+            for m in await sub.fetch(want - len(got), timeout=1):
+                got.append(json.loads(m.data))
+                await m.ack()
+        except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError):
+            pass  # no receipt yet, or not even the consumer: intake makes it with the agency's first receipt
+        return len(got)
+
+    await wait_for(more, lambda n: n >= want, what=f"{want} receipts on {consumer}")
+    return got
+
+
+async def test_an_agency_offline_when_intake_answered_collects_its_receipts_later(secured, settings):
+    police = await secured.agency("police")
+    await _submit(police, submit_subject(settings, "police"))  # intake is up and answering
+    # Fire and forget, then go away: no one is listening for the replies.
+    payload = request_payload(request_id="POL-OFFLINE-1")
+    await police.publish(submit_subject(settings, "police"), json.dumps(payload).encode())
+    await police.publish(submit_subject(settings, "police"), b'{"immediate_risk": ')
+    await police.flush()
+    await police.close()
+
+    later = await secured.agency("police")
+    receipts = await _pull_receipts(later, settings, "police", 3)
+    offline = [r for r in receipts if r.get("request_id") == "POL-OFFLINE-1"]
+    assert [r["status"] for r in offline] == ["accepted"]
+    assert offline[0]["case_id"].startswith("RT-") and offline[0]["event_ids"]
+    [malformed] = [r for r in receipts if r["status"] == "rejected"]
+    assert malformed["reasons"][0]["code"] == "malformed_json"
+    assert {r["agency"] for r in receipts} == {"police"}
+
+
+async def test_an_agency_cannot_read_or_forge_another_agencys_durable_receipts(secured, settings):
+    school = await secured.agency("school")
+    await _submit(school, submit_subject(settings, "school"))  # school now has a receipt and a consumer
+    refusals = Refusals()
+    police = await secured.agency("police", refusals)
+    await _submit(police, submit_subject(settings, "police"))
+    js = police.jetstream(timeout=1)
+
+    with pytest.raises(nats.errors.TimeoutError):  # pull from school's consumer
+        sub = await js.pull_subscribe_bind("school", stream=settings.receipt_stream)
+        await sub.fetch(1, timeout=1)
+    with pytest.raises(nats.errors.TimeoutError):  # a consumer of its own on school's receipts
+        await js.add_consumer(settings.receipt_stream, api.ConsumerConfig(
+            name="police", durable_name="police", filter_subject=f"{settings.subject_prefix}.receipts.school.>"))
+    with pytest.raises(nats.errors.TimeoutError):  # nor any consumer at all (push consumers deliver anywhere)
+        await js.add_consumer(settings.receipt_stream, api.ConsumerConfig(
+            name="police", durable_name="police", filter_subject=f"{settings.subject_prefix}.receipts.police.>"))
+    with pytest.raises(nats.errors.TimeoutError):  # nor forge a receipt
+        await js.publish(f"{settings.subject_prefix}.receipts.school.accepted", b"{}", stream=settings.receipt_stream)
+    assert refusals.violation(f"consumer.msg.next.{settings.receipt_stream}.school")
+    assert refusals.violation(f"consumer.create.{settings.receipt_stream}.police.{settings.subject_prefix}.receipts.school")
+    assert refusals.violation(f"consumer.create.{settings.receipt_stream}.police.{settings.subject_prefix}.receipts.police")
+    assert refusals.violation(f"{settings.subject_prefix}.receipts.school.accepted")
+
+    # Its own consumer holds its own receipts only.
+    mine = await _pull_receipts(police, settings, "police", 1)
+    assert {r["agency"] for r in mine} == {"police"}
+
+
+async def test_an_agency_stores_messages_on_its_own_inbound_subject_only(secured, settings):
+    refusals = Refusals()
+    police = await secured.agency("police", refusals)
+    js = police.jetstream(timeout=2)
+    ack = await js.publish(f"{settings.subject_prefix}.inbound.police.submit",
+                           json.dumps(request_payload(request_id="POL-STORED-1")).encode())
+    assert ack.stream == settings.inbound_stream
+    receipts = await _pull_receipts(police, settings, "police", 1)
+    assert receipts[0]["request_id"] == "POL-STORED-1" and receipts[0]["status"] == "accepted"
+
+    before = await secured.messages()
+    with pytest.raises(nats.errors.TimeoutError):
+        await js.publish(f"{settings.subject_prefix}.inbound.school.submit", json.dumps(request_payload()).encode())
+    assert refusals.violation(f"{settings.subject_prefix}.inbound.school.submit")
+    assert await secured.messages() == before

@@ -6,60 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from nats.errors import NoRespondersError
 
-from rethink.intake.app import build as intake
-from tests.support import ask, request_payload, wait_for
+from tests.support import request_payload, wait_for
 
 pytestmark = pytest.mark.nats
 
 NO = {"answer": False, "note": "Not yet"}
 YES = {"answer": True}
-
-
-@pytest.fixture
-async def agency(run_services, nc, settings, subjects):
-    """Intake running; helpers to send as an agency and to count what is in the log."""
-    await run_services(intake)
-    js = nc.jetstream()
-
-    async def listening():
-        # run_services waits for the query subject; also wait until the agency subject answers
-        # (an unknown command writes nothing).
-        try:
-            return await ask(nc, subjects.intake("police", "ready"), {}, timeout=2)
-        except NoRespondersError:
-            return None
-
-    await wait_for(listening, what="intake listening on agency subjects")
-
-    class Agency:
-        async def messages(self) -> int:
-            return (await js.stream_info(settings.stream)).state.messages
-
-        async def send(self, payload, agency: str = "police", command: str = "submit") -> dict:
-            return await ask(nc, subjects.intake(agency, command), payload)
-
-        async def refused(self, payload, agency: str = "police", command: str = "submit") -> dict:
-            """Send, expect a refusal, and prove nothing was written."""
-            before = await self.messages()
-            reply = await self.send(payload, agency, command)
-            assert reply["status"] == "rejected", reply
-            assert await self.messages() == before
-            return reply
-
-        async def still_serves(self) -> None:
-            before = await self.messages()
-            reply = await self.send(request_payload())
-            assert reply["status"] == "accepted", reply
-            assert await self.messages() > before
-
-        async def applied(self, seq: int) -> None:
-            """Wait until intake has handled the log up to ``seq`` (so its reactions are written)."""
-            await wait_for(lambda: ask(nc, subjects.query("intake", "ping"), {}),
-                           lambda p: p["last_applied_seq"] >= seq, what=f"intake to apply seq {seq}")
-
-    return Agency()
 
 
 def reason(reply: dict, field: str) -> str:

@@ -17,8 +17,10 @@ import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, select
 from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
+from typer.testing import CliRunner
 
 from rethink.shared.bootstrap import consumer_config
+from rethink.shared.cli import main
 from rethink.shared.clock import SystemClock
 from rethink.shared.commands import envelopes
 from rethink.shared.delivery import DeadLetters
@@ -303,3 +305,80 @@ async def test_a_transient_failure_is_never_parked_however_long_it_lasts(
     await wait_for(lambda: asyncio.sleep(0, probe.applied), lambda a: a == [seq], timeout=20, what="applied")
     assert probe.attempts == [seq] * 6
     assert await DeadLetters(nc.jetstream(), settings.dead_letter_stream, subjects).list() == []
+
+
+# --- operators: deadletter show / retry --------------------------------------------------------
+
+
+async def rethink(monkeypatch, settings: Settings, *args: str):
+    """Run the CLI in a worker thread: it runs its own event loop, as it does for a person."""
+    monkeypatch.setattr(main, "settings", lambda: settings)
+    return await asyncio.to_thread(CliRunner().invoke, main.app, list(args))
+
+
+async def _parked_poison(probe, run_services, event_log, nc, settings, subjects) -> tuple[int, int, dict]:
+    settings.max_handler_attempts = 2
+    probe.poison.add("poison")
+    [bad, good] = await append_many(event_log, new_case_id(), ["poison", "after-poison"])
+    await run_services(probe.factory)
+    await wait_for(lambda: asyncio.sleep(0, probe.applied), lambda a: a == [good], what="the event after it")
+    [parked] = await DeadLetters(nc.jetstream(), settings.dead_letter_stream, subjects).list(NAME)
+    return bad, good, parked
+
+
+async def test_deadletter_show_gives_the_reason_and_the_event_as_the_log_holds_it(
+        probe, run_services, event_log, nc, settings, subjects, monkeypatch):
+    bad, _, parked = await _parked_poison(probe, run_services, event_log, nc, settings, subjects)
+
+    shown = await rethink(monkeypatch, settings, "deadletter", "show", str(parked["id"]))
+    assert shown.exit_code == 0, shown.output
+    detail = json.loads(shown.stdout)
+    assert (detail["id"], detail["service"], detail["seq"]) == (parked["id"], NAME, bad)
+    assert detail["reason"] == "ValueError: poison can never be applied"
+    assert detail["event"]["data"]["action_id"] == "poison"
+
+    listed = await rethink(monkeypatch, settings, "deadletter", "list")
+    assert str(parked["id"]) in listed.stdout and "poison can never be applied" in listed.stdout
+    missing = await rethink(monkeypatch, settings, "deadletter", "show", "999")
+    assert missing.exit_code == 1 and "nothing parked with id 999" in missing.stderr
+
+
+async def test_deadletter_retry_applies_a_fixed_event_once_and_unparks_it(
+        probe, run_services, event_log, nc, settings, subjects, monkeypatch):
+    bad, good, parked = await _parked_poison(probe, run_services, event_log, nc, settings, subjects)
+
+    still = await rethink(monkeypatch, settings, "deadletter", "retry", str(parked["id"]))
+    assert still.exit_code == 1 and "still fails: ValueError: poison can never be applied" in still.stderr
+    assert len(await DeadLetters(nc.jetstream(), settings.dead_letter_stream, subjects).list()) == 1
+
+    probe.poison.clear()  # the operator fixed the cause
+    fixed = await rethink(monkeypatch, settings, "deadletter", "retry", str(parked["id"]))
+    assert fixed.exit_code == 0, fixed.output
+    assert f"{parked['id']}: applied by {NAME} (seq {bad})" in fixed.stdout
+    # Applied although the checkpoint had moved past it, and the checkpoint did not move back.
+    assert sorted(row[3] for row in rows(probe.store, probe.table)) == [bad, good]
+    assert probe.store.last_seq() == good
+    assert await DeadLetters(nc.jetstream(), settings.dead_letter_stream, subjects).list() == []
+
+    again = await rethink(monkeypatch, settings, "deadletter", "retry", str(parked["id"]))
+    assert again.exit_code == 1 and "nothing parked" in again.stderr
+    assert sorted(row[3] for row in rows(probe.store, probe.table)) == [bad, good]
+
+
+async def test_deadletter_retry_all_retries_each_and_reports_what_still_fails(
+        probe, run_services, event_log, nc, settings, subjects, monkeypatch):
+    settings.max_handler_attempts = 1
+    probe.poison.update({"p1", "p2"})
+    [s1, s2] = await append_many(event_log, new_case_id(), ["p1", "p2"])
+    await run_services(probe.factory)
+    dead = DeadLetters(nc.jetstream(), settings.dead_letter_stream, subjects)
+    await wait_for(lambda: dead.list(), lambda p: len(p) == 2, what="both parked")
+
+    probe.poison.discard("p1")
+    result = await rethink(monkeypatch, settings, "deadletter", "retry", "--all")
+    assert result.exit_code == 1
+    assert f"applied by {NAME} (seq {s1})" in result.stdout and "still fails" in result.stderr
+    assert [p["seq"] for p in await dead.list()] == [s2]
+    assert [row[3] for row in rows(probe.store, probe.table)] == [s1]
+    nothing = await rethink(monkeypatch, settings, "deadletter", "retry")
+    assert nothing.exit_code == 1 and "give one parked event's ID, or --all" in nothing.stderr

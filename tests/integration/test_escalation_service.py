@@ -282,6 +282,6 @@ async def test_commands_and_queries_on_an_unknown_case_are_not_found(run_service
     await run_services(build)
     reply = await ask(nc, subjects.command("escalation", "raise"), {"case_id": CASE, "reason": "Stuck."})
     assert reply["status"] == "not_found"
-    assert reply["reasons"] == [{"field": "case_id", "message": f"no case {CASE}"}]
+    assert reply["reasons"] == [{"field": "case_id", "code": "case_not_found", "message": f"no case {CASE}"}]
     view = await case_view(nc, subjects)
     assert view["status"] == "not_found"

@@ -31,8 +31,13 @@ def test_an_agency_gets_only_its_own_subjects_and_inbox_in_the_rendered_config(r
     registry.add_agency("police")
     config = json.loads(registry.config_file.read_text().removeprefix("authorization "))
     police = next(u for u in config["users"] if u["user"] == "police")
-    assert police["permissions"] == {"publish": {"allow": ["rethink.intake.police.>"]},
-                                     "subscribe": {"allow": ["_INBOX_police.>"]}}
+    assert police["permissions"] == {
+        "publish": {"allow": ["rethink.intake.police.>", "rethink.inbound.police.>",
+                              # its own receipt consumer: read its info, pull, ack; never create one
+                              "$JS.API.CONSUMER.INFO.RETHINK_RECEIPTS.police",
+                              "$JS.API.CONSUMER.MSG.NEXT.RETHINK_RECEIPTS.police",
+                              "$JS.ACK.RETHINK_RECEIPTS.police.>"]},
+        "subscribe": {"allow": ["_INBOX_police.>"]}}
     services = next(u for u in config["users"] if u["user"] == "rethink-services")
     assert "permissions" not in services
 

@@ -57,7 +57,7 @@ def test_agencies_are_deduplicated_ignoring_case():
 
 
 def test_complete_checks_are_confirmed_once_by_reaction():
-    submitted = recorded(RequestSubmitted(**_request().model_dump(exclude={"immediate_risk", "command_id", "actor"})))
+    submitted = recorded(RequestSubmitted(**_request().model_dump(exclude={"immediate_risk", "command_id", "actor", "agency", "schema_version"})))
     assert [type(e) for e in domain.react([submitted], submitted)] == [ChecksConfirmed]
     confirmed = recorded(ChecksConfirmed(checks=submitted.payload.checks), seq=2)
     assert domain.react([submitted, confirmed], submitted) == []
@@ -65,7 +65,7 @@ def test_complete_checks_are_confirmed_once_by_reaction():
 
 def test_missing_checks_wait_and_guide_the_requester_back_to_the_lowest_level():
     req = _request(checks=_checks(hips_policy_considered=False))
-    submitted = recorded(RequestSubmitted(**req.model_dump(exclude={"immediate_risk", "command_id", "actor"})),
+    submitted = recorded(RequestSubmitted(**req.model_dump(exclude={"immediate_risk", "command_id", "actor", "agency", "schema_version"})),
                          producer="police")
     assert domain.react([submitted], submitted) == []
     still_no = domain.ConfirmChecks(case_id="RT-AAAAAAAAAA", checks=_checks(conversation_had=False))
@@ -77,7 +77,7 @@ def test_missing_checks_wait_and_guide_the_requester_back_to_the_lowest_level():
 
 def test_a_later_confirmation_completes_the_request_only_for_the_requesting_agency():
     req = _request(checks=_checks(raised_with_network=False))
-    submitted = recorded(RequestSubmitted(**req.model_dump(exclude={"immediate_risk", "command_id", "actor"})),
+    submitted = recorded(RequestSubmitted(**req.model_dump(exclude={"immediate_risk", "command_id", "actor", "agency", "schema_version"})),
                          producer="police")
     cmd = domain.ConfirmChecks(case_id="RT-AAAAAAAAAA", checks=_checks())
     assert [type(e) for e in domain.decide_confirmation([submitted], cmd, agency="police")] == [ChecksConfirmed]
