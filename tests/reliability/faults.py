@@ -49,9 +49,13 @@ Fault = Callable[[System, Load, int], Awaitable[float | None]]
 
 
 async def _run(root: Path, name: str, cases: int, rate: float, fault: Fault | None,
-               kind: type[System] = System) -> Row:
+               kind: type[System] = System, replicas: bool = False) -> Row:
     system = await kind(root).start()
     try:
+        if replicas:
+            extra = [system.start_replica(name) for name in SERVICES]
+            await system.wait_serving(SERVICES)
+            assert all(system.procs[k].poll() is None for k in extra)
         load = Load(system)
         at = max(1, cases // 3)
         recovery: list[asyncio.Task] = []
@@ -92,6 +96,21 @@ def terminate_service(name: str) -> Fault:
         system.start_service(name)
         return await _serving_again(system, name, time.monotonic())
     return fault
+
+
+async def replicas_then_kill_one(system: System, load: Load, _: int) -> float:
+    """Each service already runs as two processes; kill -9 the first of each, mid-stream.
+    Returns how long until every service's consumer moved on (the survivor took over)."""
+    stream = system.settings.stream
+    floors = {n: (await system.js.consumer_info(stream, n)).ack_floor.stream_seq for n in SERVICES}
+    t0 = time.monotonic()
+    for name in SERVICES:
+        system.kill_service(name)
+    for name in SERVICES:
+        await until(lambda n=name: system.js.consumer_info(stream, n),
+                    lambda info, n=name: info.ack_floor.stream_seq > floors[n] or not info.num_pending, 120,
+                    f"the surviving {name} replica acking")
+    return time.monotonic() - t0
 
 
 async def restart_server(system: System, load: Load, _: int) -> float:
@@ -155,6 +174,9 @@ async def run_fault(root: Path, fault: str, cases: int, rate: float) -> Row:
         row = await _run(root, f"SIGTERM {fault[5:]} (graceful stop), restart", cases, rate, stopper)
         row.extra["exit_code"], row.extra["stop_seconds"] = getattr(stopper, "exit", (None, None))
         return row
+    if fault == "replicas":
+        return await _run(root, "two replicas of every service; kill -9 one of each", cases, rate,
+                          replicas_then_kill_one, replicas=True)
     if fault == "restart-server":
         return await _run(root, "kill -9 and restart the nats-server", cases, rate, restart_server)
     if fault.startswith("lock-"):
@@ -175,7 +197,7 @@ async def run_fault(root: Path, fault: str, cases: int, rate: float) -> Row:
     raise ValueError(f"unknown fault {fault!r}")
 
 
-FAULTS = [*(f"kill-{s}" for s in SERVICES), *(f"term-{s}" for s in SERVICES), "restart-server", "kill-node", *(f"lock-{s}" for s in ("scheduling", "meeting")),
+FAULTS = [*(f"kill-{s}" for s in SERVICES), *(f"term-{s}" for s in SERVICES), "replicas", "restart-server", "kill-node", *(f"lock-{s}" for s in ("scheduling", "meeting")),
           "duplicates", "steady"]
 
 

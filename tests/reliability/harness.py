@@ -76,13 +76,17 @@ class System:
 
     async def start(self) -> System:
         self.start_nats()
-        # The harness's own connection must survive the server restarts it causes.
-        self.nc = await nats.connect(**self.settings.nats_connect_kwargs(), max_reconnect_attempts=-1,
-                                     reconnect_time_wait=0.2)
-        await bootstrap(self.nc.jetstream(), self.settings)
-        for name in SERVICES:
-            self.start_service(name)
-        await self.wait_serving(SERVICES)
+        try:
+            # The harness's own connection must survive the server restarts it causes.
+            self.nc = await nats.connect(**self.settings.nats_connect_kwargs(), max_reconnect_attempts=-1,
+                                         reconnect_time_wait=0.2)
+            await bootstrap(self.nc.jetstream(), self.settings)
+            for name in SERVICES:
+                self.start_service(name)
+            await self.wait_serving(SERVICES)
+        except BaseException:
+            await self.stop()  # never leave a half-started system behind
+            raise
         return self
 
     async def stop(self) -> None:
@@ -114,6 +118,12 @@ class System:
     # --- faults -------------------------------------------------------------------------
     def start_service(self, name: str) -> None:
         self.procs[name] = spawn(name, self.settings, self.root / "logs")
+
+    def start_replica(self, name: str) -> str:
+        """A second process of the same service: it shares the durable consumer and the queue groups."""
+        key = f"{name}#2"
+        self.procs[key] = spawn(name, self.settings, self.root / "logs" / "replica")
+        return key
 
     def kill_service(self, name: str) -> None:
         proc = self.procs[name]

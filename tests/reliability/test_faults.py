@@ -47,6 +47,11 @@ async def test_a_service_stopped_with_sigterm_mid_stream_exits_cleanly_and_loses
     assert row.extra["exit_code"] == 0
 
 
+async def test_two_replicas_of_each_service_apply_every_event_once_even_when_one_dies(tmp_path):
+    row = await run_fault(tmp_path, "replicas", CASES, RATE)
+    assert_nothing_lost_or_doubled(row)
+
+
 async def test_the_services_reconnect_by_themselves_when_the_nats_server_restarts(tmp_path):
     row = await run_fault(tmp_path, "restart-server", CASES, RATE)
     assert_nothing_lost_or_doubled(row)
