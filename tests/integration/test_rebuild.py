@@ -11,7 +11,7 @@ from rethink.meeting.app import build as meeting
 from rethink.scheduling.app import build as scheduling
 from rethink.shared.cli.client import Client
 from rethink.shared.cli.demo import drive
-from rethink.shared.rebuild import projection_store, rebuild_target, replay_into, swap_sqlite
+from rethink.shared.rebuild import projection_store, rebuild_plan, replay_into
 from rethink.shared.settings import SERVICES
 from tests.support import ask, wait_for
 
@@ -64,10 +64,10 @@ async def test_a_rebuild_swaps_in_beside_the_live_sqlite_file_and_survives_a_wip
     live.engine.dispose()
     assert _rows(projection_store("intake", settings.db_url("intake")))["intake_requests"] == []
 
-    target, swap = rebuild_target(settings, "intake")
-    assert swap and target.endswith(".rebuild.db")
-    store = projection_store("intake", target)
+    plan = rebuild_plan(settings, "intake")
+    assert plan.url.endswith(".rebuild.db")
+    store = plan.store()
     await replay_into(nc.jetstream(), settings, store)
     store.engine.dispose()
-    swap_sqlite(settings.db_url("intake"), target)
+    plan.swap()
     assert _rows(projection_store("intake", settings.db_url("intake"))) == before
