@@ -34,6 +34,15 @@ class NotMigrated(ValueError):
     """The projection's schema is not the one this code needs (the CLI prints it as one line)."""
 
 
+# Every database with migrations: each service's projection, and scheduling's email outbox
+# (a database of its own, because a rebuild replaces the projection but must not forget what
+# was sent). name -> (module holding its `metadata`, Alembic script location).
+DATABASES: dict[str, tuple[str, str]] = {
+    **{s: (f"rethink.{s}.projection", f"rethink.{s}:migrations") for s in SERVICES},
+    "outbox": ("rethink.scheduling.outbox", "rethink.scheduling:outbox_migrations"),
+}
+
+
 @dataclass(frozen=True)
 class Migrated:
     service: str
@@ -42,19 +51,40 @@ class Migrated:
     where: str
 
 
-def _config(service: str, connection: Connection | None = None) -> Config:
-    if service not in SERVICES:
-        raise ValueError(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+@dataclass(frozen=True)
+class Target:
+    """One database to migrate: its name in DATABASES, an engine, and its PostgreSQL schema."""
+
+    name: str
+    engine: Engine
+    schema: str | None = None
+
+
+def _target(store: ProjectionStore | Target) -> Target:
+    return store if isinstance(store, Target) else Target(store.consumer, store.engine, store.schema)
+
+
+def _known(name: str) -> tuple[str, str]:
+    if name not in DATABASES:
+        raise ValueError(f"unknown service {name!r}; choose one of {', '.join(DATABASES)}")
+    return DATABASES[name]
+
+
+def _config(name: str, connection: Connection | None = None) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", f"rethink.{service}:migrations")
+    cfg.set_main_option("script_location", _known(name)[1])
     cfg.attributes["connection"] = connection
     return cfg
 
 
-def head(service: str) -> str:
-    heads = ScriptDirectory.from_config(_config(service)).get_heads()
+def metadata_of(name: str) -> MetaData:
+    return importlib.import_module(_known(name)[0]).metadata
+
+
+def head(name: str) -> str:
+    heads = ScriptDirectory.from_config(_config(name)).get_heads()
     if len(heads) != 1:  # two branches would leave "head" ambiguous: a mistake in the migrations
-        raise NotMigrated(f"{service}: migrations have {len(heads)} heads, expected one")
+        raise NotMigrated(f"{name}: migrations have {len(heads)} heads, expected one")
     return heads[0]
 
 
@@ -64,7 +94,7 @@ def current(engine: Engine) -> str | None:
 
 
 def ensure_schema(url: str, schema: str | None) -> None:
-    """Create the service's PostgreSQL schema if missing (no-op elsewhere)."""
+    """Create the PostgreSQL schema if missing (no-op elsewhere)."""
     if schema is None or is_sqlite(url):
         return
     engine = create_engine(url, poolclass=NullPool)  # no search_path: the schema may not exist yet
@@ -75,33 +105,43 @@ def ensure_schema(url: str, schema: str | None) -> None:
         engine.dispose()
 
 
-def upgrade(store: ProjectionStore, revision: str = "head") -> Migrated:
-    """Bring one projection to ``revision``, in one transaction where the database allows."""
-    service = store.consumer
-    ensure_schema(store.engine.url.render_as_string(hide_password=False), store.schema)
-    with store.engine.begin() as conn:
+def upgrade(store: ProjectionStore | Target, revision: str = "head") -> Migrated:
+    """Bring one database to ``revision``, in one transaction where the database allows."""
+    t = _target(store)
+    ensure_schema(t.engine.url.render_as_string(hide_password=False), t.schema)
+    with t.engine.begin() as conn:
         before = MigrationContext.configure(conn).get_current_revision()
-        if before is None and inspect(conn).has_table("checkpoint"):
+        if before is None and any(inspect(conn).has_table(name) for name in metadata_of(t.name).tables):
             # Made by `create_all` before migrations existed: those tables are the baseline.
-            command.stamp(_config(service, conn), BASELINE)
-        command.upgrade(_config(service, conn), revision)
+            command.stamp(_config(t.name, conn), BASELINE)
+        command.upgrade(_config(t.name, conn), revision)
         after = MigrationContext.configure(conn).get_current_revision()
-    return Migrated(service, before, after or "", where(store))
+    return Migrated(t.name, before, after or "", where(t))
 
 
-def check_at_head(store: ProjectionStore) -> None:
-    want, have = head(store.consumer), current(store.engine)
+def check_at_head(store: ProjectionStore | Target) -> None:
+    t = _target(store)
+    want, have = head(t.name), current(t.engine)
     if have != want:
         state = f"at revision {have}" if have else "not created yet"
         raise NotMigrated(
-            f"the {store.consumer} projection ({where(store)}) is {state}; this version needs {want}. "
-            f"Run `rethink migrate {store.consumer}` (the bootstrap job does) and start again."
+            f"the {t.name} tables ({where(t)}) are {state}; this version needs {want}. "
+            f"Run `rethink migrate {t.name}` (the bootstrap job does) and start again."
         )
 
 
-def where(store: ProjectionStore) -> str:
-    url = store.engine.url.render_as_string(hide_password=True)
-    return url if store.schema is None or is_sqlite(store.engine) else f"{url} schema {store.schema}"
+def where(store: ProjectionStore | Target) -> str:
+    t = _target(store)
+    url = t.engine.url.render_as_string(hide_password=True)
+    return url if t.schema is None or is_sqlite(t.engine) else f"{url} schema {t.schema}"
+
+
+def target_for(settings: Settings, name: str) -> Target:
+    """The database ``name`` as configured (no I/O yet)."""
+    _known(name)
+    url = settings.db_url(name)
+    schema = None if is_sqlite(url) else settings.db_schema(name)
+    return Target(name, make_engine(url, schema), schema)
 
 
 def service_store(settings: Settings, service: str, *, url: str | None = None,
@@ -109,30 +149,41 @@ def service_store(settings: Settings, service: str, *, url: str | None = None,
     """The ProjectionStore of one service's projection (no I/O yet)."""
     if service not in SERVICES:
         raise ValueError(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
-    module = importlib.import_module(f"rethink.{service}.projection")
+    module = importlib.import_module(DATABASES[service][0])
     url = url or settings.db_url(service)
     schema = None if is_sqlite(url) else (schema or settings.db_schema(service))
     return ProjectionStore(make_engine(url, schema), module.metadata, service, module.apply, schema)
 
 
-def open_projection(settings: Settings, service: str) -> ProjectionStore:
-    """What a service does on start: migrate its SQLite file, or insist its schema is at head."""
-    store = service_store(settings, service)
-    if is_sqlite(store.engine):
-        upgrade(store)
+def prepare(target: ProjectionStore | Target) -> None:
+    """What a service does on start: migrate a SQLite file, or insist a schema elsewhere is at head."""
+    if is_sqlite(target.engine):
+        upgrade(target)
     else:
-        check_at_head(store)
+        check_at_head(target)
+
+
+def open_projection(settings: Settings, service: str) -> ProjectionStore:
+    store = service_store(settings, service)
+    prepare(store)
     return store
 
 
-def migrate(settings: Settings, services: list[str] | tuple[str, ...]) -> list[Migrated]:
+def open_database(settings: Settings, name: str) -> Engine:
+    """An engine on a database that is not a projection (the outbox), prepared like one."""
+    target = target_for(settings, name)
+    prepare(target)
+    return target.engine
+
+
+def migrate(settings: Settings, names: list[str] | tuple[str, ...]) -> list[Migrated]:
     done = []
-    for service in services:
-        store = service_store(settings, service)
+    for name in names:
+        target = target_for(settings, name)
         try:
-            done.append(upgrade(store))
+            done.append(upgrade(target))
         finally:
-            store.engine.dispose()
+            target.engine.dispose()
     return done
 
 
@@ -170,10 +221,10 @@ def new_revision(service: str, message: str) -> str:
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = service_store(Settings(state_dir=Path(tmp)), service)
-        upgrade(store)
+        target = target_for(Settings(state_dir=Path(tmp)), service)
+        upgrade(target)
         number = len(list(ScriptDirectory.from_config(_config(service)).walk_revisions())) + 1
-        with store.engine.begin() as conn:
+        with target.engine.begin() as conn:
             script = command.revision(_config(service, conn), message, autogenerate=True, rev_id=f"{number:04d}")
-        store.engine.dispose()
+        target.engine.dispose()
     return str(script.path) if script and not isinstance(script, list) else ""

@@ -102,18 +102,22 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def projection_db(backend: str, request: pytest.FixtureRequest, tmp_path: Path):
-    """``open(service) -> ProjectionStore`` migrated to head: a SQLite file, or a fresh PostgreSQL schema."""
-    from rethink.shared.migrations import service_store, upgrade
+    """``open(service) -> ProjectionStore`` migrated to head: a SQLite file, or a fresh PostgreSQL schema.
+
+    ``open("outbox")`` gives the outbox's migrated database (a ``Target``: engine and schema).
+    """
+    from rethink.shared.migrations import service_store, target_for, upgrade
 
     stores = []
     tag = uuid.uuid4().hex[:8]
 
     def open_store(service: str):
         if backend == "sqlite":
-            store = service_store(Settings(state_dir=tmp_path), service, url=f"sqlite:///{tmp_path / service}.db")
+            s = Settings(state_dir=tmp_path)
         else:
             url = request.getfixturevalue("postgres_url")
-            store = service_store(Settings(), service, url=url, schema=f"{service}_{tag}")
+            s = Settings(database_url={service: url}, database_schema={service: f"{service}_{tag}"})
+        store = target_for(s, service) if service == "outbox" else service_store(s, service)
         upgrade(store)
         stores.append(store)
         return store
@@ -125,12 +129,12 @@ def projection_db(backend: str, request: pytest.FixtureRequest, tmp_path: Path):
 
 def on_postgres(settings: Settings, postgres_url: str) -> Settings:
     """The same settings with every projection in PostgreSQL, in schemas of this test's own."""
-    from rethink.shared.settings import SERVICES
+    from rethink.shared.migrations import DATABASES
 
     tag = uuid.uuid4().hex[:8]
     return settings.model_copy(update={
-        "database_url": {s: postgres_url for s in SERVICES},
-        "database_schema": {s: f"{s}_{tag}" for s in SERVICES},
+        "database_url": {s: postgres_url for s in DATABASES},
+        "database_schema": {s: f"{s}_{tag}" for s in DATABASES},
     })
 
 
@@ -155,11 +159,10 @@ def settings(nats_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> S
         console_port=0,  # console tests serve it in-process; a fixed port would clash between runs
     )
     if "backend" in request.fixturenames and request.getfixturevalue("backend") == "postgresql":
-        from rethink.shared.migrations import migrate
-        from rethink.shared.settings import SERVICES
+        from rethink.shared.migrations import DATABASES, migrate
 
         s = on_postgres(s, request.getfixturevalue("postgres_url"))
-        migrate(s, SERVICES)
+        migrate(s, list(DATABASES))
     return s
 
 

@@ -32,7 +32,7 @@ from rethink.shared.events import (
 )
 from rethink.shared.logs import get_logger
 from rethink.shared.messaging import Route
-from rethink.shared.migrations import open_projection
+from rethink.shared.migrations import open_database, open_projection
 from rethink.shared.runtime import ServiceParts
 from rethink.shared.settings import Settings
 from rethink.shared.workdays import england_and_wales
@@ -84,9 +84,7 @@ def outbox_for(settings: Settings, clock: Clock, transport: Transport | None = N
                          backoff=timedelta(seconds=settings.outbox_backoff_seconds),
                          backoff_max=timedelta(seconds=settings.outbox_backoff_max_seconds),
                          claim_timeout=timedelta(seconds=settings.outbox_claim_timeout_seconds))
-    box = Outbox(make_engine(settings.db_url("outbox")), clock, transport or make_transport(settings), policy)
-    box.create_schema()
-    return box
+    return Outbox(open_database(settings, "outbox"), clock, transport or make_transport(settings), policy)
 
 
 def meeting_id_for(seed: object) -> str:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from rethink.shared.natsserver import NatsServerError
-from rethink.shared.settings import SERVICES, Settings
+from rethink.shared.settings import Settings
 
 from . import render
 from .client import Client, CliError
@@ -137,24 +137,28 @@ def bootstrap_cmd(
     migrations: Annotated[bool, typer.Option(help="Also migrate every service's projection to head")] = True,
 ) -> None:
     """Create the event stream and the services' consumers, then migrate the projections (idempotent)."""
+    from rethink.shared.migrations import DATABASES
+
     from .supervisor import run_bootstrap
 
     s = settings()
     done = asyncio.run(run_bootstrap(s))
     out.print("\n".join(done) or "nothing to do: stream and consumers exist", highlight=False)
     if migrations:
-        _print_migrated(_migrate(s, list(SERVICES)))
+        _print_migrated(_migrate(s, list(DATABASES)))
 
 
 @app.command("migrate")
 @friendly
 def migrate_cmd(
-    service: Annotated[str | None, typer.Argument(help="One service; omit with --all")] = None,
-    all_services: Annotated[bool, typer.Option("--all", help="Every service")] = False,
+    service: Annotated[str | None, typer.Argument(help="One service (or outbox, scheduling's email outbox)")] = None,
+    all_services: Annotated[bool, typer.Option("--all", help="Every service's projection, and the outbox")] = False,
     new: Annotated[str | None, typer.Option(
         "--new", help="For developers: autogenerate SERVICE's next revision with this message")] = None,
 ) -> None:
     """Bring projections' schemas to the head revision of their migrations (SQLite files or PostgreSQL)."""
+    from rethink.shared.migrations import DATABASES
+
     if bool(service) == all_services:
         raise CliError("give one SERVICE or --all")
     if new is not None:
@@ -164,7 +168,7 @@ def migrate_cmd(
             raise CliError("--new needs one SERVICE")
         out.print(f"wrote {new_revision(service, new)}: read it, adjust it, and test it", highlight=False)
         return
-    _print_migrated(_migrate(settings(), list(SERVICES) if all_services else [service or ""]))
+    _print_migrated(_migrate(settings(), list(DATABASES) if all_services else [service or ""]))
 
 
 def _migrate(s: Settings, services: list[str]):

@@ -17,7 +17,7 @@ from pathlib import Path
 import nats
 
 from rethink.shared.bootstrap import bootstrap
-from rethink.shared.migrations import migrate
+from rethink.shared.migrations import DATABASES, migrate
 from rethink.shared.natsserver import EmbeddedNats
 from rethink.shared.settings import SERVICES, Settings
 
@@ -112,7 +112,7 @@ def running_system(settings: Settings) -> Iterator[dict[str, subprocess.Popen[by
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         asyncio.run(run_bootstrap(settings))
-        migrate(settings, SERVICES)  # what the bootstrap job does in a deployment
+        migrate(settings, list(DATABASES))  # what the bootstrap job does in a deployment
         for name in SERVICES:
             procs[name] = spawn(name, settings, Path(settings.state_dir) / "logs")
         asyncio.run(wait_until_serving(settings))

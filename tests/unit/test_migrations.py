@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from rethink.intake import projection as intake
 from rethink.shared.cli.main import app
-from rethink.shared.migrations import BASELINE, NotMigrated, current, head, open_projection
+from rethink.shared.migrations import BASELINE, DATABASES, NotMigrated, current, head, open_projection
 from rethink.shared.projection import ProjectionStore, make_engine
-from rethink.shared.settings import SERVICES, Settings
+from rethink.shared.settings import Settings
 from tests.support import recorded
 from tests.unit.test_projection_contract import submitted
 
@@ -46,7 +46,7 @@ def test_a_service_on_postgresql_refuses_an_unmigrated_schema_until_rethink_migr
     schema = f"intake_{uuid.uuid4().hex[:8]}"
     for k, v in _pg_env(postgres_url, tmp_path, schema).items():
         monkeypatch.setenv(k, v)
-    with pytest.raises(NotMigrated, match=r"intake projection .* is not created yet.*rethink migrate intake"):
+    with pytest.raises(NotMigrated, match=r"the intake tables .* are not created yet.*rethink migrate intake"):
         open_projection(Settings(), "intake")
 
     first = CliRunner().invoke(app, ["migrate", "intake"])
@@ -63,7 +63,7 @@ def test_migrate_all_brings_every_sqlite_projection_to_head(tmp_path, monkeypatc
     monkeypatch.setenv("RETHINK_STATE_DIR", str(tmp_path))
     result = CliRunner().invoke(app, ["migrate", "--all"])
     assert result.exit_code == 0, result.output
-    for service in SERVICES:
+    for service in DATABASES:
         assert f"{service}: empty -> {head(service)}" in result.output
         assert current(make_engine(f"sqlite:///{tmp_path / service}.db")) == head(service)
 

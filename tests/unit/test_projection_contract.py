@@ -17,8 +17,7 @@ from sqlalchemy import inspect, select
 from rethink.escalation import projection as escalation
 from rethink.intake import projection as intake
 from rethink.shared.events import ActionCompleted, CaseClosed, ChecksConfirmed, RequestSubmitted
-from rethink.shared.migrations import current, head
-from rethink.shared.settings import SERVICES
+from rethink.shared.migrations import DATABASES, current, head, metadata_of
 from tests.support import recorded, request_payload
 from tests.unit.test_escalation_domain import advanced, raised, resolved
 
@@ -48,14 +47,14 @@ def rows(store):
                 for t in store.metadata.sorted_tables}
 
 
-@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("service", DATABASES)
 def test_migrations_make_exactly_the_tables_the_code_declares(projection_db, service):
     store = projection_db(service)
     with store.engine.connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn), store.metadata)
+        diffs = compare_metadata(MigrationContext.configure(conn), metadata_of(service))
         tables = set(inspect(conn).get_table_names())
     assert diffs == []
-    assert tables == set(store.metadata.tables) | {"alembic_version"}
+    assert tables == set(metadata_of(service).tables) | {"alembic_version"}
     assert current(store.engine) == head(service)
 
 
@@ -84,7 +83,9 @@ def test_intake_lists_and_shows_requests_as_they_arrive_and_complete(projection_
                  "status": "checks_confirmed", "missing_checks": [], "submitted_at": T0.isoformat(),
                  "confirmed_at": T0.isoformat()}
     assert (b["status"], b["missing_checks"], b["confirmed_at"]) == ("awaiting_checks", ["conversation_had"], None)
-    assert waiting == [{"case_id": B, "agency": "police", "case_reference": "CSC-2", "status": "awaiting_checks"}]
+    assert waiting == [{"case_id": B, "agency": "police", "case_reference": "CSC-2", "status": "awaiting_checks",
+                        "reason": "disagreement", "missing_checks": ["conversation_had"],
+                        "submitted_at": T0.isoformat()}]
     assert {r["case_id"] for r in everything} == {A, B}
     assert unknown is None
 

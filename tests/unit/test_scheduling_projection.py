@@ -69,10 +69,10 @@ def test_only_active_meetings_block_a_facilitator(projection_db):
         assert projection.case_view(conn, B)["closed"] is True
 
 
-def test_cases_to_schedule_are_assigned_open_and_without_a_meeting_arranged_or_held(tmp_path):
+def test_cases_to_schedule_are_assigned_open_and_without_a_meeting_arranged_or_held(projection_db):
     D, E = "RT-DDDDDDDDDD", "RT-EEEEEEEEEE"
     store = store_with(
-        tmp_path,
+        projection_db,
         *[(c, e) for c in (A, B, C, D, E) for e in (submitted(), confirmed())],
         (A, assigned(FAC_1)),                                       # ready
         (B, assigned(FAC_2)), (B, scheduled("M-0000000B")),         # arranged
@@ -87,8 +87,8 @@ def test_cases_to_schedule_are_assigned_open_and_without_a_meeting_arranged_or_h
         assert projection.to_schedule(conn, None, 100)[0]["facilitator"] == {"id": "fac-1", "name": "Facilitator One"}
 
 
-def test_meetings_can_be_limited_to_a_window_of_time(tmp_path):
-    store = store_with(tmp_path, (A, submitted()), (A, confirmed()), (A, assigned()), (A, scheduled()),
+def test_meetings_can_be_limited_to_a_window_of_time(projection_db):
+    store = store_with(projection_db, (A, submitted()), (A, confirmed()), (A, assigned()), (A, scheduled()),
                        (B, submitted()), (B, confirmed()), (B, assigned()),
                        (B, scheduled("M-0000000B", starts_at=NEXT_WEEK + timedelta(days=7))))
     with store.engine.connect() as conn:
