@@ -86,3 +86,22 @@ def test_a_database_that_does_not_answer_is_one_clear_line(tmp_path, monkeypatch
     monkeypatch.setenv("RETHINK_DATABASE_URL__INTAKE", f"postgresql+psycopg://127.0.0.1:{free_port()}/nothing")
     result = CliRunner().invoke(app, ["migrate", "intake"])
     assert result.exit_code == 1 and "migration failed: OperationalError" in result.output
+
+
+def test_every_migration_file_is_shipped_in_the_installed_package():
+    """Images install the wheel, not the source tree: a migration missing from package-data would not run."""
+    import tomllib
+    from pathlib import Path, PurePosixPath
+
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for name, (_, location) in DATABASES.items():
+        package, folder = location.split(":")
+        package_root = root / config["package-dir"][package]
+        globs = config["package-data"].get(package, [])
+        files = [p.relative_to(package_root).as_posix() for p in (package_root / folder).rglob("*")
+                 if p.is_file() and "__pycache__" not in p.parts]
+        assert any(f.startswith(f"{folder}/versions/") for f in files), name
+        for f in files:
+            # PurePath.match, unlike fnmatch, keeps `*` inside one folder, as setuptools does
+            assert any(PurePosixPath(f).match(g) for g in globs), f"{package}: {f} is not in package-data"
