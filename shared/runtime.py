@@ -109,9 +109,16 @@ class RunningService:
         log.info("service_started", service=parts.name, nats=self.settings.printable_nats_url())
 
     async def readiness(self) -> dict[str, str]:
-        """Each part "ok" or what is wrong: NATS connected, the database answering SELECT 1."""
+        """Each part "ok" or what is wrong: NATS connected, the database answering SELECT 1, and
+        (with RETHINK_READY_MAX_PENDING) the consumer caught up within that bound."""
         nats_ok = self.nc is not None and self.nc.is_connected
         parts = {"nats": "ok" if nats_ok else "not connected"}
+        bound = self.settings.ready_max_pending
+        if bound and self.parts is not None and self.parts.on_event is not None:
+            pending = await self._pending()
+            parts["consumer"] = ("ok" if pending is not None and pending <= bound else
+                                 f"{pending} events pending, more than {bound}" if pending is not None else
+                                 "consumer info unavailable")
         ping = self.parts.db_ping if self.parts else None
         if ping is not None:
             try:
@@ -123,12 +130,22 @@ class RunningService:
 
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition, with the consumer's lag fresh from JetStream when it answers."""
-        assert self.metrics is not None and self.parts is not None
-        if self.parts.on_event is not None and self.nc is not None and self.nc.is_connected:
-            with contextlib.suppress(Exception):  # a scrape must answer even when NATS does not
-                info = await self.nc.jetstream(timeout=1.0).consumer_info(self.settings.stream, self.parts.name)
-                self.metrics.consumer_pending.labels(self.parts.name).set(info.num_pending or 0)
+        assert self.metrics is not None
+        await self._pending()
         return self.metrics.exposition()
+
+    async def _pending(self) -> int | None:
+        """The consumer's num_pending from JetStream (also kept in the metrics); None if it cannot say."""
+        if self.parts is None or self.parts.on_event is None or self.nc is None or not self.nc.is_connected:
+            return None
+        try:
+            info = await self.nc.jetstream(timeout=1.0).consumer_info(self.settings.stream, self.parts.name)
+        except Exception:  # a probe or a scrape must answer even when NATS does not
+            return None
+        pending = info.num_pending or 0
+        if self.metrics is not None:
+            self.metrics.consumer_pending.labels(self.parts.name).set(pending)
+        return pending
 
     async def _timed(self, routes: Mapping[str, Route], command: str, body: bytes, **kw: Any) -> dict[str, Any]:
         started = time.perf_counter()

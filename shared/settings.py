@@ -65,6 +65,10 @@ class Settings(BaseSettings):
         default=8080, ge=0, le=65535,
         description="Port of /healthz, /readyz and /metrics served by `rethink service run`; 0 = off.",
     )
+    ready_max_pending: int = Field(
+        default=0, ge=0,
+        description="/readyz fails while the service's consumer has more events pending than this; 0 = no bound.",
+    )
     facilitators: list[Facilitator] = Field(
         default_factory=lambda: list(DEFAULT_FACILITATORS),
         description='JSON list of {"id", "name", "email"}; new cases go to the least loaded.',

@@ -28,7 +28,7 @@ from rethink.shared.migrations import migrate
 from rethink.shared.natsserver import EmbeddedNats, free_port
 from rethink.shared.runtime import RunningService
 from tests.conftest import on_postgres
-from tests.support import request_payload, wait_for
+from tests.support import request_payload, seed_case, wait_for
 
 pytestmark = pytest.mark.nats
 
@@ -180,6 +180,42 @@ async def test_readyz_is_503_while_nats_is_down_and_200_again_after(settings, tm
         await health.stop()
         await svc.stop()
         server.stop()
+
+
+async def test_readyz_is_503_while_the_consumer_lags_beyond_its_bound(settings, stream, event_log):
+    from sqlalchemy.exc import OperationalError
+
+    from rethink.shared.events import ChecksConfirmed
+    from rethink.shared.runtime import ServiceParts
+    from tests.unit.test_projection_contract import submitted
+
+    stuck = asyncio.Event()
+    stuck.set()
+    applied: list[int] = []
+
+    async def on_event(r) -> None:
+        if stuck.is_set():  # the database "down": retried in place, so the consumer cannot move on
+            raise OperationalError("SELECT 1", {}, ConnectionError("database unavailable"))
+        applied.append(r.seq)
+
+    bounded = settings.model_copy(update={"ready_max_pending": 1})
+    svc = RunningService(lambda s, log, clock: ServiceParts(name="intake", on_event=on_event), bounded)
+    await svc.start()
+    health = await serve(svc)
+    try:
+        await seed_case(event_log, "RT-AAAAAAAAAA", [submitted(), ChecksConfirmed(checks=submitted().checks)])
+        await seed_case(event_log, "RT-BBBBBBBBBB", [submitted()])
+        # The first event is in hand (failing); the two behind it are pending.
+        await wait_for(lambda: get(health.port, "/readyz"),
+                       lambda r: r[0] == 503 and '"consumer": "2 events pending, more than 1"' in r[1],
+                       what="not ready while lagging")
+        stuck.clear()
+        await wait_for(lambda: get(health.port, "/readyz"), lambda r: r[0] == 200, timeout=30,
+                       what="ready once caught up")
+        assert applied == [1, 2, 3]
+    finally:
+        await health.stop()
+        await svc.stop()
 
 
 @pytest.mark.e2e
