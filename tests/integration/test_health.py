@@ -210,9 +210,12 @@ async def test_readyz_is_503_while_the_consumer_lags_beyond_its_bound(settings, 
                        lambda r: r[0] == 503 and '"consumer": "2 events pending, more than 1"' in r[1],
                        what="not ready while lagging")
         stuck.clear()
-        await wait_for(lambda: get(health.port, "/readyz"), lambda r: r[0] == 200, timeout=30,
-                       what="ready once caught up")
-        assert applied == [1, 2, 3]
+
+        async def applied_so_far():
+            return list(applied)
+
+        assert await wait_for(applied_so_far, lambda a: len(a) == 3, timeout=30, what="caught up") == [1, 2, 3]
+        assert (await get(health.port, "/readyz"))[0] == 200  # nothing pending any more
     finally:
         await health.stop()
         await svc.stop()
