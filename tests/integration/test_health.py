@@ -209,6 +209,10 @@ async def test_readyz_is_503_while_the_consumer_lags_beyond_its_bound(settings, 
         await wait_for(lambda: get(health.port, "/readyz"),
                        lambda r: r[0] == 503 and '"consumer": "2 events pending, more than 1"' in r[1],
                        what="not ready while lagging")
+        lagging = samples((await get(health.port, "/metrics"))[1])
+        assert lagging[("rethink_consumer_pending", (("service", "intake"),))] == 2
+        assert lagging[("rethink_event_handler_failures_total",
+                        (("service", "intake"), ("transient", "true"), ("type", "RequestSubmitted")))] >= 1
         stuck.clear()
 
         async def applied_so_far():
@@ -216,6 +220,33 @@ async def test_readyz_is_503_while_the_consumer_lags_beyond_its_bound(settings, 
 
         assert await wait_for(applied_so_far, lambda a: len(a) == 3, timeout=30, what="caught up") == [1, 2, 3]
         assert (await get(health.port, "/readyz"))[0] == 200  # nothing pending any more
+    finally:
+        await health.stop()
+        await svc.stop()
+
+
+async def test_a_parked_event_is_counted_as_dead_lettered_not_as_applied(settings, stream, event_log):
+    from rethink.shared.runtime import ServiceParts
+    from tests.unit.test_projection_contract import submitted
+
+    async def on_event(r) -> None:
+        raise ValueError("a bug: this event can never be applied")
+
+    svc = RunningService(lambda s, log, clock: ServiceParts(name="intake", on_event=on_event),
+                         settings.model_copy(update={"max_handler_attempts": 2}))
+    await svc.start()
+    health = await serve(svc)
+    try:
+        await seed_case(event_log, "RT-AAAAAAAAAA", [submitted()])
+
+        async def metrics():
+            return samples((await get(health.port, "/metrics"))[1])
+
+        after = await wait_for(metrics, lambda m: m.get(("rethink_events_dead_lettered_total",
+                                                          (("service", "intake"),))) == 1.0, what="parked")
+        assert after[("rethink_event_handler_failures_total",
+                      (("service", "intake"), ("transient", "false"), ("type", "RequestSubmitted")))] == 2
+        assert not [k for k in after if k[0] == "rethink_events_applied_total"]
     finally:
         await health.stop()
         await svc.stop()
