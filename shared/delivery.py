@@ -117,6 +117,7 @@ async def deliver(
     park: Park,
     max_attempts: int,
     first_delay: float = 0.05,
+    failed: Callable[[str, bool], None] | None = None,
 ) -> bool:
     """Apply one event. True: done with it (applied or parked); False: stopping, leave it unacked."""
     try:
@@ -135,6 +136,8 @@ async def deliver(
             return True
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+            if failed is not None:
+                failed(recorded.type, is_transient(exc))
             if not is_transient(exc):
                 failures += 1
                 if failures >= max_attempts:

@@ -7,18 +7,19 @@ so an event delivered twice (redelivery after a crash or a lost ack) changes not
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     DateTime,
     Dialect,
     Engine,
-    Integer,
     MetaData,
     String,
     Table,
@@ -26,12 +27,14 @@ from sqlalchemy import (
     create_engine,
     event,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 
 from .envelope import Recorded
 
 Apply = Callable[[Connection, Recorded], None]
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -61,7 +64,14 @@ def iso(value: datetime | date | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, schema: str | None = None) -> Engine:
+    """An engine for one service's projection.
+
+    On PostgreSQL every service lives in its own schema: the connection's ``search_path`` is
+    that schema alone, so the projections' unqualified table names (and Alembic's version
+    table) land there and nowhere else. SQLite has no schemas: one file per service does the
+    same job, and ``schema`` is ignored.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -77,7 +87,25 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect_args: dict[str, object] = {}
+    if parsed.get_backend_name() == "postgresql":
+        # A bounded connect: readiness probes and retries must not hang on a dead database.
+        connect_args["connect_timeout"] = 5
+        if schema:
+            connect_args["options"] = f"-csearch_path={check_schema_name(schema)}"
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def check_schema_name(schema: str) -> str:
+    """Schema names go into SQL and connection options unquoted: allow plain identifiers only."""
+    if not SCHEMA_NAME.fullmatch(schema):
+        raise ValueError(f"database schema {schema!r}: use lower-case letters, digits and _ (at most 63)")
+    return schema
+
+
+def is_sqlite(engine_or_url: Engine | str) -> bool:
+    url = engine_or_url.url if isinstance(engine_or_url, Engine) else make_url(engine_or_url)
+    return url.get_backend_name() == "sqlite"
 
 
 def checkpoint_table(metadata: MetaData) -> Table:
@@ -85,22 +113,34 @@ def checkpoint_table(metadata: MetaData) -> Table:
         "checkpoint",
         metadata,
         Column("consumer", String(64), primary_key=True),
-        Column("last_seq", Integer, nullable=False),
+        Column("last_seq", BigInteger, nullable=False),  # a stream sequence is a uint64
     )
 
 
 class ProjectionStore:
     """Owns one service's tables; nobody else reads them."""
 
-    def __init__(self, engine: Engine, metadata: MetaData, consumer: str, apply: Apply) -> None:
+    def __init__(self, engine: Engine, metadata: MetaData, consumer: str, apply: Apply,
+                 schema: str | None = None) -> None:
         self.engine = engine
+        self.schema = schema  # PostgreSQL schema it lives in (None on SQLite)
         self.metadata = metadata
         self.consumer = consumer
         self._apply = apply
         self._checkpoint = metadata.tables["checkpoint"]
 
     def create_schema(self) -> None:
+        """Create the tables straight from the metadata: for ad-hoc test projections only.
+
+        A service's own projection is created and upgraded by its migrations
+        (``rethink.shared.migrations``), never by ``create_all``.
+        """
         self.metadata.create_all(self.engine)
+
+    def ping(self) -> None:
+        """Does the database answer? (readiness)"""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
 
     def last_seq(self) -> int:
         with self.engine.connect() as conn:
@@ -110,9 +150,13 @@ class ProjectionStore:
             return row[0] if row else 0
 
     def reset(self) -> None:
-        """Drop and recreate this service's tables (a rebuild starts from nothing)."""
-        self.metadata.drop_all(self.engine)
-        self.metadata.create_all(self.engine)
+        """Empty this service's tables in one transaction (a rebuild starts from nothing).
+
+        The tables themselves (and their migration revision) stay: they were made by migrations.
+        """
+        with self.engine.begin() as conn:
+            for table in reversed(self.metadata.sorted_tables):
+                conn.execute(table.delete())
 
     def apply_batch(self, batch: list[Recorded]) -> int:
         """Apply many events in one transaction (rebuilds); returns how many were new."""

@@ -1,26 +1,32 @@
 """Rebuild a service's projection from the log: replay every event into fresh tables.
 
 The replay applies projections only: reactions and notifications already happened and are
-in the log. Writes are batched (one transaction per fetched batch). For SQLite the new
-projection is built beside the live file and swapped in with a rename, so a failed rebuild
-leaves the live projection untouched.
+in the log. Writes are batched (one transaction per fetched batch). The new projection is
+always built beside the live one and swapped in only when complete, so a failed rebuild
+leaves the live projection untouched:
+- SQLite: built in a side file, swapped in with a rename of the file;
+- PostgreSQL: built in a side schema (``<schema>_rebuild``), migrated to head like any
+  projection, then swapped in by one transaction that drops the live schema and renames the
+  side one (PostgreSQL's DDL is transactional, so readers see the old or the new, never half).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from nats.js import JetStreamContext, api
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from .envelope import InvalidEvent, Recorded
 from .eventlog import Subjects
-from .projection import ProjectionStore, make_engine
-from .settings import SERVICES, Settings
+from .migrations import service_store, upgrade
+from .projection import ProjectionStore, check_schema_name
+from .settings import Settings
 
 BATCH = 500
 Progress = Callable[[int, int], None]  # (events read, events in the log)
@@ -36,11 +42,9 @@ class RebuildResult:
     target: str
 
 
-def projection_store(service: str, url: str) -> ProjectionStore:
-    if service not in SERVICES:
-        raise ValueError(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
-    module = importlib.import_module(f"rethink.{service}.projection")
-    return ProjectionStore(make_engine(url), module.metadata, service, module.apply)
+def projection_store(service: str, url: str, schema: str | None = None) -> ProjectionStore:
+    """A store for SERVICE's projection at URL (in ``schema`` on PostgreSQL, default the service's name)."""
+    return service_store(Settings(), service, url=url, schema=schema or service)
 
 
 async def replay_into(js: JetStreamContext, settings: Settings, store: ProjectionStore,
@@ -48,6 +52,7 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
     subjects = Subjects(settings.subject_prefix)
     info = await js.stream_info(settings.stream)
     last = info.state.last_seq
+    upgrade(store)  # the target gets the same migrated tables as a live projection
     store.reset()
     read = applied = skipped = 0
     sub = await js.pull_subscribe(subjects.all_events, stream=settings.stream, config=api.ConsumerConfig(
@@ -85,12 +90,53 @@ def swap_sqlite(live_url: str, rebuilt_url: str) -> None:
     os.replace(rebuilt, live)
 
 
-def rebuild_target(settings: Settings, service: str) -> tuple[str, bool]:
-    """Where to build: beside a SQLite projection (then swap), or in place for other databases."""
+def swap_schema(url: str, live: str, rebuilt: str) -> None:
+    """Replace the live PostgreSQL schema by the rebuilt one, in one transaction."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {check_schema_name(live)} CASCADE"))
+            conn.execute(text(f"ALTER SCHEMA {check_schema_name(rebuilt)} RENAME TO {live}"))
+    finally:
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class RebuildPlan:
+    """Where a rebuild writes, and how the result replaces the live projection."""
+
+    service: str
+    live_url: str
+    url: str
+    schema: str | None = None  # the side schema (PostgreSQL)
+    live_schema: str | None = None
+
+    def store(self) -> ProjectionStore:
+        return projection_store(self.service, self.url, self.schema)
+
+    def swap(self) -> None:
+        if self.schema is None:
+            swap_sqlite(self.live_url, self.url)
+        else:
+            swap_schema(self.url, self.live_schema or self.service, self.schema)
+
+
+def rebuild_plan(settings: Settings, service: str) -> RebuildPlan:
+    """Build beside the live projection: a side SQLite file, or a side PostgreSQL schema."""
     live = settings.db_url(service)
     parsed = make_url(live)
-    if parsed.get_backend_name() == "sqlite" and parsed.database:
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ValueError(f"{service}: an in-memory projection cannot be rebuilt in place; use --into URL")
         side = Path(parsed.database).with_suffix(".rebuild.db")
         side.unlink(missing_ok=True)
-        return f"sqlite:///{side}", True
-    return live, False
+        return RebuildPlan(service, live, f"sqlite:///{side}")
+    live_schema = settings.db_schema(service)
+    side_schema = check_schema_name(f"{live_schema}_rebuild"[:63])
+    engine = create_engine(live, poolclass=NullPool)
+    try:
+        with engine.begin() as conn:  # a rebuild that failed earlier leaves its side schema: start afresh
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {side_schema} CASCADE"))
+    finally:
+        engine.dispose()
+    return RebuildPlan(service, live, live, side_schema, live_schema)

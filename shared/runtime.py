@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import structlog
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, NatsUserPassword, PullSub
+from nats.aio.client import Client as NatsClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from .clock import Clock, SystemClock
@@ -24,13 +26,16 @@ from .delivery import DeadLetters, deliver
 from .envelope import Recorded
 from .errors import Reason, Rejected
 from .eventlog import EventLog, Subjects
+from .health import HealthServer
 from .logs import get_logger
 from .messaging import Route, dispatch
+from .metrics import Metrics
 from .projection import retrying_parked
 from .receipts import INBOUND_ATTEMPTS, INBOUND_CONSUMER, Receipt, ReceiptLog, inbound_subject, receipt_for
 from .settings import Settings
 
 log = get_logger("rethink.runtime")
+READY_DB_TIMEOUT = 3.0  # a database slower than this to answer SELECT 1 is not ready
 
 
 async def _raw_body(msg: NatsMessage) -> bytes:
@@ -56,6 +61,7 @@ class ServiceParts:
     on_event: Callable[[Recorded], Awaitable[None]] | None = None
     periodic: list[tuple[float, Callable[[], Awaitable[Any]]]] = field(default_factory=list)
     intake_subject: bool = False  # intake also listens on <prefix>.intake.<agency>.<command> (and .inbound.)
+    db_ping: Callable[[], None] | None = None  # raises when the projection's database does not answer
 
 
 Factory = Callable[[Settings, EventLog, Clock], ServiceParts]
@@ -84,20 +90,70 @@ class RunningService:
         self.last_applied_seq = 0
         # Events are applied one at a time: from the consumer, or an operator's retry of a parked one.
         self._applying = asyncio.Lock()
+        self.nc: NatsClient | None = None
+        self.metrics: Metrics | None = None
 
     async def start(self) -> None:
-        nc = await self.broker.connect()
+        self.nc = nc = await self.broker.connect()
         event_log = EventLog(nc.jetstream(), self.settings.stream, self.subjects)
         self.dead_letters = DeadLetters(nc.jetstream(), self.settings.dead_letter_stream, self.subjects)
         self._js = nc.jetstream()
         self.receipts = ReceiptLog(nc.jetstream(), self.settings.receipt_stream, self.subjects)
         self.parts = parts = self.factory(self.settings, event_log, self.clock)
+        self.metrics = Metrics(parts.name)
         self._wire(parts)
         await self.broker.start()
         await nc.flush()  # subscriptions registered with the server before we say we are up
         for interval, job in parts.periodic:
             self._tasks.append(asyncio.create_task(self._every(interval, job)))
         log.info("service_started", service=parts.name, nats=self.settings.printable_nats_url())
+
+    async def readiness(self) -> dict[str, str]:
+        """Each part "ok" or what is wrong: NATS connected, the database answering SELECT 1, and
+        (with RETHINK_READY_MAX_PENDING) the consumer caught up within that bound."""
+        nats_ok = self.nc is not None and self.nc.is_connected
+        parts = {"nats": "ok" if nats_ok else "not connected"}
+        bound = self.settings.ready_max_pending
+        if bound and self.parts is not None and self.parts.on_event is not None:
+            pending = await self._pending()
+            parts["consumer"] = ("ok" if pending is not None and pending <= bound else
+                                 f"{pending} events pending, more than {bound}" if pending is not None else
+                                 "consumer info unavailable")
+        ping = self.parts.db_ping if self.parts else None
+        if ping is not None:
+            try:
+                await asyncio.wait_for(asyncio.to_thread(ping), timeout=READY_DB_TIMEOUT)
+                parts["database"] = "ok"
+            except Exception as exc:  # any failure means: not ready
+                parts["database"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        return parts
+
+    async def metrics_text(self) -> bytes:
+        """The Prometheus exposition, with the consumer's lag fresh from JetStream when it answers."""
+        assert self.metrics is not None
+        await self._pending()
+        return self.metrics.exposition()
+
+    async def _pending(self) -> int | None:
+        """The consumer's num_pending from JetStream (also kept in the metrics); None if it cannot say."""
+        if self.parts is None or self.parts.on_event is None or self.nc is None or not self.nc.is_connected:
+            return None
+        try:
+            info = await self.nc.jetstream(timeout=1.0).consumer_info(self.settings.stream, self.parts.name)
+        except Exception:  # a probe or a scrape must answer even when NATS does not
+            return None
+        pending = info.num_pending or 0
+        if self.metrics is not None:
+            self.metrics.consumer_pending.labels(self.parts.name).set(pending)
+        return pending
+
+    async def _timed(self, routes: Mapping[str, Route], command: str, body: bytes, **kw: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        reply = await dispatch(routes, command, body, self.settings.max_message_bytes, **kw)
+        if self.metrics is not None:  # unknown names share one label: subjects must not grow the series
+            self.metrics.command(command if command in routes else "unknown", str(reply.get("status", "")),
+                                 time.perf_counter() - started)
+        return reply
 
     def _wire(self, parts: ServiceParts) -> None:
         broker, s, max_bytes = self.broker, self.subjects, self.settings.max_message_bytes
@@ -108,7 +164,7 @@ class RunningService:
             async def on_command(msg: NatsMessage) -> dict[str, Any]:
                 command = msg.raw_message.subject.rsplit(".", 1)[-1]
                 structlog.contextvars.clear_contextvars()
-                return await dispatch(parts.commands, command, msg.body, max_bytes)
+                return await self._timed(parts.commands, command, msg.body)
 
         async def ping(_: _Empty) -> dict[str, Any]:
             return {"status": "ok", "service": name, "last_applied_seq": self.last_applied_seq}
@@ -118,7 +174,7 @@ class RunningService:
         @broker.subscriber(s.query(name, "*"), queue=f"{name}-queries")
         async def on_query(msg: NatsMessage) -> dict[str, Any]:
             query = msg.raw_message.subject.rsplit(".", 1)[-1]
-            return await dispatch(queries, query, msg.body, max_bytes)
+            return await self._timed(queries, query, msg.body)
 
         if parts.intake_subject:
             async def receive(subject: str, body: bytes) -> Receipt:
@@ -126,7 +182,7 @@ class RunningService:
                 _, _, agency, command = subject.rsplit(".", 3)
                 structlog.contextvars.clear_contextvars()
                 received_at = self.clock.now()
-                reply = await dispatch(parts.commands, command, body, max_bytes, agency=agency)
+                reply = await self._timed(parts.commands, command, body, agency=agency)
                 return receipt_for(reply, agency, command, body, received_at, max_bytes)
 
             @broker.subscriber(s.intake("*", "*"), queue=f"{name}-agencies")
@@ -161,6 +217,15 @@ class RunningService:
 
         if parts.on_event is not None:
             handler = parts.on_event
+            metrics = self.metrics
+            assert metrics is not None
+
+            parked: set[int] = set()  # sequences parked while in hand: those were not applied
+
+            async def park(service: str, seq: int, data: bytes, reason: str, attempts: int) -> None:
+                await self.dead_letters.park(service, seq, data, reason, attempts)
+                metrics.parked()
+                parked.add(seq)
 
             @broker.subscriber(
                 s.all_events,
@@ -171,15 +236,21 @@ class RunningService:
             )
             async def on_event(msg: NatsMessage) -> None:
                 raw = msg.raw_message
+                meta, started = raw.metadata, time.perf_counter()
                 async with self._applying:
                     done = await deliver(
-                        handler, raw.data, raw.metadata.sequence.stream, service=name, keep_alive=raw.in_progress,
-                        stopping=self.stopping, park=self.dead_letters.park,
-                        max_attempts=self.settings.max_handler_attempts,
+                        handler, raw.data, meta.sequence.stream, service=name, keep_alive=raw.in_progress,
+                        stopping=self.stopping, park=park, max_attempts=self.settings.max_handler_attempts,
+                        failed=metrics.failed,
                     )
                 if done:
                     await msg.ack()
-                    self.last_applied_seq = raw.metadata.sequence.stream
+                    self.last_applied_seq = meta.sequence.stream
+                    if meta.sequence.stream in parked:
+                        parked.discard(meta.sequence.stream)
+                    else:
+                        metrics.applied(raw.subject.rsplit(".", 1)[-1], meta.sequence.stream, meta.num_pending,
+                                        time.perf_counter() - started, meta.num_delivered > 1)
                 else:
                     await msg.nack(delay=1)
 
@@ -240,7 +311,12 @@ async def serve_forever(factory: Factory, settings: Settings, clock: Clock | Non
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, done.set)
     await service.start()
+    health = None
     try:
+        if settings.health_port:
+            health = await HealthServer(service.readiness, service.metrics_text, port=settings.health_port).start()
         await done.wait()
     finally:
+        if health is not None:
+            await health.stop()
         await service.stop()

@@ -57,6 +57,18 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="Per-service SQLAlchemy URL, e.g. RETHINK_DATABASE_URL__MEETING; default SQLite in state_dir.",
     )
+    database_schema: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per-service PostgreSQL schema, e.g. RETHINK_DATABASE_SCHEMA__MEETING; default the service's name.",
+    )
+    health_port: int = Field(
+        default=8080, ge=0, le=65535,
+        description="Port of /healthz, /readyz and /metrics served by `rethink service run`; 0 = off.",
+    )
+    ready_max_pending: int = Field(
+        default=0, ge=0,
+        description="/readyz fails while the service's consumer has more events pending than this; 0 = no bound.",
+    )
     facilitators: list[Facilitator] = Field(
         default_factory=lambda: list(DEFAULT_FACILITATORS),
         description='JSON list of {"id", "name", "email"}; new cases go to the least loaded.',
@@ -112,6 +124,10 @@ class Settings(BaseSettings):
         if service in self.database_url:
             return self.database_url[service]
         return f"sqlite:///{(self.state_dir / f'{service}.db').resolve()}"
+
+    def db_schema(self, service: str) -> str:
+        """The PostgreSQL schema holding one service's projection (SQLite ignores it)."""
+        return self.database_schema.get(service, service)
 
     @property
     def auth_dir(self) -> Path:

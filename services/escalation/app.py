@@ -22,7 +22,7 @@ from rethink.shared.envelope import Envelope, Origin, Recorded
 from rethink.shared.eventlog import EventLog
 from rethink.shared.events import Event
 from rethink.shared.messaging import Route
-from rethink.shared.projection import ProjectionStore, make_engine
+from rethink.shared.migrations import open_projection
 from rethink.shared.runtime import ServiceParts
 from rethink.shared.settings import Settings
 
@@ -55,8 +55,7 @@ def _stage_extras(events: Sequence[Envelope]) -> dict[str, Any]:
 def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
     # A broken policy file stops the service at start, with the file and the problem named.
     rules = domain.Rules(policy=load_policy(settings.escalation_policy_file), holidays=england_and_wales())
-    store = ProjectionStore(make_engine(settings.db_url(NAME)), projection.metadata, NAME, projection.apply)
-    store.create_schema()
+    store = open_projection(settings, NAME)
 
     def today() -> date:
         return clock.now().astimezone(LONDON).date()
@@ -97,6 +96,7 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
 
     return ServiceParts(
         name=NAME,
+        db_ping=store.ping,
         commands={
             "raise": Route(domain.RaiseEscalation, raise_, "Raise an escalation (stage 1 of the policy)"),
             "advance": Route(domain.AdvanceEscalation, advance, "Move the open escalation to the next stage"),

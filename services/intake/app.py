@@ -19,7 +19,7 @@ from rethink.shared.commands import (
 from rethink.shared.envelope import Origin, Recorded, new_case_id
 from rethink.shared.eventlog import EventLog
 from rethink.shared.messaging import Route
-from rethink.shared.projection import ProjectionStore, make_engine
+from rethink.shared.migrations import open_projection
 from rethink.shared.runtime import ServiceParts
 from rethink.shared.settings import Settings
 
@@ -42,8 +42,7 @@ class ListQuery(BaseModel):
 
 
 def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
-    store = ProjectionStore(make_engine(settings.db_url(NAME)), projection.metadata, NAME, projection.apply)
-    store.create_schema()
+    store = open_projection(settings, NAME)
 
     def origin(agency: str, actor: str, cmd: Any) -> Origin:
         correlation = cmd.command_id or uuid.uuid4()
@@ -96,6 +95,7 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
     handlers = {"submit": submit, "confirm_checks": confirm_checks}
     return ServiceParts(
         name=NAME,
+        db_ping=store.ping,
         commands={name: Route(model, handlers[name], summary) for name, (model, summary) in AGENCY_COMMANDS.items()},
         queries={
             "case": Route(CaseQuery, case_query(store.engine, projection.case_view)),

@@ -21,7 +21,7 @@ from rethink.shared.eventlog import EventLog
 from rethink.shared.events import MeetingHeld
 from rethink.shared.logs import get_logger
 from rethink.shared.messaging import Route
-from rethink.shared.projection import ProjectionStore, make_engine
+from rethink.shared.migrations import open_projection
 from rethink.shared.runtime import ServiceParts
 from rethink.shared.settings import Settings
 
@@ -41,8 +41,7 @@ class ActionsQuery(BaseModel):
 
 
 def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
-    store = ProjectionStore(make_engine(settings.db_url(NAME)), projection.metadata, NAME, projection.apply)
-    store.create_schema()
+    store = open_projection(settings, NAME)
 
     def today() -> date:
         return clock.now().date()
@@ -109,6 +108,7 @@ def build(settings: Settings, log: EventLog, clock: Clock) -> ServiceParts:
 
     return ServiceParts(
         name=NAME,
+        db_ping=store.ping,
         commands={
             "record": Route(domain.RecordMeeting, record, "Record a held meeting, its five stages and actions"),
             "complete_action": Route(domain.CompleteAction, complete_action, "Mark an action completed"),

@@ -9,6 +9,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -51,7 +52,7 @@ meetings = Table(
     Column("case_id", String(16), primary_key=True),
     Column("meeting_id", String(200), primary_key=True),
     Column("status", String(16), nullable=False),  # scheduled | rescheduled | cancelled | held
-    Column("arranged_seq", Integer, nullable=False),  # orders a case's meetings: the latest is "the" meeting
+    Column("arranged_seq", BigInteger, nullable=False),  # orders a case's meetings: the latest is "the" meeting
     Column("starts_at", UtcDateTime()),
     Column("held_at", UtcDateTime()),
     Column("outcome", String(20)),
@@ -63,7 +64,7 @@ actions = Table(
     Column("case_id", String(16), primary_key=True),
     Column("action_id", String(64), primary_key=True),
     Column("meeting_id", String(200), nullable=False),
-    Column("recorded_seq", Integer, nullable=False),
+    Column("recorded_seq", BigInteger, nullable=False),
     Column("description", Text, nullable=False),
     Column("owner_name", String(200), nullable=False),
     Column("owner_agency", String(120), nullable=False),

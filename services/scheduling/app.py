@@ -32,7 +32,7 @@ from rethink.shared.events import (
 )
 from rethink.shared.logs import get_logger
 from rethink.shared.messaging import Route
-from rethink.shared.projection import ProjectionStore, make_engine
+from rethink.shared.migrations import open_database, open_projection
 from rethink.shared.runtime import ServiceParts
 from rethink.shared.settings import Settings
 from rethink.shared.workdays import england_and_wales
@@ -84,9 +84,7 @@ def outbox_for(settings: Settings, clock: Clock, transport: Transport | None = N
                          backoff=timedelta(seconds=settings.outbox_backoff_seconds),
                          backoff_max=timedelta(seconds=settings.outbox_backoff_max_seconds),
                          claim_timeout=timedelta(seconds=settings.outbox_claim_timeout_seconds))
-    box = Outbox(make_engine(settings.db_url("outbox")), clock, transport or make_transport(settings), policy)
-    box.create_schema()
-    return box
+    return Outbox(open_database(settings, "outbox"), clock, transport or make_transport(settings), policy)
 
 
 def meeting_id_for(seed: object) -> str:
@@ -97,8 +95,7 @@ def meeting_id_for(seed: object) -> str:
 def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transport | None = None) -> ServiceParts:
     if not settings.facilitators:
         raise ValueError("scheduling needs at least one facilitator (RETHINK_FACILITATORS)")
-    store = ProjectionStore(make_engine(settings.db_url(NAME)), projection.metadata, NAME, projection.apply)
-    store.create_schema()
+    store = open_projection(settings, NAME)
     outbox = outbox_for(settings, clock, transport)
     sender, contact = str(settings.partnership_email), settings.partnership_contact
     timings = reminders.Timings(meeting=tuple(settings.reminder_meeting_working_days),
@@ -220,6 +217,7 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
 
     return ServiceParts(
         name=NAME,
+        db_ping=store.ping,
         commands={
             "schedule": Route(domain.ScheduleMeeting, schedule, "Arrange the case's Re-think meeting"),
             "reschedule": Route(domain.RescheduleMeeting, reschedule, "Move the meeting"),

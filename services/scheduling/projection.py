@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Connection,
@@ -70,7 +71,7 @@ meetings = Table(
     Column("venue", Text),
     Column("status", String(20), nullable=False),
     Column("invitees", Text, nullable=False),  # JSON: kept so changes and cancellations reach the same people
-    Column("seq", Integer, nullable=False),  # log position of the scheduling: orders a case's meetings
+    Column("seq", BigInteger, nullable=False),  # log position of the scheduling: orders a case's meetings
 )
 # New tables rather than new columns, so a projection made before them still opens (create_all
 # adds missing tables, not columns); `rethink projections rebuild scheduling` fills them from the log.

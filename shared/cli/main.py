@@ -133,12 +133,59 @@ def demo(keep_running: Annotated[bool, typer.Option(
 
 @app.command("bootstrap")
 @friendly
-def bootstrap_cmd() -> None:
-    """Create the event stream and the services' consumers (idempotent)."""
+def bootstrap_cmd(
+    migrations: Annotated[bool, typer.Option(help="Also migrate every service's projection to head")] = True,
+) -> None:
+    """Create the event stream and the services' consumers, then migrate the projections (idempotent)."""
+    from rethink.shared.migrations import DATABASES
+
     from .supervisor import run_bootstrap
 
-    done = asyncio.run(run_bootstrap(settings()))
-    out.print("\n".join(done) or "nothing to do: stream and consumers exist")
+    s = settings()
+    done = asyncio.run(run_bootstrap(s))
+    out.print("\n".join(done) or "nothing to do: stream and consumers exist", highlight=False)
+    if migrations:
+        _print_migrated(_migrate(s, list(DATABASES)))
+
+
+@app.command("migrate")
+@friendly
+def migrate_cmd(
+    service: Annotated[str | None, typer.Argument(help="One service (or outbox, scheduling's email outbox)")] = None,
+    all_services: Annotated[bool, typer.Option("--all", help="Every service's projection, and the outbox")] = False,
+    new: Annotated[str | None, typer.Option(
+        "--new", help="For developers: autogenerate SERVICE's next revision with this message")] = None,
+) -> None:
+    """Bring projections' schemas to the head revision of their migrations (SQLite files or PostgreSQL)."""
+    from rethink.shared.migrations import DATABASES
+
+    if bool(service) == all_services:
+        raise CliError("give one SERVICE or --all")
+    if new is not None:
+        from rethink.shared.migrations import new_revision
+
+        if service is None:
+            raise CliError("--new needs one SERVICE")
+        out.print(f"wrote {new_revision(service, new)}: read it, adjust it, and test it", highlight=False)
+        return
+    _print_migrated(_migrate(settings(), list(DATABASES) if all_services else [service or ""]))
+
+
+def _migrate(s: Settings, services: list[str]):
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from rethink.shared.migrations import migrate
+
+    try:
+        return migrate(s, services)
+    except SQLAlchemyError as exc:
+        raise CliError(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+
+
+def _print_migrated(done) -> None:
+    for m in done:
+        change = f"{m.before or 'empty'} -> {m.after}" if m.before != m.after else f"already at {m.after}"
+        out.print(f"{m.service}: {change} ({m.where})", highlight=False, markup=False)
 
 
 @app.command()
@@ -183,7 +230,7 @@ def projections_rebuild(
     """Replay the whole log into a fresh projection of SERVICE and swap it in (stop the service first)."""
     from rich.progress import Progress
 
-    from rethink.shared.rebuild import projection_store, rebuild_target, replay_into, swap_sqlite
+    from rethink.shared.rebuild import projection_store, rebuild_plan, replay_into
 
     s = settings()
 
@@ -195,16 +242,16 @@ def projections_rebuild(
                 alive = False
             if alive:
                 raise CliError(f"the {service} service is running: stop it first, or build elsewhere with --into URL")
-        target, swap = (into, False) if into else rebuild_target(s, service)
-        store = projection_store(service, target)
+        plan = None if into else rebuild_plan(s, service)
+        store = projection_store(service, into) if plan is None else plan.store()
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task(f"replaying the log into {service}", total=None)
             result = await replay_into(c.nc.jetstream(), s, store, lambda n, total: bar.update(task, completed=n,
                                                                                           total=total))
         store.engine.dispose()
-        if swap:
-            swap_sqlite(s.db_url(service), target)
-        return result, swap
+        if plan is not None:
+            plan.swap()
+        return result, plan is not None
 
     result, swapped = call(go)
     out.print(f"{service}: replayed {result.events_read} events up to seq {result.last_seq}, applied "

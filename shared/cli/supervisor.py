@@ -17,6 +17,7 @@ from pathlib import Path
 import nats
 
 from rethink.shared.bootstrap import bootstrap
+from rethink.shared.migrations import DATABASES, migrate
 from rethink.shared.natsserver import EmbeddedNats
 from rethink.shared.settings import SERVICES, Settings
 
@@ -43,6 +44,9 @@ def service_env(settings: Settings) -> dict[str, str]:
         "RETHINK_RECEIPT_STREAM": settings.receipt_stream,
         "RETHINK_INBOUND_STREAM": settings.inbound_stream,
         "RETHINK_SUBJECT_PREFIX": settings.subject_prefix,
+        # Four services on one machine cannot share one port: the embedded system serves no health
+        # endpoints. A deployment runs `rethink service run` per container, where they are on.
+        "RETHINK_HEALTH_PORT": "0",
     })
     return env
 
@@ -108,6 +112,7 @@ def running_system(settings: Settings) -> Iterator[dict[str, subprocess.Popen[by
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         asyncio.run(run_bootstrap(settings))
+        migrate(settings, list(DATABASES))  # what the bootstrap job does in a deployment
         for name in SERVICES:
             procs[name] = spawn(name, settings, Path(settings.state_dir) / "logs")
         asyncio.run(wait_until_serving(settings))

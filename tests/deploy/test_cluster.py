@@ -27,6 +27,7 @@ from rethink.shared.audit import verify_chain
 from rethink.shared.auth import Registry
 from rethink.shared.cli.client import Client, CliError
 from rethink.shared.cli.supervisor import run_bootstrap, spawn, wait_until_serving
+from rethink.shared.migrations import DATABASES, migrate
 from rethink.shared.settings import SERVICES, Settings
 from tests.deploy.nats_cluster import NODES, LoopbackCluster
 from tests.support import request_payload, wait_for
@@ -79,6 +80,9 @@ def databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
 def services(cluster, databases) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     _, settings = cluster
     asyncio.run(run_bootstrap(settings))
+    # The bootstrap job's second step (`rethink bootstrap` runs both): services on PostgreSQL
+    # refuse to start on a schema that is not at the latest migration.
+    migrate(settings.model_copy(update={"database_url": databases}), list(DATABASES))
     procs = {name: spawn(name, settings, settings.state_dir / "logs") for name in SERVICES}
     try:
         asyncio.run(wait_until_serving(settings))
@@ -191,10 +195,10 @@ def test_a_case_closes_on_the_three_node_cluster_while_the_stream_leader_dies(cl
     victim, new_leader = asyncio.run(_lifecycle(nodes, settings))
     assert new_leader != victim
     assert all(p.poll() is None for p in services.values()), "a service died with the node"
-    for svc in SERVICES:  # each projection, and its checkpoint, is in PostgreSQL
+    for svc in SERVICES:  # each projection, and its checkpoint, is in PostgreSQL, in the service's schema
         engine = create_engine(databases[svc])
         with engine.connect() as db:
-            assert db.execute(text("SELECT max(last_seq) FROM checkpoint")).scalar() >= 1, svc
+            assert db.execute(text(f"SELECT max(last_seq) FROM {svc}.checkpoint")).scalar() >= 1, svc
         engine.dispose()
 
     # The dead node comes back and catches up from its own store and its peers: three current copies again.

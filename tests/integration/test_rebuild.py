@@ -1,4 +1,7 @@
-"""A projection rebuilt from the log equals the live one, for every service."""
+"""A projection rebuilt from the log equals the live one, for every service, on SQLite and PostgreSQL.
+
+The ``backend`` parameter puts the services' projections on that database (see conftest).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ from rethink.meeting.app import build as meeting
 from rethink.scheduling.app import build as scheduling
 from rethink.shared.cli.client import Client
 from rethink.shared.cli.demo import drive
-from rethink.shared.rebuild import projection_store, rebuild_target, replay_into, swap_sqlite
+from rethink.shared.migrations import current, head
+from rethink.shared.rebuild import projection_store, rebuild_plan, replay_into
 from rethink.shared.settings import SERVICES
 from tests.support import ask, wait_for
 
@@ -30,7 +34,9 @@ async def _caught_up(nc, subjects, js, stream):
     return all(p["last_applied_seq"] == last for p in pings)
 
 
-async def test_every_rebuilt_projection_equals_the_live_one(run_services, settings, nc, subjects, tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_every_rebuilt_projection_equals_the_live_one(backend, run_services, settings, nc, subjects):
+    assert settings.db_url("meeting").startswith(backend)
     running = await run_services(intake, scheduling, meeting, escalation)
     async with Client(settings) as client:
         case_ids = await drive(client, lambda _: None)
@@ -40,12 +46,25 @@ async def test_every_rebuilt_projection_equals_the_live_one(run_services, settin
         await svc.stop()
 
     for service in SERVICES:
-        live = projection_store(service, settings.db_url(service))
-        rebuilt = projection_store(service, f"sqlite:///{tmp_path / (service + '-rebuilt.db')}")
+        live = _live(settings, service)
+        before = _rows(live)
+        assert before[f"{service}_cases" if service != "intake" else "intake_requests"], service
+        plan = rebuild_plan(settings, service)  # beside the live one: a side file, or a side schema
+        rebuilt = plan.store()
         result = await replay_into(js, settings, rebuilt)
         assert result.applied == result.events_read > 0 and result.skipped_unreadable == 0
-        assert _rows(rebuilt) == _rows(live), service
+        assert _rows(rebuilt) == before, service
+        assert _rows(_live(settings, service)) == before  # untouched until the swap
+        rebuilt.engine.dispose()
+        live.engine.dispose()
+        plan.swap()
+        assert _rows(_live(settings, service)) == before
+        assert current(_live(settings, service).engine) == head(service)
     assert len(case_ids) == 3
+
+
+def _live(settings, service):
+    return projection_store(service, settings.db_url(service), settings.db_schema(service))
 
 
 async def test_a_rebuild_swaps_in_beside_the_live_sqlite_file_and_survives_a_wiped_projection(
@@ -64,10 +83,10 @@ async def test_a_rebuild_swaps_in_beside_the_live_sqlite_file_and_survives_a_wip
     live.engine.dispose()
     assert _rows(projection_store("intake", settings.db_url("intake")))["intake_requests"] == []
 
-    target, swap = rebuild_target(settings, "intake")
-    assert swap and target.endswith(".rebuild.db")
-    store = projection_store("intake", target)
+    plan = rebuild_plan(settings, "intake")
+    assert plan.url.endswith(".rebuild.db")
+    store = plan.store()
     await replay_into(nc.jetstream(), settings, store)
     store.engine.dispose()
-    swap_sqlite(settings.db_url("intake"), target)
+    plan.swap()
     assert _rows(projection_store("intake", settings.db_url("intake"))) == before

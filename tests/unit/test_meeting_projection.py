@@ -1,4 +1,4 @@
-"""Meeting's projection through ProjectionStore on a SQLite file: views, and redelivery as a no-op."""
+"""Meeting's projection through ProjectionStore, on SQLite and on PostgreSQL: views, and redelivery as a no-op."""
 
 from __future__ import annotations
 
@@ -17,17 +17,14 @@ from rethink.shared.events import (
     MeetingScheduled,
     Person,
 )
-from rethink.shared.projection import ProjectionStore, make_engine
+from rethink.shared.projection import ProjectionStore
 from tests.support import recorded
 from tests.unit.test_meeting_domain import CASE, OWNER, held, scheduled, submitted
 
 
 @pytest.fixture
-def store(tmp_path) -> ProjectionStore:
-    s = ProjectionStore(make_engine(f"sqlite:///{tmp_path / 'meeting.db'}"), projection.metadata, "meeting",
-                        projection.apply)
-    s.create_schema()
-    return s
+def store(projection_db) -> ProjectionStore:
+    return projection_db("meeting")
 
 
 def action(n: int, due: date, email: str = OWNER["email"]) -> ActionRecorded:

@@ -1,10 +1,12 @@
+"""Scheduling's projection, on SQLite and on PostgreSQL (the ``projection_db`` fixture runs each test on both)."""
+
 from __future__ import annotations
 
 from datetime import timedelta
 
 from rethink.scheduling import projection
 from rethink.shared.events import CaseClosed, MeetingCancelled, MeetingRescheduled
-from rethink.shared.projection import ProjectionStore, make_engine
+from rethink.shared.projection import ProjectionStore
 from tests.support import recorded
 from tests.unit.test_scheduling_domain import (
     FAC_1,
@@ -20,24 +22,22 @@ from tests.unit.test_scheduling_domain import (
 A, B, C = "RT-AAAAAAAAAA", "RT-BBBBBBBBBB", "RT-CCCCCCCCCC"
 
 
-def store_with(tmp_path, *events: tuple[str, object]) -> ProjectionStore:
-    store = ProjectionStore(make_engine(f"sqlite:///{tmp_path / 's.db'}"), projection.metadata, "scheduling",
-                            projection.apply)
-    store.create_schema()
+def store_with(projection_db, *events: tuple[str, object]) -> ProjectionStore:
+    store = projection_db("scheduling")
     for seq, (case_id, payload) in enumerate(events, start=1):
         store.apply(recorded(payload, case_id=case_id, seq=seq))
     return store
 
 
-def test_facilitator_load_counts_assigned_cases(tmp_path):
-    store = store_with(tmp_path, *[(c, e) for c in (A, B, C) for e in (submitted(), confirmed())],
+def test_facilitator_load_counts_assigned_cases(projection_db):
+    store = store_with(projection_db, *[(c, e) for c in (A, B, C) for e in (submitted(), confirmed())],
                        (A, assigned(FAC_1)), (B, assigned(FAC_2)), (C, assigned(FAC_1)))
     with store.engine.connect() as conn:
         assert projection.load_by_facilitator(conn) == {"fac-1": 2, "fac-2": 1}
 
 
-def test_the_case_view_follows_the_meeting_through_its_states(tmp_path):
-    store = store_with(tmp_path, (A, submitted()), (A, confirmed()), (A, assigned()), (A, scheduled()))
+def test_the_case_view_follows_the_meeting_through_its_states(projection_db):
+    store = store_with(projection_db, (A, submitted()), (A, confirmed()), (A, assigned()), (A, scheduled()))
     with store.engine.connect() as conn:
         view = projection.case_view(conn, A)
     assert view["facilitator"] == {"id": "fac-1", "name": "Facilitator One", "email": "facilitator.one@example.org"}
@@ -57,8 +57,8 @@ def test_the_case_view_follows_the_meeting_through_its_states(tmp_path):
         assert projection.case_view(conn, B) is None
 
 
-def test_only_active_meetings_block_a_facilitator(tmp_path):
-    store = store_with(tmp_path, *[(c, e) for c in (A, B, C) for e in (submitted(), confirmed(), assigned())],
+def test_only_active_meetings_block_a_facilitator(projection_db):
+    store = store_with(projection_db, *[(c, e) for c in (A, B, C) for e in (submitted(), confirmed(), assigned())],
                        (A, scheduled("M-0000000a")), (B, scheduled("M-0000000b")), (C, scheduled("M-0000000c")),
                        (A, MeetingCancelled(meeting_id="M-0000000a", reason="not needed")),
                        (B, CaseClosed(reason="escalation_resolved")))
@@ -69,10 +69,10 @@ def test_only_active_meetings_block_a_facilitator(tmp_path):
         assert projection.case_view(conn, B)["closed"] is True
 
 
-def test_cases_to_schedule_are_assigned_open_and_without_a_meeting_arranged_or_held(tmp_path):
+def test_cases_to_schedule_are_assigned_open_and_without_a_meeting_arranged_or_held(projection_db):
     D, E = "RT-DDDDDDDDDD", "RT-EEEEEEEEEE"
     store = store_with(
-        tmp_path,
+        projection_db,
         *[(c, e) for c in (A, B, C, D, E) for e in (submitted(), confirmed())],
         (A, assigned(FAC_1)),                                       # ready
         (B, assigned(FAC_2)), (B, scheduled("M-0000000B")),         # arranged
@@ -87,8 +87,8 @@ def test_cases_to_schedule_are_assigned_open_and_without_a_meeting_arranged_or_h
         assert projection.to_schedule(conn, None, 100)[0]["facilitator"] == {"id": "fac-1", "name": "Facilitator One"}
 
 
-def test_meetings_can_be_limited_to_a_window_of_time(tmp_path):
-    store = store_with(tmp_path, (A, submitted()), (A, confirmed()), (A, assigned()), (A, scheduled()),
+def test_meetings_can_be_limited_to_a_window_of_time(projection_db):
+    store = store_with(projection_db, (A, submitted()), (A, confirmed()), (A, assigned()), (A, scheduled()),
                        (B, submitted()), (B, confirmed()), (B, assigned()),
                        (B, scheduled("M-0000000B", starts_at=NEXT_WEEK + timedelta(days=7))))
     with store.engine.connect() as conn:
