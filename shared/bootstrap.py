@@ -6,12 +6,20 @@ would race and overwrite one another's configuration.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import nats.errors
+import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from .eventlog import Subjects
+from .logs import get_logger
 from .receipts import INBOUND_CONSUMER, inbound_subject
 from .settings import SERVICES, Settings
+
+log = get_logger("rethink.bootstrap")
 
 # How long JetStream waits for an ack before redelivering. Handlers take milliseconds, and a
 # handler retrying in place tells JetStream it is still working; so this mostly bounds how
@@ -81,8 +89,35 @@ def consumer_config(service: str, subjects: Subjects) -> api.ConsumerConfig:
     )
 
 
-async def bootstrap(js: JetStreamContext, settings: Settings) -> list[str]:
-    """Idempotent: returns what it created or updated."""
+# A cluster that has just formed can have a meta leader before every peer has reported in:
+# stream placement then fails for a moment ("no suitable peers"). Bootstrap is idempotent, so
+# it simply tries again; a real misconfiguration still fails, once the patience is spent.
+PLACEMENT_NOT_READY = (10005, 10023)  # no suitable peers for placement; insufficient resources
+
+
+def _not_ready_yet(exc: BaseException) -> bool:
+    if isinstance(exc, nats.js.errors.APIError) and exc.err_code in PLACEMENT_NOT_READY:
+        return True
+    return isinstance(exc, (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError,
+                            nats.errors.TimeoutError))
+
+
+async def bootstrap(js: JetStreamContext, settings: Settings, patience: float = 60.0) -> list[str]:
+    """Idempotent: returns what it created or updated. Waits out a cluster still forming."""
+    deadline = time.monotonic() + patience
+    delay = 0.2
+    while True:
+        try:
+            return await _bootstrap_once(js, settings)
+        except Exception as exc:
+            if not _not_ready_yet(exc) or time.monotonic() > deadline:
+                raise
+            log.warning("bootstrap_waiting_for_cluster", error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _bootstrap_once(js: JetStreamContext, settings: Settings) -> list[str]:
     subjects = Subjects(settings.subject_prefix)
     done: list[str] = []
     wanted = stream_config(settings, subjects)
