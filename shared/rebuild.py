@@ -12,11 +12,14 @@ leaves the live projection untouched:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats.js.errors
 from nats.js import JetStreamContext, api
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -29,6 +32,7 @@ from .projection import ProjectionStore, check_schema_name
 from .settings import Settings
 
 BATCH = 500
+MAX_INTERRUPTIONS = 10
 Progress = Callable[[int, int], None]  # (events read, events in the log)
 
 
@@ -55,30 +59,40 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
     upgrade(store)  # the target gets the same migrated tables as a live projection
     store.reset()
     read = applied = skipped = 0
-    sub = await js.pull_subscribe(subjects.all_events, stream=settings.stream, config=api.ConsumerConfig(
-        ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL, mem_storage=True,
-        inactive_threshold=30.0))
-    try:
-        seq = 0
-        while seq < last:
-            msgs = await sub.fetch(BATCH, timeout=5)
-            batch: list[Recorded] = []
-            for m in msgs:
-                seq = m.metadata.sequence.stream
-                if seq > last:
-                    break
-                read += 1
-                try:
-                    batch.append(Recorded.from_message(m.data, seq))
-                except InvalidEvent:
-                    skipped += 1  # the live consumer skips these too (and logs them)
-            applied += store.apply_batch(batch)
-            if progress:
-                progress(read, info.state.messages)
-            if msgs and msgs[-1].metadata.num_pending == 0:
-                break
-    finally:
-        await sub.unsubscribe()
+    seq = 0
+    interruptions = 0
+    while seq < last:
+        # A clustered stream may move its leader mid-replay, and the ephemeral consumer goes
+        # with it (503); carry on from the next sequence on a fresh one.
+        sub = await js.pull_subscribe(subjects.all_events, stream=settings.stream, config=api.ConsumerConfig(
+            ack_policy=api.AckPolicy.NONE, mem_storage=True, inactive_threshold=30.0,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1))
+        try:
+            while seq < last:
+                msgs = await sub.fetch(BATCH, timeout=5)
+                batch: list[Recorded] = []
+                for m in msgs:
+                    seq = m.metadata.sequence.stream
+                    if seq > last:
+                        break
+                    read += 1
+                    try:
+                        batch.append(Recorded.from_message(m.data, seq))
+                    except InvalidEvent:
+                        skipped += 1  # the live consumer skips these too (and logs them)
+                applied += store.apply_batch(batch)
+                if progress:
+                    progress(read, info.state.messages)
+                if msgs and msgs[-1].metadata.num_pending == 0:
+                    seq = last
+        except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError) as exc:
+            interruptions += 1
+            if interruptions > MAX_INTERRUPTIONS:
+                raise RuntimeError(f"the replay was interrupted {interruptions} times; last at seq {seq}: {exc}") from exc
+            await asyncio.sleep(0.2 * interruptions)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
     return RebuildResult(store.consumer, read, applied, skipped, last, str(store.engine.url))
 
 

@@ -90,3 +90,53 @@ async def test_a_rebuild_swaps_in_beside_the_live_sqlite_file_and_survives_a_wip
     store.engine.dispose()
     plan.swap()
     assert _rows(projection_store("intake", settings.db_url("intake"))) == before
+
+
+class LeaderMoves:
+    """The real JetStream context, except that the first replay consumer is lost after one batch
+    (what a clustered stream's leader change does to an ephemeral consumer: a 503)."""
+
+    def __init__(self, js) -> None:
+        self._js = js
+        self.subscriptions = 0
+
+    def __getattr__(self, name):
+        return getattr(self._js, name)
+
+    async def pull_subscribe(self, *args, **kwargs):
+        import nats.js.errors
+
+        sub = await self._js.pull_subscribe(*args, **kwargs)
+        self.subscriptions += 1
+        if self.subscriptions == 1:
+            real_fetch, fetched = sub.fetch, []
+
+            async def fetch(*a, **k):
+                if fetched:
+                    raise nats.js.errors.ServiceUnavailableError(code=503, description="No Responders")
+                fetched.append(1)
+                return await real_fetch(*a, **k)
+            sub.fetch = fetch
+        return sub
+
+
+async def test_a_replay_interrupted_by_a_leader_change_resumes_where_it_stopped(
+        run_services, settings, nc, subjects, tmp_path, monkeypatch):
+    import rethink.shared.rebuild as rebuild
+
+    running = await run_services(intake, scheduling, meeting, escalation)
+    async with Client(settings) as client:
+        await drive(client, lambda _: None)
+    js = nc.jetstream()
+    await wait_for(lambda: _caught_up(nc, subjects, js, settings.stream), what="all projections caught up")
+    for svc in running:
+        await svc.stop()
+
+    monkeypatch.setattr(rebuild, "BATCH", 5)  # several batches, so the loss lands mid-replay
+    moving = LeaderMoves(js)
+    rebuilt = projection_store("meeting", f"sqlite:///{tmp_path / 'meeting-rebuilt.db'}")
+    result = await replay_into(moving, settings, rebuilt)
+    assert moving.subscriptions == 2
+    total = (await js.stream_info(settings.stream)).state.messages
+    assert result.events_read == total  # nothing read twice, nothing skipped
+    assert _rows(rebuilt) == _rows(projection_store("meeting", settings.db_url("meeting")))
