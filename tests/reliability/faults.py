@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 
 from rethink.shared.settings import SERVICES
 
-from .harness import Audit, ClusterSystem, Load, System, audit, until
+from .harness import Audit, ClusterSystem, Load, PostgresSystem, System, audit, until
 
 DOWN_SECONDS = 1.5  # how long a killed part stays down: long enough for work to pile up behind it
 
@@ -162,6 +162,22 @@ async def kill_stream_leader(system: System, load: Load, _: int) -> float:
     return time.monotonic() - back
 
 
+async def cut_postgres(system: System, load: Load, _: int) -> float:
+    """The service's PostgreSQL goes away for a while (every connection dropped, new ones refused)."""
+    assert isinstance(system, PostgresSystem) and system.proxy is not None
+    name, stream = system.service, system.settings.stream
+    system.proxy.cut()
+    await asyncio.sleep(4.0)
+    held = await system.js.consumer_info(stream, name)
+    cut_postgres.held_back = held.num_pending + held.num_ack_pending  # type: ignore[attr-defined]
+    system.proxy.start()
+    back = time.monotonic()
+    await until(lambda: system.js.consumer_info(stream, name),
+                lambda info: info.ack_floor.stream_seq > held.ack_floor.stream_seq or not info.num_pending, 120,
+                f"{name} acking again")
+    return time.monotonic() - back
+
+
 async def steady(system: System, load: Load, _: int) -> None:
     return None
 
@@ -190,6 +206,10 @@ async def run_fault(root: Path, fault: str, cases: int, rate: float) -> Row:
                          ClusterSystem)
         row.extra["killed"] = getattr(kill_stream_leader, "victim", None)
         return row
+    if fault == "cut-postgres":
+        row = await _run(root, "meeting's PostgreSQL unreachable 4 s", cases, rate, cut_postgres, PostgresSystem)
+        row.extra["held_back_at_return"] = getattr(cut_postgres, "held_back", None)
+        return row
     if fault == "duplicates":
         return await duplicate_publishes(root, cases, rate)
     if fault == "steady":
@@ -197,7 +217,7 @@ async def run_fault(root: Path, fault: str, cases: int, rate: float) -> Row:
     raise ValueError(f"unknown fault {fault!r}")
 
 
-FAULTS = [*(f"kill-{s}" for s in SERVICES), *(f"term-{s}" for s in SERVICES), "replicas", "restart-server", "kill-node", *(f"lock-{s}" for s in ("scheduling", "meeting")),
+FAULTS = [*(f"kill-{s}" for s in SERVICES), *(f"term-{s}" for s in SERVICES), "replicas", "restart-server", "kill-node", *(f"lock-{s}" for s in ("scheduling", "meeting")), "cut-postgres",
           "duplicates", "steady"]
 
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
+import socket
 import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -26,7 +30,7 @@ from nats.js import api
 from sqlalchemy import select
 
 from rethink.shared.bootstrap import bootstrap
-from rethink.shared.cli.supervisor import spawn
+from rethink.shared.cli.supervisor import service_env
 from rethink.shared.envelope import Recorded
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.natsserver import EmbeddedNats, free_port
@@ -73,6 +77,7 @@ class System:
         self.subjects = Subjects(self.settings.subject_prefix)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.nc: nats.NATS | None = None
+        self.env: dict[str, str] = {}  # extra settings for the service processes, as a container gets them
 
     async def start(self) -> System:
         self.start_nats()
@@ -117,12 +122,19 @@ class System:
 
     # --- faults -------------------------------------------------------------------------
     def start_service(self, name: str) -> None:
-        self.procs[name] = spawn(name, self.settings, self.root / "logs")
+        self.procs[name] = self._spawn(name, self.root / "logs")
+
+    def _spawn(self, name: str, log_dir: Path) -> subprocess.Popen[bytes]:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        return subprocess.Popen([sys.executable, "-m", "rethink.shared.cli", "service", "run", name],
+                                env={**service_env(self.settings), **self.env},
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
     def start_replica(self, name: str) -> str:
         """A second process of the same service: it shares the durable consumer and the queue groups."""
         key = f"{name}#2"
-        self.procs[key] = spawn(name, self.settings, self.root / "logs" / "replica")
+        self.procs[key] = self._spawn(name, self.root / "logs" / "replica")
         return key
 
     def kill_service(self, name: str) -> None:
@@ -217,6 +229,92 @@ class ClusterSystem(System):
     async def replicas_current(self) -> bool:
         info = (await self.js.stream_info(self.settings.stream)).cluster
         return len(info.replicas or []) == 2 and all(r.current for r in info.replicas)
+
+
+class PostgresSystem(System):
+    """The same, with one service's projection in PostgreSQL reached through a proxy that can be
+    cut: the database goes away under the service, connections and all, and comes back."""
+
+    def __init__(self, root: Path, service: str = "meeting") -> None:
+        super().__init__(root)
+        self.service = service
+        self.admin_url = os.environ.get("RETHINK_TEST_DATABASE_URL", "postgresql://127.0.0.1:5432/test")
+        self.database = f"rethink_rel_{uuid.uuid4().hex[:10]}"
+        self.proxy: CuttableProxy | None = None
+
+    async def start(self) -> System:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        from rethink.shared.migrations import migrate
+
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{self.database}"')
+        target = make_url(self.admin_url)
+        self.proxy = CuttableProxy(target.host or "127.0.0.1", target.port or 5432)
+        self.proxy.start()
+        url = target.set(drivername="postgresql+psycopg", host="127.0.0.1", port=self.proxy.port,
+                         database=self.database).render_as_string(hide_password=False)
+        self.settings = self.settings.model_copy(update={"database_url": {self.service: url}})
+        self.env = {f"RETHINK_DATABASE_URL__{self.service.upper()}": url}
+        migrate(self.settings, [self.service])  # what the bootstrap job does before services start
+        return await super().start()
+
+    async def stop(self) -> None:
+        import psycopg
+
+        await super().stop()
+        if self.proxy is not None:
+            self.proxy.cut()
+        with psycopg.connect(self.admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
+class CuttableProxy:
+    """A TCP proxy that can be cut: every connection dropped, new ones refused, until restarted.
+
+    It runs on threads, so it never waits on the event loop of the code it is breaking."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self.listener: socket.socket | None = None
+        self.conns: list[socket.socket] = []
+
+    def start(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return  # cut
+            self.conns += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        if self.listener is not None:
+            with contextlib.suppress(OSError):  # wakes the thread blocked in accept(); close alone would not
+                self.listener.shutdown(socket.SHUT_RDWR)
+            self.listener.close()
+            self.listener = None
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self.conns.clear()
 
 
 # --- load -------------------------------------------------------------------------------

@@ -72,6 +72,12 @@ async def test_a_locked_projection_database_holds_the_consumer_back_then_it_catc
     assert row.extra["acked_while_locked"] <= 1  # ...and at most the event in hand was acked meanwhile
 
 
+async def test_a_projection_database_that_goes_away_holds_the_consumer_back_then_it_catches_up(tmp_path):
+    row = await run_fault(tmp_path, "cut-postgres", CASES, RATE)
+    assert_nothing_lost_or_doubled(row)
+    assert row.extra["held_back_at_return"] > 0  # events really waited for the database
+
+
 async def test_every_event_published_again_with_its_id_is_not_stored_twice(tmp_path):
     row = await run_fault(tmp_path, "duplicates", CASES, RATE)
     assert_nothing_lost_or_doubled(row)
