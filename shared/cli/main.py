@@ -49,6 +49,8 @@ for sub, name in ((request_app, "request"), (meeting_app, "meeting"), (action_ap
                   (auth_app, "auth"), (deadletter_app, "deadletter"), (notifications_app, "notifications"),
                   (agencies_app, "agencies"), (contract_app, "contract")):
     app.add_typer(sub, name=name)
+# Operators coming from other message systems look for "dlq": the same commands under that name.
+app.add_typer(deadletter_app, name="dlq", help="Same as `deadletter`: parked events, show, retry.")
 
 # Piped output (CI logs, files) gets room for the history table instead of 80 columns.
 out = Console() if sys.stdout.isatty() else Console(width=160)
