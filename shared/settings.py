@@ -86,6 +86,8 @@ class Settings(BaseSettings):
         default="starttls", description="starttls = upgrade after connecting; tls = implicit TLS; none = plain.")
     smtp_username: str | None = Field(default=None, description="SMTP login; unset = no authentication.")
     smtp_password: SecretStr | None = Field(default=None, description="SMTP password (never logged).")
+    smtp_ca_file: Path | None = Field(
+        default=None, description="CA certificates (PEM) to verify the SMTP server with; unset = the system's.")
     smtp_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of each SMTP connection and command.")
     outbox_interval_seconds: float = Field(default=2.0, gt=0, description="How often the outbox is drained.")
     outbox_max_attempts: int = Field(default=8, ge=1, description="Tries per email before it is marked failed.")

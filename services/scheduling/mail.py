@@ -54,9 +54,10 @@ class SmtpTransport:
     """One SMTP session per message: simple, and a broken connection never strands a batch."""
 
     def __init__(self, host: str, port: int, security: str, username: str | None, password: str | None,
-                 timeout: float) -> None:
+                 timeout: float, ca_file: str | None = None) -> None:
         self.host, self.port, self.security = host, port, security
         self.username, self.password, self.timeout = username, password, timeout
+        self.ca_file = ca_file  # a partnership's own mail relay often has a certificate from a private CA
 
     async def deliver(self, key: str, sender: str, recipient: str, data: bytes) -> None:
         try:
@@ -66,6 +67,8 @@ class SmtpTransport:
                 use_tls=self.security == "tls",
                 # STARTTLS is required when chosen (never silently plain); "none" never upgrades.
                 start_tls=True if self.security == "starttls" else False,
+                # The server's certificate is always verified: against this file, or the system's CAs.
+                validate_certs=True, cert_bundle=self.ca_file,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             if all(r.code >= 500 for r in exc.recipients):
@@ -84,4 +87,5 @@ def make_transport(settings: Settings) -> Transport:
         raise ValueError("RETHINK_MAIL_ADAPTER=smtp needs RETHINK_SMTP_HOST")
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
     return SmtpTransport(settings.smtp_host, settings.smtp_port, settings.smtp_security, settings.smtp_username,
-                         password, settings.smtp_timeout_seconds)
+                         password, settings.smtp_timeout_seconds,
+                         str(settings.smtp_ca_file) if settings.smtp_ca_file else None)
