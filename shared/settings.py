@@ -90,6 +90,8 @@ class Settings(BaseSettings):
         default=None, description="CA certificates (PEM) to verify the SMTP server with; unset = the system's.")
     smtp_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of each SMTP connection and command.")
     outbox_interval_seconds: float = Field(default=2.0, gt=0, description="How often the outbox is drained.")
+    outbox_keep_sent_days: float = Field(
+        default=30.0, gt=0, description="Days a sent email's content and recipient are kept before being erased.")
     outbox_max_attempts: int = Field(default=8, ge=1, description="Tries per email before it is marked failed.")
     outbox_backoff_seconds: float = Field(default=30.0, gt=0,
                                           description="Wait after the first failed try; doubles per try.")

@@ -43,6 +43,7 @@ from .notifier import Email, Notice, compose, compose_reminder
 from .outbox import Outbox, RetryPolicy
 
 NAME = "scheduling"
+ERASE_INTERVAL_SECONDS = 3600.0  # old emails are erased by the day: hourly is plenty
 KINDS = {"MeetingScheduled": "invitation", "MeetingRescheduled": "changed", "MeetingCancelled": "cancelled"}
 logger = get_logger("rethink.scheduling")
 
@@ -193,6 +194,12 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
             logger.info("reminders_queued", count=added)
         return added
 
+    async def erase_old_emails() -> int:
+        erased = outbox.erase_sent_before(clock.now() - timedelta(days=settings.outbox_keep_sent_days))
+        if erased:
+            logger.info("sent_emails_erased", count=erased, older_than_days=settings.outbox_keep_sent_days)
+        return erased
+
     async def notifications(q: NotificationsQuery) -> dict[str, Any]:
         return {"status": "ok", "result": outbox.list(q.failed, q.limit), "counts": outbox.counts()}
 
@@ -233,7 +240,8 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
         },
         on_event=on_event,
         periodic=[(settings.reminder_interval_seconds, queue_reminders),
-                  (settings.outbox_interval_seconds, outbox.drain)],
+                  (settings.outbox_interval_seconds, outbox.drain),
+                  (ERASE_INTERVAL_SECONDS, erase_old_emails)],
     )
 
 

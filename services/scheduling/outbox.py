@@ -48,6 +48,7 @@ from .mail import PermanentFailure, Transport
 from .notifier import Email, to_email
 
 logger = get_logger("rethink.outbox")
+ERASED = "[erased]"
 
 # Its own metadata and its own database: a projection rebuild replaces the projection's tables
 # (and, on SQLite, its file), but what was sent cannot be rebuilt from the log.
@@ -212,6 +213,20 @@ class Outbox:
                 conn.execute(outbox.update().where(outbox.c.id.in_(ids), outbox.c.status == "failed")
                              .values(status="pending", attempts=0, next_attempt_at=now, last_error=None))
         return ids
+
+    def erase_sent_before(self, cutoff: datetime) -> int:
+        """Forget what emails sent before ``cutoff`` said and to whom, keeping that they were sent.
+
+        The rendered email holds names and addresses; once sent it is needed only for a while
+        (a question about what someone received). The row and its key stay, so a late
+        redelivery of the event that caused it still finds it sent and sends nothing again.
+        """
+        with self.engine.begin() as conn:
+            return conn.execute(
+                outbox.update()
+                .where(outbox.c.status == "sent", outbox.c.sent_at < cutoff, outbox.c.recipient != ERASED)
+                .values(recipient=ERASED, sender=ERASED, subject=ERASED, data=b"")
+            ).rowcount
 
     def status_of(self, row_id: int) -> str | None:
         with self.engine.connect() as conn:

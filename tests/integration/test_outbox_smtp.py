@@ -17,11 +17,12 @@ from email import policy
 
 import icalendar
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 
 from rethink.scheduling.mail import SmtpTransport
 from rethink.scheduling.notifier import Notice, compose, compose_reminder
-from rethink.scheduling.outbox import Outbox, RetryPolicy
+from rethink.scheduling.outbox import ERASED, Outbox, RetryPolicy
+from rethink.scheduling.outbox import outbox as outbox_table
 from rethink.scheduling.reminders import ActionItem, Timings, due
 from rethink.shared.clock import FixedClock
 from rethink.shared.events import MeetingMode, Person
@@ -196,14 +197,23 @@ class StallOn:
             await asyncio.Event().wait()
 
 
-async def _die_while_sending(box: Outbox, row_id: int) -> None:
-    """Run a drain until it is stuck in the middle of sending ``row_id``, then kill it."""
+async def _die_while_sending(box: Outbox, row_id: int, server_has=None) -> None:
+    """Run a drain until it is stuck in the middle of sending ``row_id``, then kill it.
+    With ``server_has``, wait also until the SMTP server holds that many messages (the kill must
+    come after the server accepted it, however slow the machine)."""
     task = asyncio.create_task(box.drain())
 
     async def status():
         return box.status_of(row_id)
 
     await wait_for(status, lambda s: s == "sending", what="the message to be claimed")
+    if server_has is not None:
+        handler, count = server_has
+
+        async def received():
+            return len(handler.received)
+
+        await wait_for(received, lambda n: n >= count, what="the server to accept the message")
     task.cancel()  # like a killed process: no handler runs, the row stays claimed
     await asyncio.gather(task, return_exceptions=True)
     box.engine.dispose()
@@ -241,7 +251,7 @@ async def test_a_send_cut_off_after_the_server_accepted_it_is_repeated_as_the_sa
     smtp = SmtpTransport("127.0.0.1", port, "none", None, None, timeout=10)
     before = outbox(db, clock, port, StallOn(smtp, message.key, after_send=True))
     before.enqueue([message], "invitation")
-    await _die_while_sending(before, before.list()[0]["id"])
+    await _die_while_sending(before, before.list()[0]["id"], server_has=(handler, 1))
 
     after = outbox(db, clock, port)
     clock.advance(POLICY.claim_timeout)
@@ -251,3 +261,25 @@ async def test_a_send_cut_off_after_the_server_accepted_it_is_repeated_as_the_sa
     assert first[2] == second[2]  # byte for byte, with one Message-ID: recognisably the same message
     [row] = after.list()
     assert row["status"] == "sent" and "interrupted" not in (row["last_error"] or "")
+
+
+async def test_sent_emails_lose_their_content_after_the_keep_period_but_are_never_sent_again(smtp_server, db):
+    handler, port = smtp_server
+    box = outbox(db, FixedClock(NOW), port)
+    box.enqueue(invitations(), "invitation")
+    assert (await box.drain()).sent == 2
+    box.enqueue([action_reminder()], "reminder")  # queued later: still waiting to be sent
+
+    assert box.erase_sent_before(NOW - timedelta(days=1)) == 0  # nothing that old yet
+    assert box.erase_sent_before(NOW + timedelta(seconds=1)) == 2
+    with box.engine.connect() as conn:
+        rows = conn.execute(select(outbox_table.c.status, outbox_table.c.recipient, outbox_table.c.sender,
+                                   outbox_table.c.data)).all()
+    erased = [r for r in rows if r.status == "sent"]
+    assert [(r.recipient, r.sender, r.data) for r in erased] == [(ERASED, ERASED, b"")] * 2
+    assert [r.recipient for r in rows if r.status == "pending"] == ["sw@council.example.org"]  # untouched
+    assert all(b"example.org" not in r.data for r in erased)
+
+    # A late redelivery of the invitations' event finds them sent: nothing new is sent.
+    assert box.enqueue(invitations(), "invitation") == 0
+    assert (await box.drain()).sent == 1 and len(handler.received) == 3
