@@ -18,8 +18,9 @@ from starlette.staticfiles import StaticFiles
 
 from rethink.shared.settings import Settings
 
-from . import views_common, views_queue, views_request
+from . import views_common, views_facilitator, views_queue, views_request
 from .drafts import Drafts
+from .forms import LONDON
 from .gateway import Gateway, Unavailable
 from .security import AuditorsReadOnly
 from .web import STATIC, Pages
@@ -65,6 +66,7 @@ def build_app(settings: Settings, *, now: Callable[[], datetime] | None = None) 
         *views_common.routes(pages, gateway),
         *views_request.routes(pages, gateway, drafts),
         *views_queue.routes(pages, gateway, clock),
+        *views_facilitator.routes(pages, gateway, drafts, lambda: clock().astimezone(LONDON).date()),
     ]
     app = Starlette(
         routes=routes,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -14,6 +16,35 @@ from .users import BY_ID, DEMO_USERS, ROLE_NAMES, Role, current_user, require
 from .web import Pages
 
 HOME = {Role.PRACTITIONER: "/requests", Role.FACILITATOR: "/queue", Role.MANAGER: "/queue"}
+
+
+def next_steps(views: dict[str, Any]) -> set[str]:
+    """What a facilitator can do next on the case, from the services' views of it.
+
+    Only offers what the services would accept; they still decide, and their refusals are shown.
+    """
+    sched, meeting, esc = views["scheduling"] or {}, views["meeting"] or {}, views["escalation"] or {}
+    closed = bool(sched.get("closed") or esc.get("closed") or meeting.get("closed"))
+    steps: set[str] = set()
+    held = (meeting.get("meeting") or {}).get("status") == "held"
+    arranged = (sched.get("meeting") or {}).get("status") in ("scheduled", "rescheduled")
+    open_escalation = ((esc.get("escalation") or {}).get("status")) == "open"
+    if not closed:
+        if sched.get("facilitator") and not held and not arranged:
+            steps.add("schedule")
+        if arranged:
+            steps |= {"reschedule", "cancel", "record"}
+        if open_escalation:
+            steps |= {"advance", "resolve"}
+        elif views["escalation"] is not None:
+            steps.add("raise")
+        outcome = (meeting.get("meeting") or {}).get("outcome")
+        if held and outcome == "partly_resolved" and not open_escalation and all(
+                a["status"] == "completed" for a in meeting.get("actions", [])):
+            steps.add("close")
+    if meeting.get("actions"):
+        steps.add("complete")  # an action may be completed even after the case has closed
+    return steps
 
 
 def routes(pages: Pages, gateway: Gateway) -> list[Route]:
@@ -60,9 +91,12 @@ def routes(pages: Pages, gateway: Gateway) -> list[Route]:
         views = {name: await gateway.result(name, "case", {"case_id": case_id})
                  for name in ("scheduling", "meeting", "escalation")}
         own = user.role is Role.PRACTITIONER and intake["agency"] == user.agency
-        return pages.render(request, "case.html", flash=request.session.pop("flash", None), title=f"Case {intake['case_reference']}", case_id=case_id,
-                            intake=intake, **views, can_confirm=own and intake["status"] == "awaiting_checks",
-                            back_href="/requests" if user.role is Role.PRACTITIONER else "/queue")
+        can = next_steps(views) if user.role is Role.FACILITATOR else set()
+        return pages.render(request, "case.html", flash=request.session.pop("flash", None),
+                            title=f"Case {intake['case_reference']}", case_id=case_id,
+                            intake=intake, **views, can_confirm=own and intake["status"] == "awaiting_checks", can=can,
+                            timeline=user.role in (Role.AUDITOR, Role.FACILITATOR, Role.MANAGER),
+                            back_href={Role.PRACTITIONER: "/requests", Role.AUDITOR: "/cases"}.get(user.role, "/queue"))
 
     return [
         Route("/health", health),

@@ -37,8 +37,17 @@ def templates() -> Jinja2Templates:
 
 
 def error_list(errors: dict[str, str]) -> list[dict[str, str]]:
-    """The error summary links each message to its field (a ``#`` anchor, never another page)."""
-    return [{"text": message, "href": f"#{field}"} for field, message in errors.items()]
+    """The error summary links each message to its field (a ``#`` anchor, never another page).
+
+    Errors about the form as a whole (keys starting ``form``) link to the top of the content.
+    """
+    return [{"text": message, "href": "#main-content" if field.startswith("form") else f"#{field}"}
+            for field, message in errors.items()]
+
+
+def change_action(href: str, what: str) -> dict[str, list[dict[str, str]]]:
+    """A summary list row's "Change" link, named for screen readers."""
+    return {"items": [{"href": href, "text": "Change", "visuallyHiddenText": what}]}
 
 
 def field_error(errors: dict[str, str], field: str) -> dict[str, str] | None:
@@ -49,6 +58,7 @@ class Pages:
     def __init__(self) -> None:
         self.t = templates()
         self.t.env.globals["field_error"] = field_error
+        self.t.env.globals["change_action"] = change_action
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         user: User | None = current_user(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
 import httpx
@@ -50,9 +51,25 @@ class Browser:
         return await self.post("/sign-in", {"user_id": user_id})
 
 
+class ShiftedClock:
+    """The services' clock: real time, moved on by the test (a meeting is recorded "later" than it was
+    arranged without waiting for the minute to turn, since people type times to the minute)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
 @pytest.fixture
-async def console_app(settings: Settings, run_services):  # noqa: F811 - the imported fixture
-    await run_services(intake, scheduling, meeting, escalation)
+def service_clock() -> ShiftedClock:
+    return ShiftedClock()
+
+
+@pytest.fixture
+async def console_app(settings: Settings, run_services, service_clock):  # noqa: F811 - the imported fixture
+    await run_services(intake, scheduling, meeting, escalation, clock=service_clock)
     app = build_app(settings)
     async with app.router.lifespan_context(app):
         yield app
