@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from rethink.shared.settings import Settings
 
-from . import views_common, views_facilitator, views_queue, views_request
+from . import views_audit, views_common, views_facilitator, views_queue, views_request
 from .drafts import Drafts
 from .forms import LONDON
 from .gateway import Gateway, Unavailable
@@ -34,6 +34,9 @@ def build_app(settings: Settings, *, now: Callable[[], datetime] | None = None) 
     gateway = Gateway(settings)
     drafts = Drafts()
     clock = now or (lambda: datetime.now(UTC))
+
+    def today() -> date:
+        return clock().astimezone(LONDON).date()
     secret = settings.console_secret.get_secret_value() if settings.console_secret else secrets.token_urlsafe(48)
 
     @asynccontextmanager
@@ -66,7 +69,8 @@ def build_app(settings: Settings, *, now: Callable[[], datetime] | None = None) 
         *views_common.routes(pages, gateway),
         *views_request.routes(pages, gateway, drafts),
         *views_queue.routes(pages, gateway, clock),
-        *views_facilitator.routes(pages, gateway, drafts, lambda: clock().astimezone(LONDON).date()),
+        *views_facilitator.routes(pages, gateway, drafts, today),
+        *views_audit.routes(pages, gateway, today),
     ]
     app = Starlette(
         routes=routes,

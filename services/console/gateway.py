@@ -14,7 +14,8 @@ import nats
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from rethink.shared.eventlog import Subjects
+from rethink.shared.envelope import Recorded
+from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.settings import Settings
 
 
@@ -77,3 +78,9 @@ class Gateway:
         if reply.get("status") == "not_found":
             return None
         raise Unavailable(service, f"refused the query {name}: {reply.get('reasons')}")
+
+    async def history(self, case_id: str) -> list[Recorded]:
+        """A case's events from the log (the audit trail), oldest first; ``case_id`` must be checked already."""
+        if self.nc is None:
+            raise Unavailable("event log", "not connected to NATS")
+        return await EventLog(self.nc.jetstream(), self.settings.stream, self.subjects).read_case(case_id)

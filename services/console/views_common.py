@@ -9,13 +9,14 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from . import access
 from .gateway import Gateway
 from .request_flow import CASE_ID
 from .security import checked_form
 from .users import BY_ID, DEMO_USERS, ROLE_NAMES, Role, current_user, require
 from .web import Pages
 
-HOME = {Role.PRACTITIONER: "/requests", Role.FACILITATOR: "/queue", Role.MANAGER: "/queue"}
+HOME = {Role.PRACTITIONER: "/requests", Role.FACILITATOR: "/queue", Role.MANAGER: "/reports", Role.AUDITOR: "/cases"}
 
 
 def next_steps(views: dict[str, Any]) -> set[str]:
@@ -88,6 +89,7 @@ def routes(pages: Pages, gateway: Gateway) -> list[Route]:
             raise HTTPException(404)
         if user.role is Role.PRACTITIONER and intake["agency"] != user.agency:
             raise HTTPException(403)  # a practitioner sees only their own agency's requests
+        access.case_viewed(user, case_id, "case")
         views = {name: await gateway.result(name, "case", {"case_id": case_id})
                  for name in ("scheduling", "meeting", "escalation")}
         own = user.role is Role.PRACTITIONER and intake["agency"] == user.agency

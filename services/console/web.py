@@ -18,9 +18,9 @@ STATIC = HERE / "static"
 
 NAVIGATION = {
     Role.PRACTITIONER: [("/requests", "My requests"), ("/requests/new", "Request a Re-think")],
-    Role.FACILITATOR: [("/queue", "Work queue")],
-    Role.MANAGER: [("/queue", "Work queue")],
-    Role.AUDITOR: [],
+    Role.FACILITATOR: [("/queue", "Work queue"), ("/cases", "Cases")],
+    Role.MANAGER: [("/queue", "Work queue"), ("/reports", "Reports"), ("/cases", "Cases")],
+    Role.AUDITOR: [("/cases", "Cases")],
 }
 
 
