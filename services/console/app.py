@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from rethink.shared.settings import Settings
 
-from . import views_audit, views_common, views_facilitator, views_queue, views_request
+from . import views_audit, views_common, views_facilitator, views_queue, views_reports, views_request
 from .drafts import Drafts
 from .forms import LONDON
 from .gateway import Gateway, Unavailable
@@ -71,6 +71,7 @@ def build_app(settings: Settings, *, now: Callable[[], datetime] | None = None) 
         *views_queue.routes(pages, gateway, clock),
         *views_facilitator.routes(pages, gateway, drafts, today),
         *views_audit.routes(pages, gateway, today),
+        *views_reports.routes(pages, gateway, today),
     ]
     app = Starlette(
         routes=routes,

@@ -13,8 +13,9 @@ from typing import Any
 import nats
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js import api
 
-from rethink.shared.envelope import Recorded
+from rethink.shared.envelope import InvalidEvent, Recorded
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.settings import Settings
 
@@ -32,6 +33,8 @@ class Gateway:
         self.settings = settings
         self.subjects = Subjects(settings.subject_prefix)
         self.nc: nats.NATS | None = None
+        self._log: list[Recorded] = []  # every event read so far, for the reports (see read_log)
+        self._log_lock = asyncio.Lock()
 
     async def connect(self) -> None:
         # A web server outlives blips in NATS, so unlike the CLI it keeps reconnecting.
@@ -84,3 +87,46 @@ class Gateway:
         if self.nc is None:
             raise Unavailable("event log", "not connected to NATS")
         return await EventLog(self.nc.jetstream(), self.settings.stream, self.subjects).read_case(case_id)
+
+    async def read_log(self) -> list[Recorded]:
+        """Every event in the log, in stream order, for the partnership's reports.
+
+        Kept in memory and topped up from where the last read stopped, so a report reads only
+        what was appended since. A replay, like ``rethink projections rebuild``: an ephemeral,
+        unacknowledged consumer; nothing of another service is read.
+        """
+        if self.nc is None:
+            raise Unavailable("event log", "not connected to NATS")
+        async with self._log_lock:
+            js = self.nc.jetstream()
+            try:
+                last = (await js.stream_info(self.settings.stream)).state.last_seq
+            except Exception as exc:  # noqa: BLE001 - whatever NATS says, the page says it is unavailable
+                raise Unavailable("event log", str(exc) or type(exc).__name__) from None
+            start = self._log[-1].seq + 1 if self._log else 1
+            if last < start:
+                return self._log
+            sub = await js.pull_subscribe(self.subjects.all_events, stream=self.settings.stream,
+                                          config=api.ConsumerConfig(
+                                              ack_policy=api.AckPolicy.NONE, mem_storage=True, inactive_threshold=30.0,
+                                              deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start))
+            try:
+                seq = start - 1
+                while seq < last:
+                    msgs = await sub.fetch(500, timeout=5)
+                    for m in msgs:
+                        seq = m.metadata.sequence.stream
+                        if seq > last:
+                            break
+                        try:
+                            self._log.append(Recorded.from_message(m.data, seq))
+                        except InvalidEvent:
+                            continue  # the services skip (and log) these too
+                    if msgs and msgs[-1].metadata.num_pending == 0:
+                        break
+            except NatsTimeout:
+                raise Unavailable("event log", "the replay did not finish") from None
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            return self._log
