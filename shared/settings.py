@@ -120,6 +120,22 @@ class Settings(BaseSettings):
     console_secret: SecretStr | None = Field(
         default=None, min_length=32,
         description="Key that signs console session cookies; unset = a new random key at each start.")
+    console_users_file: Path | None = Field(
+        default=None, description="Local console accounts (`rethink users add`); unset = state_dir/console-users.json.")
+    console_secure_cookies: bool = Field(
+        default=False, description="Mark the session cookie Secure: set it when the console is served over HTTPS.")
+    console_sign_in_attempts: int = Field(
+        default=5, ge=1, le=1000, description="Failed sign-ins allowed per user name and per address in 15 minutes.")
+    console_oidc_issuer: str | None = Field(
+        default=None, description="OpenID Connect issuer URL of the partnership's identity provider; unset = off.")
+    console_oidc_client_id: str | None = Field(default=None, description="The console's client id at the provider.")
+    console_oidc_client_secret: SecretStr | None = Field(
+        default=None, description="The console's client secret at the provider.")
+    console_oidc_role_claim: str = Field(
+        default="rethink_role", description="Claim holding the person's console role (practitioner, facilitator, "
+                                            "partnership_manager or auditor).")
+    console_oidc_agency_claim: str = Field(
+        default="rethink_agency", description="Claim holding a practitioner's agency id (its intake subject token).")
     log_level: str = Field(default="INFO", pattern=r"^(?i)(debug|info|warning|error)$", description="Service log level.")
     log_format: str = Field(default="auto", pattern=r"^(auto|json|console)$",
                             description="auto = JSON unless on a terminal.")
@@ -136,6 +152,10 @@ class Settings(BaseSettings):
     @property
     def auth_dir(self) -> Path:
         return self.state_dir / "auth"
+
+    @property
+    def console_users_path(self) -> Path:
+        return self.console_users_file or self.state_dir / "console-users.json"
 
     @property
     def mail_dir(self) -> Path:

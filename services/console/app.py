@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -19,18 +20,25 @@ from starlette.staticfiles import StaticFiles
 from rethink.shared.settings import Settings
 
 from . import views_audit, views_common, views_facilitator, views_queue, views_reports, views_request
+from .accounts import Accounts
 from .drafts import Drafts
 from .forms import LONDON
 from .gateway import Gateway, Unavailable
-from .security import AuditorsReadOnly
+from .oidc import OidcSignIn
+from .security import AuditorsReadOnly, SecurityHeaders, SignInLimiter
 from .web import STATIC, Pages
 
 SESSION_COOKIE = "rethink_session"
 SESSION_SECONDS = 8 * 3600  # a working day
+SIGN_IN_WINDOW_SECONDS = 15 * 60
 
 
-def build_app(settings: Settings, *, now: Callable[[], datetime] | None = None) -> Starlette:
+def build_app(settings: Settings, *, now: Callable[[], datetime] | None = None,
+              accounts: Accounts | None = None, oidc_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
     pages = Pages()
+    accounts = accounts or Accounts(settings.console_users_path)
+    limiter = SignInLimiter(settings.console_sign_in_attempts, SIGN_IN_WINDOW_SECONDS)
+    oidc = OidcSignIn(settings, oidc_transport) if settings.console_oidc_issuer else None
     gateway = Gateway(settings)
     drafts = Drafts()
     clock = now or (lambda: datetime.now(UTC))
@@ -66,7 +74,7 @@ def build_app(settings: Settings, *, now: Callable[[], datetime] | None = None) 
 
     routes = [
         Mount("/assets", StaticFiles(directory=STATIC), name="assets"),
-        *views_common.routes(pages, gateway),
+        *views_common.routes(pages, gateway, accounts, limiter, oidc),
         *views_request.routes(pages, gateway, drafts),
         *views_queue.routes(pages, gateway, clock),
         *views_facilitator.routes(pages, gateway, drafts, today),
@@ -76,13 +84,15 @@ def build_app(settings: Settings, *, now: Callable[[], datetime] | None = None) 
     app = Starlette(
         routes=routes,
         middleware=[
-            # HTTP-only and same-site by Starlette's design; Secure once served over HTTPS (docs/console.md).
+            Middleware(SecurityHeaders),
+            # HTTP-only and same-site by Starlette's design; Secure when served over HTTPS (a setting).
             Middleware(SessionMiddleware, secret_key=secret, session_cookie=SESSION_COOKIE,
-                       max_age=SESSION_SECONDS, same_site="lax", https_only=False),
+                       max_age=SESSION_SECONDS, same_site="lax", https_only=settings.console_secure_cookies),
             Middleware(AuditorsReadOnly, refuse=refuse),
         ],
         exception_handlers={HTTPException: http_error, Unavailable: unavailable},
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    app.state.accounts = accounts
     return app

@@ -1,14 +1,14 @@
-"""Who can sign in, and what each role may do.
+"""Who is signed in, and what each role may do.
 
-DEVELOPMENT ONLY: a fixed list of demo people, chosen on the sign-in page without a password.
-Production sign-in is OpenID Connect against the partnership's identity provider (see
-docs/console.md); the rest of the console only ever asks ``current_user(request)``.
+Sign-in (local accounts or OpenID Connect) puts the person into the signed session cookie;
+every route asks ``current_user(request)`` and checks the role with ``require``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -38,8 +38,22 @@ class User:
     job_title: str
     agency: str | None = None  # the agency's id: the token of its intake subject
     agency_name: str | None = None
+    via: str = "local"  # local | oidc: how they signed in
+
+    def as_session(self) -> dict[str, Any]:
+        return {**asdict(self), "role": self.role.value}
+
+    @classmethod
+    def from_session(cls, data: Any) -> User | None:
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(**{**data, "role": Role(data["role"])})
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
+# The demo people: `rethink demo` creates them as local accounts and prints their passwords.
 DEMO_USERS: tuple[User, ...] = (
     User("priya", "Priya Example", "dsl@northside-school.example.org", Role.PRACTITIONER,
          "Designated safeguarding lead", "northside-school", "Northside School Trust"),
@@ -51,7 +65,6 @@ DEMO_USERS: tuple[User, ...] = (
     User("morgan", "Morgan Example", "partnership.manager@example.org", Role.MANAGER, "Partnership manager"),
     User("ash", "Ash Example", "auditor@example.org", Role.AUDITOR, "Auditor"),
 )
-BY_ID = {u.id: u for u in DEMO_USERS}
 
 # The partnership's agencies, offered on the "agencies involved" page.
 PARTNERSHIP_AGENCIES = (
@@ -61,7 +74,16 @@ PARTNERSHIP_AGENCIES = (
 
 
 def current_user(request: Request) -> User | None:
-    return BY_ID.get(request.session.get("user_id", ""))
+    user = User.from_session(request.session.get("user"))
+    if user is None:
+        return None
+    accounts = getattr(request.app.state, "accounts", None)
+    if user.via == "local" and accounts is not None:
+        # A local account removed (or given another role) since sign-in signs its sessions out.
+        on_file = accounts.get(user.id)
+        if on_file is None or on_file.role is not user.role or on_file.agency != user.agency:
+            return None
+    return user
 
 
 def require(request: Request, *roles: Role) -> User:

@@ -9,13 +9,18 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from rethink.shared.logs import get_logger
+
 from . import access
+from .accounts import Accounts
 from .gateway import Gateway
+from .oidc import OAuthError, OidcSignIn, SignInRefused
 from .request_flow import CASE_ID
-from .security import checked_form
-from .users import BY_ID, DEMO_USERS, ROLE_NAMES, Role, current_user, require
+from .security import SignInLimiter, checked_form
+from .users import Role, User, current_user, require
 from .web import Pages
 
+log = get_logger("rethink.console")
 HOME = {Role.PRACTITIONER: "/requests", Role.FACILITATOR: "/queue", Role.MANAGER: "/reports", Role.AUDITOR: "/cases"}
 
 
@@ -48,7 +53,8 @@ def next_steps(views: dict[str, Any]) -> set[str]:
     return steps
 
 
-def routes(pages: Pages, gateway: Gateway) -> list[Route]:
+def routes(pages: Pages, gateway: Gateway, accounts: Accounts, limiter: SignInLimiter,
+           oidc: OidcSignIn | None) -> list[Route]:
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
 
@@ -60,19 +66,62 @@ def routes(pages: Pages, gateway: Gateway) -> list[Route]:
             return RedirectResponse(HOME[user.role], status_code=303)
         return pages.render(request, "home.html", title="Re-think")
 
+    def signed_in(request: Request, user: User) -> Response:
+        # A new session on sign-in: nothing from before it (a draft, a token) carries over.
+        request.session.clear()
+        request.session["user"] = user.as_session()
+        log.info("signed_in", user=user.id, role=user.role.value, via=user.via)
+        return RedirectResponse("/", status_code=303)
+
+    def sign_in_page(request: Request, errors: dict[str, str], username: str = "", status: int = 200) -> Response:
+        return pages.render(request, "sign_in.html", status=status if not errors or status != 200 else 400,
+                            title="Sign in", errors=errors, username=username, oidc=oidc is not None)
+
     async def sign_in(request: Request) -> Response:
+        if request.method == "GET":
+            return sign_in_page(request, {})
+        form = await checked_form(request)
+        username = str(form.get("username", "")).strip().lower()[:100]
+        password = str(form.get("password", ""))
         errors: dict[str, str] = {}
-        if request.method == "POST":
-            form = await checked_form(request)
-            user = BY_ID.get(str(form.get("user_id", "")))
-            if user is not None:
-                # A new session on sign-in: nothing from before it (a draft, a token) carries over.
-                request.session.clear()
-                request.session["user_id"] = user.id
-                return RedirectResponse("/", status_code=303)
-            errors["user_id"] = "Select who you are signing in as"
-        return pages.render(request, "sign_in.html", status=400 if errors else 200, title="Sign in", errors=errors,
-                            users=DEMO_USERS, role_names=ROLE_NAMES)
+        if not username:
+            errors["username"] = "Enter your user name"
+        if not password:
+            errors["password"] = "Enter your password"
+        if errors:
+            return sign_in_page(request, errors, username)
+        keys = [f"user:{username}", f"ip:{request.client.host if request.client else '-'}"]
+        if limiter.blocked(keys):
+            log.warning("sign_in_refused_too_many_attempts", user=username)
+            return sign_in_page(request, {"username": "Too many failed attempts to sign in. Wait 15 minutes, "
+                                                      "then try again."}, username, status=429)
+        user = accounts.verify(username, password)
+        if user is None:
+            limiter.failed(keys)
+            log.info("sign_in_failed", user=username)
+            # One message for either mistake: the page must not tell which user names exist.
+            return sign_in_page(request, {"username": "Enter a correct user name and password"}, username)
+        limiter.succeeded(keys[0])
+        return signed_in(request, user)
+
+    async def oidc_start(request: Request) -> Response:
+        if oidc is None:
+            raise HTTPException(404)
+        return await oidc.start(request)
+
+    async def oidc_callback(request: Request) -> Response:
+        if oidc is None:
+            raise HTTPException(404)
+        try:
+            user = await oidc.finish(request)
+        except SignInRefused as exc:
+            return pages.render(request, "error.html", status=403, title="You cannot sign in to Re-think",
+                                detail=str(exc))
+        except OAuthError as exc:
+            log.warning("oidc_sign_in_failed", error=exc.error)
+            return pages.render(request, "error.html", status=400, title="Sign-in did not complete",
+                                detail="The identity provider's answer could not be accepted. Try signing in again.")
+        return signed_in(request, user)
 
     async def sign_out(request: Request) -> Response:
         await checked_form(request)
@@ -104,6 +153,8 @@ def routes(pages: Pages, gateway: Gateway) -> list[Route]:
         Route("/health", health),
         Route("/", home),
         Route("/sign-in", sign_in, methods=["GET", "POST"]),
+        Route("/sign-in/oidc", oidc_start),
+        Route("/sign-in/oidc/callback", oidc_callback, name="oidc_callback"),
         Route("/sign-out", sign_out, methods=["POST"]),
         Route("/cases/{case_id}", case),
     ]

@@ -70,5 +70,6 @@ class Pages:
                       default=None)
         nav = [{"href": href, "text": text, "active": href == current} for href, text in items]
         base = {"user": user, "csrf_token": csrf_token(request), "navigation": nav,
+                "cspNonce": getattr(request.state, "csp_nonce", None),
                 "error_list": error_list(errors), "errors": errors}
         return self.t.TemplateResponse(request, name, {**base, **context}, status_code=status)

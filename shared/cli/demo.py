@@ -7,6 +7,7 @@ system started with `rethink up`. All people are fictional, all addresses exampl
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -159,17 +160,38 @@ async def drive(client: Client, say: Callable[[str], None]) -> list[str]:
     return [a["case_id"], b["case_id"], c["case_id"]]
 
 
-def console_lines(settings: Settings) -> list[str]:
-    """Where the web console is, and who can sign in to it (development sign-in)."""
-    from rethink.console.users import DEMO_USERS, ROLE_NAMES
+def console_lines(settings: Settings, passwords: dict[str, str] | None = None) -> list[str]:
+    """Where the web console is, and who can sign in to it (with the demo's passwords, when given)."""
+    from rethink.console.accounts import Accounts
+    from rethink.console.users import ROLE_NAMES
 
     url = console_url(settings)
     if url is None:
         return ["The web console is switched off (RETHINK_CONSOLE_PORT=0)."]
-    return [f"Web console: {url}",
-            "  development sign-in, no password; choose one of:",
-            *(f"  - {u.name}: {ROLE_NAMES[u.role].lower()}{', ' + u.agency_name if u.agency_name else ''}"
-              for u in DEMO_USERS)]
+    lines = [f"Web console: {url}"]
+    if settings.console_oidc_issuer:
+        lines.append(f"  sign-in with OpenID Connect at {settings.console_oidc_issuer}")
+    users = Accounts(settings.console_users_path).all()
+    if not users:
+        return [*lines, "  no local accounts yet: add one with `rethink users add NAME --role ROLE ...`"]
+    lines.append("  sign in as" + (" (demo passwords, this run only):" if passwords else ":"))
+    for u in users:
+        where = f", {u.agency_name}" if u.agency_name else ""
+        secret = f"  user {u.id}  password {passwords[u.id]}" if passwords and u.id in passwords else f"  user {u.id}"
+        lines.append(f"  - {u.name}: {ROLE_NAMES[u.role].lower()}{where}{secret}")
+    return lines
+
+
+def demo_accounts(settings: Settings) -> dict[str, str]:
+    """The demo people as local accounts, each with a fresh random password (printed, never stored plain)."""
+    from rethink.console.accounts import Accounts
+    from rethink.console.users import DEMO_USERS
+
+    accounts = Accounts(settings.console_users_path)
+    passwords = {u.id: secrets.token_urlsafe(12) for u in DEMO_USERS}
+    for u in DEMO_USERS:
+        accounts.add(u, passwords[u.id], replace=True)
+    return passwords
 
 
 def run_demo(settings: Settings, console: Console, keep_running: bool = False) -> None:
@@ -180,8 +202,9 @@ def run_demo(settings: Settings, console: Console, keep_running: bool = False) -
         "state_dir": state, "nats_url": None, "embedded_nats_port": free_port(),
         "console_port": free_port() if settings.console_port else 0})
     console.print(f"Starting a fresh system in {state} ...")
+    passwords = demo_accounts(demo_settings) if demo_settings.console_port else {}
     with running_system(demo_settings) as procs:
-        for line in console_lines(demo_settings):
+        for line in console_lines(demo_settings, passwords):
             console.print(line, highlight=False, soft_wrap=True)
         async def go() -> None:
             async with Client(demo_settings) as client:
@@ -200,7 +223,7 @@ def run_demo(settings: Settings, console: Console, keep_running: bool = False) -
         else:
             console.print(f"\nInvitations sent through {demo_settings.smtp_host} (`rethink notifications list`)")
         if keep_running:
-            for line in console_lines(demo_settings):
+            for line in console_lines(demo_settings, passwords):
                 console.print(line, highlight=False, soft_wrap=True)
             console.print("The demo system stays up until Ctrl-C.")
             watch(procs, demo_settings, console.print)

@@ -41,13 +41,15 @@ auth_app = typer.Typer(help="NATS users and what each may do.", no_args_is_help=
 agencies_app = typer.Typer(help="Agencies' credentials: who may submit as whom.", no_args_is_help=True)
 deadletter_app = typer.Typer(help="Events a service could never apply, parked with their reason.",
                              no_args_is_help=True)
+users_app = typer.Typer(help="Local accounts of the web console (the embedded default; production uses OpenID "
+                                  "Connect).", no_args_is_help=True)
 notifications_app = typer.Typer(help="Emails (invitations, reminders): what was sent, what failed, send again.",
                                 no_args_is_help=True)
 for sub, name in ((request_app, "request"), (meeting_app, "meeting"), (action_app, "action"),
                   (escalation_app, "escalation"), (case_app, "case"), (service_app, "service"),
                   (audit_app, "audit"), (projections_app, "projections"),
                   (auth_app, "auth"), (deadletter_app, "deadletter"), (notifications_app, "notifications"),
-                  (agencies_app, "agencies"), (contract_app, "contract")):
+                  (agencies_app, "agencies"), (contract_app, "contract"), (users_app, "users")):
     app.add_typer(sub, name=name)
 # Operators coming from other message systems look for "dlq": the same commands under that name.
 app.add_typer(deadletter_app, name="dlq", help="Same as `deadletter`: parked events, show, retry.")
@@ -274,6 +276,63 @@ def auth_init() -> None:
         out.print(f"{name}: password {password}  (shown once; store it in your secrets manager)", highlight=False)
     out.print(f"wrote {registry.config_file}: include it in the nats-server config, then reload the server "
               "(nats-server --signal reload)", highlight=False)
+
+
+@users_app.command("add")
+@friendly
+def users_add(
+    name: Annotated[str, typer.Argument(help="The user name they sign in with, e.g. priya or j.smith")],
+    role: Annotated[str, typer.Option(help="practitioner, facilitator, partnership_manager or auditor")],
+    full_name: Annotated[str, typer.Option("--full-name", help="Shown on pages and recorded as who acted")],
+    email: Annotated[str, typer.Option(help="Work email: the actor on every change they make")],
+    agency: Annotated[str | None, typer.Option(help="A practitioner's agency id (its intake subject token)")] = None,
+    agency_name: Annotated[str | None, typer.Option("--agency-name", help="The agency's name as people know it")] = None,
+    job_title: Annotated[str, typer.Option("--job-title")] = "",
+    replace: Annotated[bool, typer.Option("--replace", help="Change an existing account (and its password)")] = False,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
+                                          help="Asked for if not given (at least 12 characters)")] = "",
+) -> None:
+    """Add a local console account; the password is stored only as an argon2 hash."""
+    from email_validator import EmailNotValidError, validate_email
+
+    from rethink.console.accounts import Accounts
+    from rethink.console.users import Role, User
+
+    try:
+        role_value = Role(role)
+    except ValueError:
+        raise CliError(f"--role {role!r}: choose one of {', '.join(r.value for r in Role)}") from None
+    try:
+        email = validate_email(email, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise CliError(f"--email {email!r}: {exc}") from None
+    s = settings()
+    user = User(id=name.strip().lower(), name=full_name.strip(), email=email, role=role_value, job_title=job_title,
+                agency=agency, agency_name=(agency_name or agency) if agency else None)
+    Accounts(s.console_users_path).add(user, password, replace=replace)
+    out.print(f"user {user.id} ({role_value.value}) {'changed' if replace else 'added'} in {s.console_users_path}",
+              highlight=False)
+
+
+@users_app.command("list")
+@friendly
+def users_list() -> None:
+    """The local console accounts (never their passwords)."""
+    from rethink.console.accounts import Accounts
+
+    for u in Accounts(settings().console_users_path).all():
+        out.print(f"{u.id}\t{u.role.value}\t{u.name}\t{u.email}\t{u.agency or ''}", highlight=False)
+
+
+@users_app.command("remove")
+@friendly
+def users_remove(name: str) -> None:
+    """Remove a local account; its sessions end at their next request."""
+    from rethink.console.accounts import Accounts
+
+    s = settings()
+    Accounts(s.console_users_path).remove(name)
+    out.print(f"user {name} removed", highlight=False)
 
 
 @agencies_app.command("add")

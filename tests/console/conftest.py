@@ -9,8 +9,11 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 
+from rethink.console.accounts import Accounts
 from rethink.console.app import build_app
+from rethink.console.users import DEMO_USERS
 from rethink.escalation.app import build as escalation
 from rethink.intake.app import build as intake
 from rethink.meeting.app import build as meeting
@@ -18,6 +21,8 @@ from rethink.scheduling.app import build as scheduling
 from rethink.shared.settings import Settings
 from tests.integration.conftest import event_log, run_services, subjects  # noqa: F401 - fixtures
 
+CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+PASSWORD = "correct horse battery staple"  # every demo account's, in the tests
 TOKEN = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -48,7 +53,7 @@ class Browser:
 
     async def sign_in(self, user_id: str) -> httpx.Response:
         await self.get("/sign-in")
-        return await self.post("/sign-in", {"user_id": user_id})
+        return await self.post("/sign-in", {"username": user_id, "password": PASSWORD})
 
 
 class ShiftedClock:
@@ -67,10 +72,20 @@ def service_clock() -> ShiftedClock:
     return ShiftedClock()
 
 
+@pytest.fixture(scope="session")
+def accounts(tmp_path_factory) -> Accounts:
+    """The demo people as local accounts, made once. argon2 is slow on purpose (over a second a
+    guess here); the tests use the same argon2id with the smallest costs so the suite stays quick."""
+    made = Accounts(tmp_path_factory.mktemp("console") / "users.json", hasher=CHEAP)
+    for user in DEMO_USERS:
+        made.add(user, PASSWORD)
+    return made
+
+
 @pytest.fixture
-async def console_app(settings: Settings, run_services, service_clock):  # noqa: F811 - the imported fixture
+async def console_app(settings: Settings, run_services, service_clock, accounts):  # noqa: F811 - the imported fixture
     await run_services(intake, scheduling, meeting, escalation, clock=service_clock)
-    app = build_app(settings)
+    app = build_app(settings, accounts=accounts)
     async with app.router.lifespan_context(app):
         yield app
 

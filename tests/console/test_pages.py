@@ -69,9 +69,21 @@ async def test_every_form_is_a_plain_post_and_no_page_needs_script_to_work(brows
             assert 'method="post"' in attrs, (name, attrs)
         assert not re.search(r"\son[a-z]+\s*=", html, re.I), f"{name} has an inline event handler"
         assert 'href="javascript:' not in html
-        # The only script is GOV.UK Frontend's progressive enhancement, loaded as a module.
+        # The only scripts: GOV.UK Frontend's progressive enhancement, loaded as a module, and the
+        # template's one js-enabled line, which carries the response's CSP nonce.
         scripts = re.findall(r"<script\b[^>]*>", html)
-        assert all('type="module"' in s or s == "<script>" for s in scripts), scripts
+        assert all('type="module"' in s or re.fullmatch(r'<script nonce="[^"]+">', s) for s in scripts), scripts
+
+
+async def test_the_content_security_policy_allows_no_inline_script_but_the_nonced_line(browser):
+    r = await browser.get("/sign-in")
+    csp = r.headers["content-security-policy"]
+    nonce = re.search(r'<script nonce="([^"]+)">', r.text).group(1)
+    assert f"script-src 'self' 'nonce-{nonce}'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp
+    again = await browser.get("/sign-in")
+    assert re.search(r'<script nonce="([^"]+)">', again.text).group(1) != nonce  # fresh for every response
+    assert r.headers["x-content-type-options"] == "nosniff"
 
 
 async def test_accessibility_smoke_every_page_has_a_language_title_one_heading_and_labelled_fields(browser):

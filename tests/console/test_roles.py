@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.console.conftest import PASSWORD
 from tests.support import ask, request_payload, wait_for
 
 pytestmark = pytest.mark.nats
@@ -68,7 +69,8 @@ async def test_a_form_posted_without_its_csrf_token_is_refused_and_changes_nothi
 
 async def test_the_session_cookie_is_http_only_and_same_site(browser):
     await browser.get("/sign-in")
-    r = await browser.client.post("/sign-in", data={"user_id": "priya", "csrf_token": browser.token()})
+    r = await browser.client.post("/sign-in", data={"username": "priya", "password": PASSWORD,
+                                                    "csrf_token": browser.token()})
     cookie = r.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie
 

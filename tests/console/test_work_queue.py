@@ -24,7 +24,7 @@ def section(page: str, anchor: str) -> str:
 
 
 async def test_the_queue_shows_awaiting_ready_this_weeks_meetings_overdue_actions_and_close_deadlines(
-        settings, run_services, nc, subjects, event_log, console_app):
+        settings, run_services, nc, subjects, event_log, console_app, accounts):
     async def submit(reference: str, **overrides) -> str:
         reply = await ask(nc, subjects.intake("police", "submit"),
                           request_payload(case_reference=reference, **overrides))
@@ -67,7 +67,7 @@ async def test_the_queue_shows_awaiting_ready_this_weeks_meetings_overdue_action
 
     # The console's clock stands at the morning of the booked meeting, so "this week" holds it
     # whatever day the test runs on.
-    app = build_app(settings, now=lambda: ten - timedelta(hours=1))
+    app = build_app(settings, now=lambda: ten - timedelta(hours=1), accounts=accounts)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         browser = Browser(client)

@@ -77,7 +77,7 @@ def test_up_runs_until_ctrl_c_and_a_restart_continues_where_it_stopped(tmp_path)
         children = _children_of(first.pid)
         assert len(children) == 6  # the nats-server, four services and the console
         console = f"http://127.0.0.1:{console_port}"
-        assert f"Web console: {console}" in said_first and "- Ash Example: auditor" in said_first
+        assert f"Web console: {console}" in said_first and "no local accounts yet" in said_first
         with urllib.request.urlopen(f"{console}/sign-in", timeout=5) as page:
             assert page.status == 200 and "govuk-template" in page.read().decode()
         case_id = asyncio.run(_submit(settings))
