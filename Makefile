@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo up test bench reliability lint console-assets clean
+.PHONY: setup demo up test bench reliability lint console-assets browser clean
 
 # deploy/docker/constraints.txt pins every runtime dependency, direct or not: the tests run on
 # exactly what the images install.
@@ -34,6 +34,9 @@ reliability: setup   ## every fault under load: lost, duplicated, applied, time 
 
 lint: setup
 	$(BIN)/python -m ruff check services shared tests
+
+browser:             ## Debian's chromium for the console's browser tests (the tests also do this when run as root)
+	@test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
 console-assets:      ## refresh the vendored GOV.UK Frontend files from the version pinned in package-lock.json
 	cd services/console/frontend && npm ci --ignore-scripts --no-audit --no-fund
