@@ -87,7 +87,8 @@ class SecurityHeaders:
                 headers["x-content-type-options"] = "nosniff"
                 headers["referrer-policy"] = "same-origin"
                 headers["x-frame-options"] = "DENY"
-                headers.setdefault("cache-control", "no-store")  # case details never sit in a shared cache
+                if not scope["path"].startswith("/assets/"):
+                    headers.setdefault("cache-control", "no-store")  # case details never sit in a cache
             await send(message)
 
         await self.app(scope, receive, with_headers)
