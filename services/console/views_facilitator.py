@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from . import forms
+from . import access, forms
 from . import meeting_flow as flow
 from .drafts import Drafts
 from .gateway import Gateway
@@ -46,12 +46,14 @@ def routes(pages: Pages, gateway: Gateway, drafts: Drafts, today: Callable[[], d
         return require(request, Role.FACILITATOR)
 
     async def case_of(request: Request) -> tuple[str, dict[str, Any]]:
+        user = facilitator(request)
         case_id = request.path_params["case_id"]
         if not CASE_ID.fullmatch(case_id):
             raise HTTPException(404)
         intake = await gateway.result("intake", "case", {"case_id": case_id})
         if intake is None:
             raise HTTPException(404)
+        access.case_viewed(user, case_id, request.url.path.removeprefix(f"/cases/{case_id}/"))
         return case_id, intake
 
     def done(request: Request, case_id: str, message: str) -> Response:

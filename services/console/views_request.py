@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from . import access
 from . import request_flow as flow
 from .drafts import Drafts
 from .gateway import Gateway
@@ -181,6 +182,7 @@ def routes(pages: Pages, gateway: Gateway, drafts: Drafts) -> list[Route]:
             raise HTTPException(404)
         if intake["agency"] != user.agency:
             raise HTTPException(403)
+        access.case_viewed(user, case_id, "confirm-checks")
         if intake["status"] != "awaiting_checks":
             return RedirectResponse(f"/cases/{case_id}", status_code=303)
         answers: dict[str, str] = {}
