@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     console_secure_cookies: bool = Field(
         default=False, description="Mark the session cookie Secure: set it when the console is served over HTTPS.")
     console_sign_in_attempts: int = Field(
-        default=5, ge=1, le=1000, description="Failed sign-ins allowed per user name and per address in 15 minutes.")
+        default=5, ge=1, le=1000, description="Failed sign-ins allowed per user name in 15 minutes (ten times as many per address).")
     console_oidc_issuer: str | None = Field(
         default=None, description="OpenID Connect issuer URL of the partnership's identity provider; unset = off.")
     console_oidc_client_id: str | None = Field(default=None, description="The console's client id at the provider.")

@@ -7,7 +7,7 @@ import hmac
 import secrets
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from starlette.datastructures import FormData, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -95,12 +95,15 @@ class SecurityHeaders:
 
 
 class SignInLimiter:
-    """At most ``attempts`` failed sign-ins per user name, and per address, in a sliding window.
+    """At most ``attempts`` failed sign-ins per user name in a sliding window, and ten times as many
+    per address (many people may share one address behind a proxy or an agency's network).
 
     In memory: a console restart forgets the count (argon2 keeps each guess slow regardless).
     Once over the limit, sign-in is refused without checking the password, until the oldest
     failure leaves the window.
     """
+
+    PER_ADDRESS = 10
 
     def __init__(self, attempts: int, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.attempts = attempts
@@ -114,10 +117,11 @@ class SignInLimiter:
             q.popleft()
         return q
 
-    def blocked(self, keys: Iterable[str]) -> bool:
-        return any(len(self._recent(k)) >= self.attempts for k in keys)
+    def blocked(self, user_key: str, address_key: str) -> bool:
+        return (len(self._recent(user_key)) >= self.attempts
+                or len(self._recent(address_key)) >= self.attempts * self.PER_ADDRESS)
 
-    def failed(self, keys: Iterable[str]) -> None:
+    def failed(self, *keys: str) -> None:
         for k in keys:
             self._recent(k).append(self.clock())
         if len(self._failures) > 100_000:  # a flood of made-up names must not exhaust memory

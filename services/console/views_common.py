@@ -91,13 +91,13 @@ def routes(pages: Pages, gateway: Gateway, accounts: Accounts, limiter: SignInLi
         if errors:
             return sign_in_page(request, errors, username)
         keys = [f"user:{username}", f"ip:{request.client.host if request.client else '-'}"]
-        if limiter.blocked(keys):
+        if limiter.blocked(*keys):
             log.warning("sign_in_refused_too_many_attempts", user=username)
             return sign_in_page(request, {"username": "Too many failed attempts to sign in. Wait 15 minutes, "
                                                       "then try again."}, username, status=429)
         user = accounts.verify(username, password)
         if user is None:
-            limiter.failed(keys)
+            limiter.failed(*keys)
             log.info("sign_in_failed", user=username)
             # One message for either mistake: the page must not tell which user names exist.
             return sign_in_page(request, {"username": "Enter a correct user name and password"}, username)

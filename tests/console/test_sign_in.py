@@ -181,3 +181,18 @@ async def test_a_forged_callback_is_refused(settings, console_app):
             transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         r = await client.get("/sign-in/oidc/callback?code=stolen&state=made-up")
         assert r.status_code == 400 and "Sign-in did not complete" in r.text
+
+
+def test_the_limit_per_address_is_wider_than_per_user_name_and_the_window_slides():
+    from rethink.console.security import SignInLimiter
+
+    now = [0.0]
+    limiter = SignInLimiter(2, 60, clock=lambda: now[0])
+    limiter.failed("user:a", "ip:1")
+    limiter.failed("user:a", "ip:1")
+    assert limiter.blocked("user:a", "ip:1") and not limiter.blocked("user:b", "ip:1")
+    for n in range(18):
+        limiter.failed(f"user:x{n}", "ip:1")
+    assert limiter.blocked("user:b", "ip:1") and not limiter.blocked("user:b", "ip:2")
+    now[0] = 61
+    assert not limiter.blocked("user:a", "ip:1")
