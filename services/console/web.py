@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PackageLoader, PrefixLoader, select_autoescape
 from starlette.requests import Request
@@ -15,6 +17,7 @@ from .users import ROLE_NAMES, Role, User, current_user
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
+LONDON = ZoneInfo("Europe/London")
 
 NAVIGATION = {
     Role.PRACTITIONER: [("/requests", "My requests"), ("/requests/new", "Request a Re-think")],
@@ -45,6 +48,19 @@ def error_list(errors: dict[str, str]) -> list[dict[str, str]]:
             for field, message in errors.items()]
 
 
+def when(value: str | None) -> str:
+    """An ISO date-time from a service or the log, as people read it: UK time, "27 November 2026 at 10:00"."""
+    if not value:
+        return ""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is None:
+        return f"{moment:%-d %B %Y}"
+    return f"{moment.astimezone(LONDON):%-d %B %Y at %H:%M}"
+
+
 def change_action(href: str, what: str) -> dict[str, list[dict[str, str]]]:
     """A summary list row's "Change" link, named for screen readers."""
     return {"items": [{"href": href, "text": "Change", "visuallyHiddenText": what}]}
@@ -59,6 +75,7 @@ class Pages:
         self.t = templates()
         self.t.env.globals["field_error"] = field_error
         self.t.env.globals["change_action"] = change_action
+        self.t.env.filters["when"] = when
 
     def render(self, request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         user: User | None = current_user(request)
