@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -11,8 +11,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from rethink.shared.envelope import Recorded
+from rethink.shared.events import FacilitatorAssigned
+from rethink.shared.settings import Facilitator
+
 from .gateway import Gateway
-from .users import Role, require
+from .users import Role, User, require
 from .web import Pages
 
 LONDON = ZoneInfo("Europe/London")
@@ -27,9 +31,25 @@ def this_week(now: datetime) -> tuple[datetime, datetime]:
     return start, datetime.combine(monday + timedelta(days=7), time(0), tzinfo=LONDON)
 
 
-def routes(pages: Pages, gateway: Gateway, now: Callable[[], datetime]) -> list[Route]:
+def facilitator_id(user: User, facilitators: Iterable[Facilitator]) -> str | None:
+    """The configured facilitator this person is, matched by work email."""
+    return next((f.id for f in facilitators if str(f.email).casefold() == user.email.casefold()), None)
+
+
+def assigned_to(log: Iterable[Recorded], fac_id: str) -> set[str]:
+    """The cases assigned to one facilitator, from the log's FacilitatorAssigned events."""
+    return {r.envelope.case_id for r in log
+            if isinstance(r.payload, FacilitatorAssigned) and r.payload.facilitator_id == fac_id}
+
+
+def routes(pages: Pages, gateway: Gateway, now: Callable[[], datetime],
+           facilitators: Iterable[Facilitator] = ()) -> list[Route]:
+    facilitators = tuple(facilitators)
+
     async def queue(request: Request) -> Response:
-        require(request, Role.FACILITATOR, Role.MANAGER)
+        user = require(request, Role.FACILITATOR, Role.MANAGER)
+        me = facilitator_id(user, facilitators) if user.role is Role.FACILITATOR else None
+        only_mine = me is not None and request.query_params.get("mine") == "1"
         start, end = this_week(now())
         awaiting, ready, meetings, overdue, escalations = await asyncio.gather(
             gateway.result("intake", "requests", {"status": "awaiting_checks", "limit": 1000}),
@@ -40,12 +60,19 @@ def routes(pages: Pages, gateway: Gateway, now: Callable[[], datetime]) -> list[
             gateway.result("escalation", "escalations", {"open_only": True, "limit": 1000,
                                                          "due_within_working_days": ESCALATION_HORIZON_WORKING_DAYS}),
         )
+        if only_mine:
+            assert me is not None
+            # Awaiting checks has no facilitator yet, so it stays whole; the rest is cut to my cases.
+            mine = assigned_to(await gateway.read_log(), me)
+            ready, meetings, overdue, escalations = (
+                [row for row in rows or [] if row["case_id"] in mine] for rows in (ready, meetings, overdue, escalations))
         for m in meetings or []:
             m["starts_local"] = datetime.fromisoformat(m["starts_at"]).astimezone(LONDON)
         return pages.render(request, "queue.html", title="Work queue", column="full",
                             awaiting=awaiting or [], ready=ready or [], meetings=meetings or [],
                             overdue=overdue or [], escalations=escalations or [],
                             week_start=start, week_end=end - timedelta(days=1),
-                            horizon=ESCALATION_HORIZON_WORKING_DAYS)
+                            horizon=ESCALATION_HORIZON_WORKING_DAYS, can_filter=me is not None,
+                            only_mine=only_mine)
 
     return [Route("/queue", queue)]

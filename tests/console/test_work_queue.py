@@ -86,3 +86,24 @@ async def test_the_queue_shows_awaiting_ready_this_weeks_meetings_overdue_action
     assert escalated in section(page, "overdue") and "Convene a strategy discussion" in section(page, "overdue")
     assert escalated in section(page, "escalations") and "The practitioners involved" in section(page, "escalations")
     assert booked not in section(page, "escalations")
+
+
+async def test_a_facilitator_can_narrow_the_queue_to_the_cases_assigned_to_them(browser, nc, subjects, event_log):
+    case_ids = []
+    for reference in ("MINE-1", "MINE-2", "MINE-3"):
+        reply = await ask(nc, subjects.intake("police", "submit"), request_payload(case_reference=reference))
+        case_ids.append(reply["case_id"])
+    owner = {}
+    for case_id in case_ids:
+        history = await wait_for(lambda c=case_id: event_log.read_case(c),
+                                 lambda h: any(r.type == "FacilitatorAssigned" for r in h), what="assigned")
+        owner[case_id] = next(r.payload.facilitator_id for r in history if r.type == "FacilitatorAssigned")
+    assert set(owner.values()) == {"fac-1", "fac-2"}  # the least loaded takes each new case
+    await browser.sign_in("fac-1")  # facilitator.one@example.org is the configured fac-1
+    everyone = await wait_for(lambda: browser.get("/queue"), lambda r: all(c in r.text for c in case_ids),
+                              what="every case in the queue")
+    assert "Show only my cases" in everyone.text
+    mine = (await browser.get("/queue?mine=1")).text
+    for case_id, facilitator in owner.items():
+        assert (case_id in section(mine, "ready")) == (facilitator == "fac-1"), (case_id, facilitator)
+    assert "Show the whole partnership" in mine
