@@ -7,7 +7,9 @@ The server enforces it; Re-think's code does not have to be trusted to. Roles:
   messages, and create, read from and delete consumers of its own. It may not publish to any
   other subject (so never to the log), delete or purge anything but its own consumers, and it
   may not touch the services' durable consumers (pulling from one would steal a service's
-  events).
+  events). To read personal fields it may *read* the case data keys (never create, change or
+  destroy one), and it appends a record of each read to the access stream, which it can also
+  read (see docs/privacy.md).
 - ``agency``: publishes only on its own inbound subjects (``<prefix>.intake.<agency>.>``),
   receives replies only on its own inbox prefix (``_INBOX_<agency>.>``) and pulls only from its
   own receipt consumer, so it can neither act as another agency nor read another's receipts,
@@ -48,23 +50,36 @@ def inbox_prefix(agency: str) -> str:
     return f"_INBOX_{agency}"
 
 
-def auditor_permissions(stream: str) -> dict[str, Any]:
+def _own_consumers(api: str, stream: str) -> list[str]:
+    # Consumers of its own (nats-py names even ephemeral ones in the subject).
+    return [f"{api}.CONSUMER.CREATE.{stream}", f"{api}.CONSUMER.CREATE.{stream}.>",
+            f"{api}.CONSUMER.INFO.{stream}.*", f"{api}.CONSUMER.MSG.NEXT.{stream}.*",
+            f"{api}.CONSUMER.DELETE.{stream}.*"]
+
+
+def privacy_permissions(keys_bucket: str, access_stream: str, prefix: str) -> list[str]:
+    """What an auditor needs to read personal fields and be accountable for it: *read* the
+    data keys (never create or destroy one), and append and read access records."""
+    api, kv = "$JS.API", f"KV_{keys_bucket}"
+    return [f"{api}.STREAM.INFO.{kv}", f"{api}.DIRECT.GET.{kv}", f"{api}.DIRECT.GET.{kv}.>",
+            f"{api}.STREAM.INFO.{access_stream}", f"{prefix}.access.>", *_own_consumers(api, access_stream)]
+
+
+def auditor_permissions(stream: str, settings: Settings | None = None) -> dict[str, Any]:
     api = "$JS.API"
     durables = [f"{api}.CONSUMER.{verb}.{stream}.{name}" for verb in ("MSG.NEXT", "DELETE", "CREATE")
                 for name in SERVICES]
+    extra = (privacy_permissions(settings.keys_bucket, settings.access_stream, settings.subject_prefix)
+             if settings is not None else [])
     return {
         "publish": {
             "allow": [
                 f"{api}.INFO",
                 f"{api}.STREAM.INFO.{stream}",
                 f"{api}.STREAM.MSG.GET.{stream}",
-                # Consumers of its own (nats-py names even ephemeral ones in the subject); the
-                # services' durables are denied below, and deny wins over allow.
-                f"{api}.CONSUMER.CREATE.{stream}",
-                f"{api}.CONSUMER.CREATE.{stream}.>",
-                f"{api}.CONSUMER.INFO.{stream}.*",
-                f"{api}.CONSUMER.MSG.NEXT.{stream}.*",
-                f"{api}.CONSUMER.DELETE.{stream}.*",
+                # The services' durables are denied below, and deny wins over allow.
+                *_own_consumers(api, stream),
+                *extra,
             ],
             "deny": durables + [d + ".>" for d in durables if ".CREATE." in d],
         },
@@ -99,7 +114,7 @@ def permissions_for(entry: Entry, settings: Settings) -> dict[str, Any] | None:
     if entry.role == "services":
         return None
     if entry.role == "auditor":
-        return auditor_permissions(settings.stream)
+        return auditor_permissions(settings.stream, settings)
     if entry.role == "agency":
         return agency_permissions(entry.name, settings.subject_prefix, settings.receipt_stream)
     raise AuthError(f"unknown role {entry.role!r} for user {entry.name}")

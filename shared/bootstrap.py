@@ -14,7 +14,9 @@ import nats.js.errors
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
+from .access import access_stream_config
 from .eventlog import Subjects
+from .keystore import kv_stream_config
 from .logs import get_logger
 from .receipts import INBOUND_CONSUMER, inbound_subject
 from .settings import SERVICES, Settings
@@ -157,6 +159,13 @@ async def _bootstrap_once(js: JetStreamContext, settings: Settings) -> list[str]
     except NotFoundError:
         await js.add_consumer(settings.inbound_stream, inbound_consumer_config(subjects))
         done.append(f"consumer {INBOUND_CONSUMER} created")
+    # The key store and the access records: streams of their own, created once like the log.
+    for config in (kv_stream_config(settings.keys_bucket), access_stream_config(settings, subjects)):
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            done.append(f"stream {config.name} created")
     for service in SERVICES:
         wanted_consumer = consumer_config(service, subjects)
         try:

@@ -23,9 +23,10 @@ import nats.js.errors
 import sqlalchemy.exc
 from nats.js import JetStreamContext, api
 
-from .envelope import InvalidEvent, Recorded
+from .envelope import Envelope, InvalidEvent, Recorded
 from .errors import Code, NotFound, Reason
 from .eventlog import ConcurrencyConflict, Subjects
+from .keystore import KeyStoreUnavailable
 from .logs import get_logger
 
 log = get_logger("rethink.delivery")
@@ -44,6 +45,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     ConcurrencyConflict,
     TimeoutError,
     ConnectionError,
+    KeyStoreUnavailable,  # the keys come back: the event waits for them, it is not parked
 )
 
 
@@ -104,6 +106,11 @@ class DeadLetters:
 
 
 Park = Callable[[str, int, bytes, str, int], Awaitable[None]]
+Decode = Callable[[bytes, int], Awaitable[Recorded]]
+
+
+async def _plain(data: bytes, seq: int) -> Recorded:
+    return Recorded.from_message(data, seq)
 
 
 async def deliver(
@@ -112,6 +119,7 @@ async def deliver(
     seq: int,
     *,
     service: str,
+    decode: Decode = _plain,
     keep_alive: Callable[[], Awaitable[None]],
     stopping: asyncio.Event,
     park: Park,
@@ -121,17 +129,24 @@ async def deliver(
 ) -> bool:
     """Apply one event. True: done with it (applied or parked); False: stopping, leave it unacked."""
     try:
-        recorded = Recorded.from_message(data, seq)
+        env = Envelope.from_bytes(data)
     except InvalidEvent as exc:
         log.error("event_unreadable_parked", service=service, seq=seq, error=str(exc))
         await park(service, seq, data, f"unreadable: {exc}", 0)
         return True
-    bound = log.bind(service=service, seq=seq, case_id=recorded.envelope.case_id,
-                     event_id=str(recorded.envelope.event_id), event_type=recorded.type,
-                     correlation_id=str(recorded.envelope.correlation_id))
+    bound = log.bind(service=service, seq=seq, case_id=env.case_id, event_id=str(env.event_id),
+                     event_type=env.type, correlation_id=str(env.correlation_id))
     delay, failures = first_delay, 0
     while True:
         try:
+            try:
+                # Opening personal fields needs the key store: while it is away this fails as
+                # transient and waits, like a database that is down.
+                recorded = await decode(data, seq)
+            except InvalidEvent as exc:
+                bound.error("event_unreadable_parked", error=str(exc))
+                await park(service, seq, data, f"unreadable: {exc}", 0)
+                return True
             await handler(recorded)
             return True
         except Exception as exc:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from .events import EVENT_TYPES, FROM_LOG, Event
+from .fieldcrypt import PersonalDataLocked, sealed_kids
 from .upcasting import CannotUpcast, upcast
 
 CASE_ID_PATTERN = r"^RT-[A-Z2-7]{10}$"
@@ -33,7 +34,8 @@ class Envelope(BaseModel):
     occurred_at: AwareDatetime
     recorded_at: AwareDatetime
     producer: str = Field(min_length=1, max_length=120, description="Agency or service that wrote the event.")
-    actor: str = Field(min_length=1, max_length=200, description="Person or system acting.")
+    # Up to 200 characters in clear; longer once sealed (rethink.shared.privacy: a person is personal data).
+    actor: str = Field(min_length=1, max_length=512, description="Person or system acting.")
     correlation_id: uuid.UUID
     causation_id: uuid.UUID | None = None
     # The case's hash chain: the id and SHA-256 of the stored bytes of the case's previous
@@ -42,12 +44,13 @@ class Envelope(BaseModel):
     prev_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     data: dict[str, Any]
 
-    def payload(self) -> Event:
+    def payload(self, clear: dict[str, Any] | None = None) -> Event:
+        """The event itself. ``clear``: the data with personal fields opened (rethink.shared.privacy)."""
         cls = EVENT_TYPES.get(self.type)
         if cls is None:
             raise InvalidEvent(f"unknown event type {self.type!r}")
         try:
-            data = upcast(self.type, self.schema_version, self.data, cls.schema_version)
+            data = upcast(self.type, self.schema_version, self.data if clear is None else clear, cls.schema_version)
         except CannotUpcast as exc:
             raise InvalidEvent(str(exc)) from exc
         try:
@@ -75,15 +78,25 @@ def digest(data: bytes) -> str:
 class Recorded:
     """An event as read back from the log, with its stream sequence and the digest of its bytes."""
 
-    envelope: Envelope
+    envelope: Envelope  # as stored: what the digest covers
     seq: int
     payload: Event
     digest: str = ""
+    opened: Envelope | None = None  # the envelope with its personal fields opened, for showing to people
+
+    @property
+    def shown(self) -> Envelope:
+        """The envelope to show a person: actor and data in clear (or erased), never ciphertext."""
+        return self.opened if self.opened is not None else self.envelope
 
     @classmethod
-    def from_message(cls, data: bytes, seq: int) -> Recorded:
+    def from_message(cls, data: bytes, seq: int, clear: dict[str, Any] | None = None) -> Recorded:
+        """For plain events; sealed ones are opened by the event log (``EventLog.decode``)."""
         env = Envelope.from_bytes(data)
-        return cls(envelope=env, seq=seq, payload=env.payload(), digest=digest(data))
+        if clear is None and sealed_kids(env.data):
+            raise PersonalDataLocked(f"{env.type} of {env.case_id} holds encrypted personal data: "
+                                     "read it through the event log with its key store")
+        return cls(envelope=env, seq=seq, payload=env.payload(clear), digest=digest(data))
 
     @property
     def type(self) -> str:

@@ -18,7 +18,9 @@ from typing import Any
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError
 
-from .envelope import CASE_ID_PATTERN, Envelope, Recorded, digest
+from .envelope import CASE_ID_PATTERN, Envelope, InvalidEvent, Recorded, digest
+from .fieldcrypt import UnreadableCiphertext
+from .privacy import PersonalData, erased_kids, open_without_keys
 
 WRONG_LAST_SEQUENCE = 10071
 _CASE_ID = re.compile(CASE_ID_PATTERN.strip('^$'))
@@ -68,13 +70,42 @@ class _Link:
 
 
 class EventLog:
-    def __init__(self, js: JetStreamContext, stream: str, subjects: Subjects) -> None:
+    """``personal``: seals personal fields on append and opens them on read. None only for a
+    reader without keys (it refuses sealed fields) or tests of the log's mechanics."""
+
+    def __init__(self, js: JetStreamContext, stream: str, subjects: Subjects, *,
+                 personal: PersonalData | None) -> None:
         self._js = js
         self.stream = stream
         self.subjects = subjects
+        self.personal = personal
 
     async def read_case(self, case_id: str) -> list[Recorded]:
-        """Every event of one case, in order. Cost follows the case, not the log."""
+        """Every event of one case, in order, personal fields opened. Cost follows the case, not the log."""
+        return await self.decode(await self._read_raw(case_id))
+
+    async def read_sealed(self, case_id: str) -> list[Recorded]:
+        """Every event of one case as stored, payloads left unread (``payload`` is None): no key needed.
+
+        Enough to verify the hash chain, and to find events by type or envelope."""
+        return [Recorded(Envelope.from_bytes(data), seq, None, digest(data))  # type: ignore[arg-type]
+                for data, seq in await self._read_raw(case_id)]
+
+    async def decode(self, raw: Sequence[tuple[bytes, int]]) -> list[Recorded]:
+        """Stored messages (bytes, stream sequence) of one case, in order, as events with personal fields opened."""
+        envelopes = [Envelope.from_bytes(data) for data, _ in raw]
+        destroyed = erased_kids(envelopes)
+        out = []
+        for env, (data, seq) in zip(envelopes, raw, strict=True):
+            try:
+                opened = (await self.personal.open(env, destroyed) if self.personal is not None
+                          else open_without_keys(env))
+            except UnreadableCiphertext as exc:
+                raise InvalidEvent(str(exc)) from exc
+            out.append(Recorded(env, seq, env.payload(opened.data), digest(data), opened=opened))
+        return out
+
+    async def _read_raw(self, case_id: str) -> list[tuple[bytes, int]]:
         if not _CASE_ID.fullmatch(case_id):
             # Checked here, at the one place that builds the filter: "*" or ">" would read every case.
             raise ValueError(f"not a case id: {case_id[:40]!r} (expected RT- and ten letters or digits 2-7)")
@@ -91,11 +122,11 @@ class EventLog:
         try:
             info = await sub.consumer_info()
             pending = info.num_pending or 0
-            events: list[Recorded] = []
-            while len(events) < pending:
-                msgs = await sub.fetch(min(pending - len(events), 256), timeout=5)
-                events.extend(Recorded.from_message(m.data, m.metadata.sequence.stream) for m in msgs)
-            return events
+            raw: list[tuple[bytes, int]] = []
+            while len(raw) < pending:
+                msgs = await sub.fetch(min(pending - len(raw), 256), timeout=5)
+                raw.extend((m.data, m.metadata.sequence.stream) for m in msgs)
+            return raw
         finally:
             await self._delete_quietly(sub)
 
@@ -145,8 +176,9 @@ class EventLog:
         for env in events:
             if env.case_id != case_id:
                 raise ValueError("an append writes one case only")
-            chained = env.model_copy(update={"prev_event_id": link.event_id if link else None,
-                                             "prev_hash": link.digest if link else None})
+            sealed = await self.personal.seal(env) if self.personal is not None else env
+            chained = sealed.model_copy(update={"prev_event_id": link.event_id if link else None,
+                                                "prev_hash": link.digest if link else None})
             body = chained.to_bytes()
             headers = {
                 "Nats-Msg-Id": str(env.event_id),

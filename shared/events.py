@@ -27,6 +27,8 @@ ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1
 PersonalText = Annotated[Text, Field(json_schema_extra=PERSONAL)]
 PersonalName = Annotated[ShortText, Field(json_schema_extra=PERSONAL)]
 FROM_LOG = {"from_log": True}  # validation context for events read back from the log
+# What a personal field reads as once its case's key is destroyed (see rethink.shared.privacy).
+ERASED = "[erased]"
 
 
 def _work_email(value: str, info: ValidationInfo) -> str:
@@ -36,7 +38,7 @@ def _work_email(value: str, info: ValidationInfo) -> str:
     on every read cost most of the time of decoding a request (see docs/performance.md).
     """
     if info.context and info.context.get("from_log"):
-        if "@" not in value:
+        if "@" not in value and value != ERASED:
             raise ValueError("not an email address")
         return value
     try:
@@ -268,6 +270,19 @@ class CaseClosed(Event):
     note: PersonalText | None = None
 
 
+class PersonalDataErased(Event):
+    """The case's data key was destroyed: its personal fields read as erased from now on.
+
+    Who and when are the envelope's ``actor`` and ``recorded_at``; ``reason`` says why (it is
+    not personal data: it names the rule, e.g. the retention policy, never a person).
+    """
+
+    type: ClassVar[str] = "PersonalDataErased"
+    kid: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                            description="The destroyed key's id; None when the case never had one.")
+    reason: ShortText
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
@@ -285,6 +300,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         EscalationStageAdvanced,
         EscalationResolved,
         CaseClosed,
+        PersonalDataErased,
     )
 }
 

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 
 from .envelope import Recorded
+from .privacy import ERASURE
 
 Apply = Callable[[Connection, Recorded], None]
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -84,6 +85,8 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            # Erased personal data must not linger in free pages of the file (docs/privacy.md).
+            cur.execute("PRAGMA secure_delete=ON")
             cur.close()
 
         return engine
@@ -175,6 +178,8 @@ class ProjectionStore:
                 conn.execute(cp.insert().values(consumer=self.consumer, last_seq=last))
             else:
                 conn.execute(cp.update().where(cp.c.consumer == self.consumer).values(last_seq=last))
+        if any(r.type == ERASURE for r in batch):
+            self.scrub()
         return applied
 
     def apply(self, recorded: Recorded) -> bool:
@@ -194,7 +199,16 @@ class ProjectionStore:
                 conn.execute(cp.insert().values(consumer=self.consumer, last_seq=recorded.seq))
             elif recorded.seq > row[0]:
                 conn.execute(cp.update().where(cp.c.consumer == self.consumer).values(last_seq=recorded.seq))
+        if recorded.type == ERASURE:
+            self.scrub()
         return True
+
+    def scrub(self) -> None:
+        """After an erasure: SQLite's write-ahead log still holds the pages as they were before it;
+        fold it into the file (whose freed space ``secure_delete`` zeroes) and truncate it."""
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 _RETRYING: ContextVar[int | None] = ContextVar("retrying_parked_seq", default=None)

@@ -26,8 +26,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from .envelope import InvalidEvent, Recorded
-from .eventlog import Subjects
+from .eventlog import EventLog, Subjects
 from .migrations import service_store, upgrade
+from .privacy import personal_data
 from .projection import ProjectionStore, check_schema_name
 from .settings import Settings
 
@@ -52,8 +53,11 @@ def projection_store(service: str, url: str, schema: str | None = None) -> Proje
 
 
 async def replay_into(js: JetStreamContext, settings: Settings, store: ProjectionStore,
-                      progress: Progress | None = None) -> RebuildResult:
+                      progress: Progress | None = None, keys_js: JetStreamContext | None = None) -> RebuildResult:
+    """``keys_js``: where the data keys are, when not on the log's server (a copy of the log)."""
     subjects = Subjects(settings.subject_prefix)
+    # Personal fields are opened as the live consumers open them: erased cases replay erased.
+    log = EventLog(js, settings.stream, subjects, personal=personal_data(keys_js or js, settings))
     info = await js.stream_info(settings.stream)
     last = info.state.last_seq
     upgrade(store)  # the target gets the same migrated tables as a live projection
@@ -77,7 +81,7 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
                         break
                     read += 1
                     try:
-                        batch.append(Recorded.from_message(m.data, seq))
+                        batch.extend(await log.decode([(m.data, seq)]))
                     except InvalidEvent:
                         skipped += 1  # the live consumer skips these too (and logs them)
                 applied += store.apply_batch(batch)

@@ -30,6 +30,7 @@ from .health import HealthServer
 from .logs import get_logger
 from .messaging import Route, dispatch
 from .metrics import Metrics
+from .privacy import personal_data
 from .projection import retrying_parked
 from .receipts import INBOUND_ATTEMPTS, INBOUND_CONSUMER, Receipt, ReceiptLog, inbound_subject, receipt_for
 from .settings import Settings
@@ -95,7 +96,8 @@ class RunningService:
 
     async def start(self) -> None:
         self.nc = nc = await self.broker.connect()
-        event_log = EventLog(nc.jetstream(), self.settings.stream, self.subjects)
+        self.event_log = event_log = EventLog(nc.jetstream(), self.settings.stream, self.subjects,
+                                              personal=personal_data(nc.jetstream(), self.settings))
         self.dead_letters = DeadLetters(nc.jetstream(), self.settings.dead_letter_stream, self.subjects)
         self._js = nc.jetstream()
         self.receipts = ReceiptLog(nc.jetstream(), self.settings.receipt_stream, self.subjects)
@@ -240,7 +242,8 @@ class RunningService:
                 async with self._applying:
                     done = await deliver(
                         handler, raw.data, meta.sequence.stream, service=name, keep_alive=raw.in_progress,
-                        stopping=self.stopping, park=park, max_attempts=self.settings.max_handler_attempts,
+                        stopping=self.stopping, park=park, decode=self._decode,
+                        max_attempts=self.settings.max_handler_attempts,
                         failed=metrics.failed,
                     )
                 if done:
@@ -272,7 +275,7 @@ class RunningService:
         except Exception:
             data = parked["message"].encode()
         try:
-            recorded = Recorded.from_message(data, parked["seq"])
+            recorded = await self._decode(data, parked["seq"])
             async with self._applying:
                 with retrying_parked(parked["seq"]):
                     await handler(recorded)
@@ -282,6 +285,9 @@ class RunningService:
         await self.dead_letters.remove(cmd.id)
         log.info("parked_event_applied", service=name, parked_id=cmd.id, seq=parked["seq"])
         return {"status": "accepted", "id": cmd.id, "service": name, "seq": parked["seq"]}
+
+    async def _decode(self, data: bytes, seq: int) -> Recorded:
+        return (await self.event_log.decode([(data, seq)]))[0]
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
         while not self.stopping.is_set():

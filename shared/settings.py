@@ -48,6 +48,19 @@ class Settings(BaseSettings):
     receipt_retention_days: int = Field(default=90, ge=1, description="How long receipts are kept for agencies to collect.")
     inbound_stream: str = Field(default="RETHINK_INBOUND",
                                 description="JetStream stream where agencies' stored messages wait for intake.")
+    keys_nats_url: str | None = Field(
+        default=None, description="CLI: NATS server of the key store and access records when it is not the log's "
+                                  "(an auditor's copy of the log); unset = the log's server.")
+    keys_bucket: str = Field(default="RETHINK_KEYS", pattern=r"^[A-Za-z0-9_-]+$",
+                             description="JetStream key-value bucket holding each case's data key.")
+    key_cache_seconds: float = Field(default=60.0, ge=0,
+                                     description="How long a process may reuse a data key it fetched.")
+    access_stream: str = Field(default="RETHINK_ACCESS", pattern=r"^[A-Za-z0-9_-]+$",
+                               description="Append-only stream of who read which case, when and why.")
+    retention_years: int = Field(default=6, ge=1, le=100,
+                                 description="Years after a case closes before `privacy sweep` erases it.")
+    user: str | None = Field(default=None, max_length=200,
+                             description="Who is using the CLI, for access records; unset = the OS user.")
     max_handler_attempts: int = Field(default=8, ge=1, description="Tries before an event that always fails is parked.")
     subject_prefix: str = Field(default="rethink", pattern=r"^[A-Za-z0-9_-]+$", description="First token of every subject.")
     stream_replicas: int = Field(default=1, ge=1, le=5,

@@ -153,6 +153,8 @@ def settings(nats_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> S
         dead_letter_stream=f"TESTDL_{tag}",
         receipt_stream=f"TESTRC_{tag}",
         inbound_stream=f"TESTIN_{tag}",
+        keys_bucket=f"TESTKEYS_{tag}",
+        access_stream=f"TESTACC_{tag}",
         subject_prefix=f"t{tag}",
         overdue_check_interval_seconds=3600,
         outbox_interval_seconds=0.1,  # emails leave promptly, so tests wait for them briefly
@@ -183,6 +185,6 @@ async def stream(nc: nats.NATS, settings: Settings) -> AsyncIterator[str]:
         yield settings.stream
     finally:
         for name in (settings.stream, settings.dead_letter_stream, settings.receipt_stream,
-                     settings.inbound_stream):
+                     settings.inbound_stream, f"KV_{settings.keys_bucket}", settings.access_stream):
             with contextlib.suppress(Exception):
                 await js.delete_stream(name)

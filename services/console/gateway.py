@@ -15,8 +15,11 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
 
+from rethink.shared.access import AccessLog
 from rethink.shared.envelope import InvalidEvent, Recorded
 from rethink.shared.eventlog import EventLog, Subjects
+from rethink.shared.keystore import KeyStoreUnavailable
+from rethink.shared.privacy import PersonalData, PersonalDataLocked, personal_data
 from rethink.shared.settings import Settings
 
 
@@ -35,6 +38,7 @@ class Gateway:
         self.nc: nats.NATS | None = None
         self._log: list[Recorded] = []  # every event read so far, for the reports (see read_log)
         self._log_lock = asyncio.Lock()
+        self._personal: PersonalData | None = None
 
     async def connect(self) -> None:
         # A web server outlives blips in NATS, so unlike the CLI it keeps reconnecting.
@@ -82,11 +86,21 @@ class Gateway:
             return None
         raise Unavailable(service, f"refused the query {name}: {reply.get('reasons')}")
 
+    def _event_log(self) -> EventLog:
+        """The log with its key store: personal fields opened, erased ones read as erased."""
+        assert self.nc is not None
+        if self._personal is None:
+            self._personal = personal_data(self.nc.jetstream(), self.settings)
+        return EventLog(self.nc.jetstream(), self.settings.stream, self.subjects, personal=self._personal)
+
     async def history(self, case_id: str) -> list[Recorded]:
         """A case's events from the log (the audit trail), oldest first; ``case_id`` must be checked already."""
         if self.nc is None:
             raise Unavailable("event log", "not connected to NATS")
-        return await EventLog(self.nc.jetstream(), self.settings.stream, self.subjects).read_case(case_id)
+        try:
+            return await self._event_log().read_case(case_id)
+        except (KeyStoreUnavailable, PersonalDataLocked) as exc:
+            raise Unavailable("key store", str(exc)) from None
 
     async def read_log(self) -> list[Recorded]:
         """Every event in the log, in stream order, for the partnership's reports.
@@ -119,9 +133,11 @@ class Gateway:
                         if seq > last:
                             break
                         try:
-                            self._log.append(Recorded.from_message(m.data, seq))
+                            self._log.extend(await self._event_log().decode([(m.data, seq)]))
                         except InvalidEvent:
                             continue  # the services skip (and log) these too
+                        except (KeyStoreUnavailable, PersonalDataLocked) as exc:
+                            raise Unavailable("key store", str(exc)) from None
                     if msgs and msgs[-1].metadata.num_pending == 0:
                         break
             except NatsTimeout:
@@ -130,3 +146,12 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
             return self._log
+
+    async def record_access(self, case_id: str, who: str, what: str) -> None:
+        """A person is about to see a case: record it first (docs/privacy.md); no record, no page."""
+        if self.nc is None:
+            raise Unavailable("access records", "not connected to NATS")
+        try:
+            await AccessLog(self.nc.jetstream(), self.settings).record(case_id, who, what, None)
+        except Exception as exc:
+            raise Unavailable("access records", f"cannot record this read ({type(exc).__name__})") from None

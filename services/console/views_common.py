@@ -139,6 +139,7 @@ def routes(pages: Pages, gateway: Gateway, accounts: Accounts, limiter: SignInLi
         if user.role is Role.PRACTITIONER and intake["agency"] != user.agency:
             raise HTTPException(403)  # a practitioner sees only their own agency's requests
         access.case_viewed(user, case_id, "case")
+        await gateway.record_access(case_id, user.email, "console case")
         views = {name: await gateway.result(name, "case", {"case_id": case_id})
                  for name in ("scheduling", "meeting", "escalation")}
         own = user.role is Role.PRACTITIONER and intake["agency"] == user.agency

@@ -27,6 +27,7 @@ from sqlalchemy import (
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
+    ERASED,
     ActionCompleted,
     ActionOverdue,
     ActionRecorded,
@@ -35,6 +36,7 @@ from rethink.shared.events import (
     MeetingHeld,
     MeetingRescheduled,
     MeetingScheduled,
+    PersonalDataErased,
 )
 from rethink.shared.projection import UtcDateTime, checkpoint_table, iso
 
@@ -115,6 +117,10 @@ def apply(conn: Connection, r: Recorded) -> None:
     elif isinstance(e, ActionOverdue):
         conn.execute(actions.update().where(actions.c.case_id == case_id, actions.c.action_id == e.action_id)
                      .values(overdue_reported=True, overdue_as_of=e.as_of))
+    elif isinstance(e, PersonalDataErased):
+        # The log's copy is unreadable now; this copy goes too (see docs/privacy.md).
+        conn.execute(actions.update().where(actions.c.case_id == case_id)
+                     .values(description=ERASED, owner_name=ERASED, owner_email=ERASED))
 
 
 def _action(row: Any, with_case: bool = False) -> dict[str, Any]:

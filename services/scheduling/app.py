@@ -29,6 +29,7 @@ from rethink.shared.events import (
     MeetingCancelled,
     MeetingRescheduled,
     MeetingScheduled,
+    PersonalDataErased,
 )
 from rethink.shared.logs import get_logger
 from rethink.shared.messaging import Route
@@ -175,11 +176,14 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
             with store.engine.connect() as conn:
                 choice = domain.least_loaded(settings.facilitators, projection.load_by_facilitator(conn))
             await react(log, NAME, r, lambda h: domain.decide_assignment(h, choice), clock)
+        elif isinstance(e, PersonalDataErased):
+            erased = outbox.erase_case(r.envelope.case_id)
+            logger.info("outbox_case_erased", case_id=r.envelope.case_id, messages=erased)
         elif isinstance(e, MeetingScheduled | MeetingRescheduled | MeetingCancelled):
             # Recorded before the event counts as applied: a crash in between re-records the same
             # keys on redelivery, which adds nothing. The outbox job sends them.
             messages = invitations(r)
-            added = outbox.enqueue(messages, KINDS[r.type])
+            added = outbox.enqueue(messages, KINDS[r.type], r.envelope.case_id)
             logger.info("meeting_notices_queued", case_id=r.envelope.case_id, meeting_id=e.meeting_id,
                         event_type=r.type, recipients=len(messages), new=added)
         store.apply(r)
@@ -189,7 +193,8 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
         with store.engine.connect() as conn:
             items = projection.reminder_items(conn)
         due = reminders.due(items, now, timings, holidays)
-        added = outbox.enqueue([compose_reminder(d, sender, contact, now) for d in due], "reminder")
+        added = sum(outbox.enqueue([compose_reminder(d, sender, contact, now)], "reminder", d.item.case_id)
+                    for d in due)
         if added:
             logger.info("reminders_queued", count=added)
         return added

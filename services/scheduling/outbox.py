@@ -35,12 +35,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
     func,
     select,
 )
 from sqlalchemy.exc import IntegrityError
 
 from rethink.shared.clock import Clock
+from rethink.shared.events import ERASED
 from rethink.shared.logs import get_logger
 from rethink.shared.projection import UtcDateTime
 
@@ -70,6 +72,14 @@ outbox = Table(
     Column("sent_at", UtcDateTime()),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("last_error", Text),
+)
+# Which case each message is about, so erasing a case's personal data reaches its emails too.
+# A table of its own rather than a column, so an outbox made before it still opens.
+outbox_cases = Table(
+    "outbox_cases",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("case_id", String(16), nullable=False, index=True),
 )
 
 
@@ -103,7 +113,7 @@ class Outbox:
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
 
-    def enqueue(self, messages: Sequence[Email], kind: str) -> int:
+    def enqueue(self, messages: Sequence[Email], kind: str, case_id: str | None = None) -> int:
         """Record messages to send; a key already recorded is left as it is. Returns how many are new."""
         now, added = self.clock.now(), 0
         for m in messages:
@@ -114,6 +124,8 @@ class Outbox:
                 with self.engine.begin() as conn:
                     if conn.execute(select(outbox.c.id).where(outbox.c.key == m.key)).first() is None:
                         conn.execute(outbox.insert().values(**row))
+                        if case_id is not None:
+                            conn.execute(outbox_cases.insert().values(key=m.key, case_id=case_id))
                         added += 1
             except IntegrityError:
                 pass  # recorded by someone else between our look and our insert: same message, same key
@@ -227,6 +239,19 @@ class Outbox:
                 .where(outbox.c.status == "sent", outbox.c.sent_at < cutoff, outbox.c.recipient != ERASED)
                 .values(recipient=ERASED, sender=ERASED, subject=ERASED, data=b"")
             ).rowcount
+
+    def erase_case(self, case_id: str) -> int:
+        """After a case's personal data is erased: its messages keep their status and dates, lose
+        who they were to and what they said, and any not yet sent never will be ("erased")."""
+        with self.engine.begin() as conn:
+            keys = select(outbox_cases.c.key).where(outbox_cases.c.case_id == case_id)
+            done = conn.execute(outbox.update().where(outbox.c.key.in_(keys)).values(
+                recipient=ERASED, sender=ERASED, subject=ERASED, data=b"", last_error=None,
+                status=case((outbox.c.status == "sent", "sent"), else_="erased"))).rowcount
+        if self.engine.dialect.name == "sqlite":  # no copy of the old rows left in the write-ahead log
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return done
 
     def status_of(self, row_id: int) -> str | None:
         with self.engine.connect() as conn:

@@ -25,6 +25,7 @@ from sqlalchemy import (
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
+    ERASED,
     ActionCompleted,
     ActionRecorded,
     CaseClosed,
@@ -38,6 +39,7 @@ from rethink.shared.events import (
     MeetingRescheduled,
     MeetingScheduled,
     Person,
+    PersonalDataErased,
     RequestSubmitted,
 )
 from rethink.shared.projection import UtcDateTime, checkpoint_table
@@ -90,6 +92,11 @@ actions = Table(
     Column("owner", Text, nullable=False),  # JSON Person
     Column("due_date", Date, nullable=False),
     Column("completed", Boolean, nullable=False, default=False),
+)
+erased = Table(  # cases whose personal data was erased: no more reminders, nobody left to send them to
+    "scheduling_erased_cases",
+    metadata,
+    Column("case_id", String(16), primary_key=True),
 )
 escalations = Table(
     "scheduling_escalations",
@@ -148,6 +155,17 @@ def apply(conn: Connection, r: Recorded) -> None:
                      .values(resolved=True))
     elif isinstance(e, MeetingHeld):
         conn.execute(meetings.update().where(meetings.c.meeting_id == e.meeting_id).values(status="held"))
+    elif isinstance(e, PersonalDataErased):
+        # The log's copy is unreadable now; this copy goes too (see docs/privacy.md).
+        conn.execute(cases.update().where(cases.c.case_id == case_id, cases.c.facilitator_id.is_not(None))
+                     .values(facilitator_name=ERASED, facilitator_email=ERASED))
+        conn.execute(meetings.update().where(meetings.c.case_id == case_id).values(invitees="[]"))
+        conn.execute(meetings.update().where(meetings.c.case_id == case_id, meetings.c.venue.is_not(None))
+                     .values(venue=ERASED))
+        conn.execute(actions.update().where(actions.c.case_id == case_id)
+                     .values(owner=json.dumps({"name": ERASED, "agency": ERASED, "email": ERASED})))
+        if conn.execute(select(erased.c.case_id).where(erased.c.case_id == case_id)).first() is None:
+            conn.execute(erased.insert().values(case_id=case_id))
     elif isinstance(e, CaseClosed):
         conn.execute(cases.update().where(cases.c.case_id == case_id).values(closed=True))
         # A closed case's unheld meeting will not take place: it must stop blocking the facilitator.
@@ -257,7 +275,8 @@ def _people(raw: str) -> tuple[Person, ...]:
 
 def reminder_items(conn: Connection) -> list[Item]:
     """Everything that may need a reminder: active meetings, open actions and open escalations of open cases."""
-    open_cases = {r["case_id"]: r for r in conn.execute(select(cases).where(cases.c.closed.is_(False))).mappings()}
+    open_cases = {r["case_id"]: r for r in conn.execute(
+        select(cases).where(cases.c.closed.is_(False), cases.c.case_id.not_in(select(erased.c.case_id)))).mappings()}
     latest_invitees: dict[str, tuple[Person, ...]] = {}
     items: list[Item] = []
     for m in conn.execute(select(meetings).order_by(meetings.c.seq)).mappings():

@@ -14,6 +14,7 @@ EMITTED_BY = {
     "MeetingHeld": "meeting", "ActionRecorded": "meeting", "ActionCompleted": "meeting", "ActionOverdue": "meeting",
     "EscalationRaised": "escalation", "EscalationStageAdvanced": "escalation",
     "EscalationResolved": "escalation", "CaseClosed": "escalation",
+    "PersonalDataErased": "`rethink privacy erase` / `sweep`",
 }
 
 # Who reacts (writes in response) or projects (keeps a view of) each event.
@@ -32,6 +33,7 @@ CONSUMED_BY = {
     "EscalationStageAdvanced": "escalation (projection), scheduling (stage reminders)",
     "EscalationResolved": "escalation (closes the case), scheduling (stops reminders)",
     "CaseClosed": "escalation, scheduling, meeting (projections)",
+    "PersonalDataErased": "scheduling, meeting (blank the case's personal columns); every reader (forgets the key)",
 }
 
 

@@ -10,8 +10,11 @@ import nats
 from nats.errors import NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from rethink.shared.access import AccessLog, AccessRecord, who_is_reading
 from rethink.shared.envelope import Recorded
 from rethink.shared.eventlog import EventLog, Subjects
+from rethink.shared.keystore import KeyStoreUnavailable
+from rethink.shared.privacy import PersonalData, PersonalDataLocked, personal_data
 from rethink.shared.settings import Settings, redact_url
 
 
@@ -24,6 +27,8 @@ class Client:
         self.settings = settings
         self.subjects = Subjects(settings.subject_prefix)
         self.nc: nats.NATS | None = None
+        self._personal: PersonalData | None = None
+        self.keys_nc: nats.NATS | None = None  # only when the keys are on another server (RETHINK_KEYS_NATS_URL)
 
     async def __aenter__(self) -> Client:
         url = self.settings.resolved_nats_url()
@@ -33,11 +38,29 @@ class Client:
         except (NoServersError, OSError, TimeoutError) as exc:
             raise CliError(f"cannot reach NATS at {redact_url(url)} ({type(exc).__name__}); "
                            "is `rethink up` running?") from None
+        keys_url = self.settings.keys_nats_url
+        if keys_url and keys_url != url:
+            try:
+                self.keys_nc = await nats.connect(keys_url, connect_timeout=3, max_reconnect_attempts=1,
+                                                  allow_reconnect=False, error_cb=_quiet,
+                                                  inbox_prefix=self.settings.nats_inbox_prefix)
+            except (NoServersError, OSError, TimeoutError) as exc:
+                await self.nc.close()
+                raise CliError(f"cannot reach the key store's NATS at {redact_url(keys_url)} "
+                               f"({type(exc).__name__})") from None
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.keys_nc is not None:
+            await self.keys_nc.close()
         if self.nc is not None:
             await self.nc.close()
+
+    @property
+    def keys_js(self):
+        """JetStream of the key store and the access records: the log's server unless told otherwise."""
+        assert self.nc is not None
+        return (self.keys_nc or self.nc).jetstream()
 
     async def request(self, subject: str, payload: dict[str, Any], what: str) -> dict[str, Any]:
         assert self.nc is not None
@@ -69,12 +92,42 @@ class Client:
         return await self.request(self.subjects.query(service, name), payload, service)
 
     @property
+    def personal(self) -> PersonalData:
+        assert self.nc is not None
+        if self._personal is None:
+            self._personal = personal_data(self.keys_js, self.settings)
+        return self._personal
+
+    @property
     def log(self) -> EventLog:
         assert self.nc is not None
-        return EventLog(self.nc.jetstream(), self.settings.stream, self.subjects)
+        return EventLog(self.nc.jetstream(), self.settings.stream, self.subjects, personal=self.personal)
 
     async def history(self, case_id: str) -> list[Recorded]:
-        return await self.log.read_case(case_id)
+        """The case with personal fields opened; fails (never shows ciphertext) without the key store."""
+        try:
+            return await self.log.read_case(case_id)
+        except (KeyStoreUnavailable, PersonalDataLocked) as exc:
+            raise CliError(str(exc)) from None
+
+    async def sealed_history(self, case_id: str) -> list[Recorded]:
+        """The case as stored, payloads unread: for checks that need no personal data (the hash chain)."""
+        return await self.log.read_sealed(case_id)
+
+    @property
+    def access(self) -> AccessLog:
+        assert self.nc is not None
+        return AccessLog(self.keys_js, self.settings)
+
+    async def record_access(self, case_id: str, what: str, reason: str | None) -> AccessRecord:
+        """Written before a person sees the case: no record, no read."""
+        try:
+            return await self.access.record(case_id, who_is_reading(self.settings), what, reason)
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise CliError(f"cannot record this read of {case_id} in {self.settings.access_stream} "
+                           f"({type(exc).__name__}: {exc}); nothing is shown without a record") from None
 
     async def case_ids(self) -> list[str]:
         return await self.log.case_ids()

@@ -59,6 +59,8 @@ out = Console() if sys.stdout.isatty() else Console(width=160)
 err = Console(stderr=True)
 T = TypeVar("T")
 Actor = Annotated[str, typer.Option(help="Who is acting (work email or role).")]
+ReadReason = Annotated[str | None, typer.Option(
+    "--reason", help="Why you are reading this case; kept in its access record (`rethink audit access`)")]
 
 
 def friendly(fn: Callable[..., T]) -> Callable[..., T]:
@@ -250,8 +252,8 @@ def projections_rebuild(
         store = projection_store(service, into) if plan is None else plan.store()
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task(f"replaying the log into {service}", total=None)
-            result = await replay_into(c.nc.jetstream(), s, store, lambda n, total: bar.update(task, completed=n,
-                                                                                          total=total))
+            result = await replay_into(c.nc.jetstream(), s, store, keys_js=c.keys_js,
+                                       progress=lambda n, total: bar.update(task, completed=n, total=total))
         store.engine.dispose()
         if plan is not None:
             plan.swap()
@@ -630,18 +632,27 @@ def case_close(case_id: str, note: Annotated[str, typer.Option(help="What the ne
 
 @case_app.command("show")
 @friendly
-def case_show(case_id: str) -> None:
+def case_show(case_id: str, reason: ReadReason = None) -> None:
     """Current state of a case, from each service's own projection."""
     from .views import case_state
 
-    show(call(lambda c: case_state(c, case_id)))
+    async def run(c: Client) -> dict[str, Any]:
+        await c.record_access(case_id, "case show", reason)
+        return await case_state(c, case_id)
+
+    show(call(run))
 
 
 @case_app.command("history")
 @friendly
-def case_history(case_id: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def case_history(case_id: str, as_json: Annotated[bool, typer.Option("--json")] = False,
+                 reason: ReadReason = None) -> None:
     """Every event of a case from the log, in order."""
-    history = call(lambda c: c.history(case_id))
+    async def run(c: Client) -> list[Any]:
+        await c.record_access(case_id, "case history", reason)
+        return await c.history(case_id)
+
+    history = call(run)
     if not history:
         raise CliError(f"no events for case {case_id}")
     if as_json:
@@ -673,7 +684,7 @@ def audit_verify(
 
     async def run(c: Client) -> list[Any]:
         ids = [case_id] if case_id else sorted(set(await c.case_ids()) | set(held))
-        return [verify_chain(cid, await c.history(cid), held.get(cid)) for cid in ids]
+        return [verify_chain(cid, await c.sealed_history(cid), held.get(cid)) for cid in ids]
 
     reports = call(run)
     if as_json:
@@ -724,7 +735,7 @@ def audit_anchor(
     async def run(c: Client) -> dict[str, Anchor]:
         heads = {}
         for cid in await c.case_ids():
-            history = await c.history(cid)
+            history = await c.sealed_history(cid)
             if history:
                 heads[cid] = Anchor.of(history[-1], stamp)
         return heads
@@ -806,6 +817,7 @@ def audit_history(
         "--as-of", help="The case as it stood then, by domain time: an ISO date-time with offset, "
                         "or a date (the end of that day, UTC)")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write to FILE instead of stdout")] = None,
+    reason: ReadReason = None,
 ) -> None:
     """A case's chronology from the log (who, when, what changed) and its state, for auditors; read-only."""
     from datetime import UTC
@@ -816,7 +828,12 @@ def audit_history(
         raise CliError(f"--format {fmt!r}: use one of {', '.join(report.FORMATS)}")
     moment = report.parse_as_of(as_of) if as_of is not None else None
     report.check_case_id(case_id)
-    history = call(lambda c: c.history(case_id))
+
+    async def run(c: Client) -> list[Any]:
+        await c.record_access(case_id, "audit history", reason)
+        return await c.history(case_id)
+
+    history = call(run)
     if not history:
         raise CliError(f"no events for case {case_id}")
     built = report.build_report(case_id, history, as_of=moment, today=datetime.now(UTC).date())
@@ -880,3 +897,15 @@ def audit_search(
         table.add_row(f.case_id, f.agency or "", f.case_reference or "", f.requested_on or "", f.status,
                       f.outcome or "", str(f.highest_stage or ""), str(f.overdue_actions))
     out.print(table)
+
+
+# --- personal data ------------------------------------------------------------------------
+
+def _register_privacy() -> None:
+    from . import privacy
+
+    # Late-bound, so tests that replace this module's settings() reach these commands too.
+    privacy.register(app, audit_app, friendly, lambda fn: call(fn), lambda: settings(), out)
+
+
+_register_privacy()

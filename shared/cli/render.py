@@ -70,7 +70,7 @@ def history_table(case_id: str, history: list[Recorded]) -> Table:
     for col in ("seq", "occurred at (UTC)", "event", "producer", "actor", "what changed"):
         table.add_column(col, overflow="fold")
     for r in history:
-        env = r.envelope
+        env = r.shown
         # Producers' strings are shown as text, never interpreted as rich markup.
         table.add_row(str(r.seq), f"{env.occurred_at:%Y-%m-%d %H:%M:%S}", r.type, escape(env.producer),
                       escape(env.actor), escape(summary(r)))
@@ -78,7 +78,7 @@ def history_table(case_id: str, history: list[Recorded]) -> Table:
 
 
 def history_json(history: list[Recorded]) -> str:
-    return json.dumps([{"seq": r.seq, **json.loads(r.envelope.model_dump_json())} for r in history], indent=2)
+    return json.dumps([{"seq": r.seq, **json.loads(r.shown.model_dump_json())} for r in history], indent=2)
 
 
 def print_json(console: Console, data: Any) -> None:

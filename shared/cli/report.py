@@ -114,7 +114,7 @@ def visible(history: list[Recorded], as_of: datetime | None = None) -> list[Reco
 def chronology(history: list[Recorded], as_of: datetime | None = None) -> list[Row]:
     rows = []
     for r in visible(history, as_of):
-        env = r.envelope
+        env = r.shown  # personal fields in clear (or erased), never ciphertext
         upcast = env.schema_version != r.payload.schema_version
         rows.append(Row(
             seq=r.seq, event_id=str(env.event_id), type=r.type, occurred_at=env.occurred_at.astimezone(UTC),

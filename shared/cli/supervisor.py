@@ -47,6 +47,8 @@ def service_env(settings: Settings) -> dict[str, str]:
         # Four services on one machine cannot share one port: the embedded system serves no health
         # endpoints. A deployment runs `rethink service run` per container, where they are on.
         "RETHINK_HEALTH_PORT": "0",
+        "RETHINK_KEYS_BUCKET": settings.keys_bucket,
+        "RETHINK_ACCESS_STREAM": settings.access_stream,
     })
     return env
 

@@ -81,7 +81,7 @@ async def run_history(nc: nats.NATS, settings: Settings, template: list[tuple[st
     js = nc.jetstream(publish_async_max_pending=window)
     subjects = Subjects(settings.subject_prefix)
     await create_stream(js, settings)
-    log = EventLog(js, settings.stream, subjects)
+    log = EventLog(js, settings.stream, subjects, personal=None)  # plain template events: no keys
     filler = Filler(template, subjects)
 
     target_id = new_case_id("bench-history-target")

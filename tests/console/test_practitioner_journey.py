@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from rethink.shared.access import AccessLog
 from tests.support import ask, request_payload, wait_for
 
 pytestmark = pytest.mark.nats
@@ -67,7 +68,7 @@ async def test_a_practitioner_requests_a_rethink_page_by_page_and_the_case_is_in
     assert [h.type for h in history[:2]] == ["RequestSubmitted", "ChecksConfirmed"]
     submitted = history[0]
     assert submitted.envelope.producer == "northside-school"  # from the subject the console sent it on
-    assert submitted.envelope.actor == "dsl@northside-school.example.org"
+    assert submitted.shown.actor == "dsl@northside-school.example.org"  # stored sealed (docs/privacy.md)
     e = submitted.payload
     assert e.case_reference == "CSC-2026-0142"
     assert e.requester.email == "dsl@northside-school.example.org"
@@ -167,7 +168,7 @@ async def test_change_links_on_check_your_answers_return_there(browser):
 
 
 async def test_a_practitioner_confirms_the_checks_later_and_only_for_their_own_agency(
-        browser, second_browser, nc, subjects, event_log):
+        browser, second_browser, nc, subjects, event_log, settings):
     checks = {**request_payload()["checks"], "conversation_had": {"answer": False}}
     reply = await ask(nc, subjects.intake("community-health", "submit"),
                       request_payload(case_reference="NHS-HV-7781", checks=checks))
@@ -175,6 +176,9 @@ async def test_a_practitioner_confirms_the_checks_later_and_only_for_their_own_a
     await browser.sign_in("jo")
     page = await wait_for(lambda: browser.get(f"/cases/{case_id}"), lambda r: r.status_code == 200, what="case")
     assert f'href="/cases/{case_id}/confirm-checks"' in page.text
+    # Reading a case in the console leaves an access record naming the person (docs/privacy.md).
+    reads = await AccessLog(nc.jetstream(), settings).list(case_id)
+    assert reads and {(r.who, r.what) for r in reads} == {("health.visitor@nhs-trust.example.org", "console case")}
 
     await browser.get(f"/cases/{case_id}/confirm-checks")
     r = await browser.post(f"/cases/{case_id}/confirm-checks", {
@@ -196,4 +200,4 @@ async def test_a_practitioner_confirms_the_checks_later_and_only_for_their_own_a
     history = await event_log.read_case(case_id)
     assert [h.type for h in history][:2] == ["RequestSubmitted", "ChecksConfirmed"]
     assert history[1].envelope.producer == "community-health"
-    assert history[1].envelope.actor == "health.visitor@nhs-trust.example.org"
+    assert history[1].shown.actor == "health.visitor@nhs-trust.example.org"

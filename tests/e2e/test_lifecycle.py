@@ -75,6 +75,9 @@ async def _lifecycle(settings: Settings, procs) -> None:
         rec = await c.command("meeting", "record", {"case_id": case_id, **_record("unresolved", datetime.now(UTC).date())})
         await _until(lambda: c.history(case_id), lambda h: {"ActionRecorded", "EscalationRaised"} <= set(_types(h)),
                      what="actions and escalation")
+        # The overdue check reads the meeting service's projection, which follows the log a moment later.
+        await _until(lambda: c.query("meeting", "case", {"case_id": case_id}),
+                     lambda r: r.get("status") == "ok" and r["result"]["actions"], what="actions in the projection")
         overdue = await c.command("meeting", "check_overdue",
                                   {"as_of": (datetime.now(UTC).date() + timedelta(days=1)).isoformat()})
         assert [o["case_id"] for o in overdue["overdue"]] == [case_id]

@@ -14,6 +14,7 @@ from rethink.shared.bootstrap import bootstrap
 from rethink.shared.clock import Clock, SystemClock
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.natsserver import EmbeddedNats, free_port
+from rethink.shared.privacy import personal_data
 from rethink.shared.runtime import Factory, RunningService
 from rethink.shared.settings import Settings
 from tests.support import Refusals, ask, request_payload, wait_for
@@ -54,7 +55,8 @@ async def run_services(settings: Settings, stream: str, nc) -> AsyncIterator[Cal
 
 @pytest.fixture
 def event_log(nc, settings: Settings, stream: str) -> EventLog:
-    return EventLog(nc.jetstream(), settings.stream, Subjects(settings.subject_prefix))
+    return EventLog(nc.jetstream(), settings.stream, Subjects(settings.subject_prefix),
+                    personal=personal_data(nc.jetstream(), settings))
 
 
 @pytest.fixture

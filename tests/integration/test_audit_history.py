@@ -99,7 +99,7 @@ async def test_reading_one_case_delivers_only_that_cases_events_however_big_the_
     and filtered client-side; how the server finds the 5 is its per-subject index.
     """
     subjects = Subjects(settings.subject_prefix)
-    writer = EventLog(nc.jetstream(), settings.stream, subjects)
+    writer = EventLog(nc.jetstream(), settings.stream, subjects, personal=None)
     origin = Origin("test", "test", uuid.uuid4())
     target = new_case_id()
     target_seqs: list[int] = []
@@ -121,7 +121,7 @@ async def test_reading_one_case_delivers_only_that_cases_events_however_big_the_
     assert target_seqs[-1] == 2005 and target_seqs[0] == 401  # spread across the whole log
 
     spy = ReadSpy()
-    history = await EventLog(spied_jetstream(nc, spy), settings.stream, subjects).read_case(target)
+    history = await EventLog(spied_jetstream(nc, spy), settings.stream, subjects, personal=None).read_case(target)
 
     assert [r.seq for r in history] == target_seqs
     assert [r.payload.action_id for r in history] == [f"A{n}" for n in range(5)]

@@ -11,13 +11,16 @@ import nats.js.errors
 import pytest
 from nats.js import api
 
+from rethink.shared.access import AccessLog
 from rethink.shared.audit import verify_chain
 from rethink.shared.auth import Registry, url_with
 from rethink.shared.bootstrap import bootstrap
 from rethink.shared.envelope import new_case_id
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.events import ActionCompleted
+from rethink.shared.keystore import KeyStoreUnavailable, KvKeyStore
 from rethink.shared.natsserver import EmbeddedNats, free_port
+from rethink.shared.privacy import personal_data
 from tests.support import Refusals, seed_case
 
 pytestmark = pytest.mark.nats
@@ -43,12 +46,14 @@ async def secured(settings, tmp_path):
         subjects = Subjects(settings.subject_prefix)
         await bootstrap(clients["rethink-services"].jetstream(), settings)
         case_id = new_case_id()
-        services_log = EventLog(clients["rethink-services"].jetstream(), settings.stream, subjects)
+        services_js = clients["rethink-services"].jetstream()
+        services_log = EventLog(services_js, settings.stream, subjects, personal=personal_data(services_js, settings))
         await seed_case(services_log, case_id, [ActionCompleted(action_id=f"A{i}", completed_on="2026-11-20")
                                                 for i in range(3)])
         clients["refusals"] = refusals
-        yield clients, case_id, services_log, EventLog(clients["auditor"].jetstream(timeout=1), settings.stream,
-                                                       subjects)
+        auditor_js = clients["auditor"].jetstream(timeout=1)
+        yield clients, case_id, services_log, EventLog(auditor_js, settings.stream, subjects,
+                                                       personal=personal_data(auditor_js, settings))
     finally:
         for c in clients.values():
             with contextlib.suppress(Exception, AttributeError):
@@ -129,3 +134,27 @@ async def test_the_same_append_succeeds_for_the_services_user(secured):
     forged = last.envelope.model_copy(update={"event_id": uuid.uuid4()})
     await services_log.append(case_id, [forged], expected_last_seq=last.seq, after=last)
     assert len(await services_log.read_case(case_id)) == 4
+
+
+async def test_the_auditor_reads_personal_fields_and_records_the_read_but_cannot_make_or_destroy_keys(
+        secured, settings):
+    clients, case_id, services_log, auditor_log = secured
+    await seed_case(services_log, case_id, [ActionCompleted(action_id="A9", completed_on="2026-11-21",
+                                                            note="visited at home")])
+    assert (await auditor_log.read_case(case_id))[-1].payload.note == "visited at home"
+    auditor_js = clients["auditor"].jetstream(timeout=1)
+    access = AccessLog(auditor_js, settings)
+    await access.record(case_id, "auditor", "audit history", "annual audit")
+    assert [r.reason for r in await access.list(case_id)] == ["annual audit"]
+
+    services_keys = KvKeyStore(clients["rethink-services"].jetstream(), settings.keys_bucket)
+    key = await services_keys.get(case_id)
+    auditor_keys = KvKeyStore(auditor_js, settings.keys_bucket)
+    assert await auditor_keys.get(case_id) == key  # reading is allowed
+    other = new_case_id()
+    with pytest.raises(KeyStoreUnavailable):
+        await auditor_keys.create(other)
+    with pytest.raises(KeyStoreUnavailable):
+        await auditor_keys.destroy(case_id)
+    assert await services_keys.get(other) is None and await services_keys.get(case_id) == key
+    assert clients["refusals"].violation(f"$kv.{settings.keys_bucket}")

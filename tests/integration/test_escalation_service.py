@@ -186,7 +186,7 @@ async def test_a_partly_resolved_case_closes_when_the_facilitator_records_the_ne
     assert reply["status"] == "accepted", reply
     (closed,) = of_type(await event_log.read_case(CASE), "CaseClosed")
     assert (closed.payload.reason, closed.payload.note) == ("agreed_by_network", note)
-    assert closed.envelope.actor == "facilitator@pscp.example.org"
+    assert closed.shown.actor == "facilitator@pscp.example.org"  # stored sealed (docs/privacy.md)
     await processed_all(nc, settings, event_log)
     view = (await case_view(nc, subjects))["result"]
     assert (view["closed"], view["closed_reason"]) == (True, "agreed_by_network")

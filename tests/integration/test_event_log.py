@@ -111,7 +111,7 @@ class RacingLog(EventLog):
     """The real log, with another writer sneaking an event in right after the first ``races`` reads."""
 
     def __init__(self, inner: EventLog, races: int = 1) -> None:
-        super().__init__(inner._js, inner.stream, inner.subjects)
+        super().__init__(inner._js, inner.stream, inner.subjects, personal=inner.personal)
         self.races = races
         self.reads = 0
 

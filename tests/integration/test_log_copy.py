@@ -66,7 +66,9 @@ async def test_audits_on_an_imported_copy_match_production_and_never_touch_it(
     after = await js.stream_info(settings.stream)
     assert (after.state.messages, after.state.last_seq) == (source_before.state.messages, source_before.state.last_seq)
 
-    audit = settings.model_copy(update={"nats_url": copy_server, "state_dir": tmp_path / "auditor"})
+    # The log from the copy; the keys (and the record of each read) stay with production's key store.
+    audit = settings.model_copy(update={"nats_url": copy_server, "state_dir": tmp_path / "auditor",
+                                        "keys_nats_url": settings.nats_url})
     imported = await rethink(monkeypatch, audit, "audit", "import", str(export))
     assert imported.exit_code == 0, imported.output
     async with await nats.connect(copy_server) as copy_nc:

@@ -34,6 +34,7 @@ from rethink.shared.cli.supervisor import service_env
 from rethink.shared.envelope import Recorded
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.natsserver import EmbeddedNats, free_port
+from rethink.shared.privacy import personal_data
 from rethink.shared.rebuild import projection_store, replay_into
 from rethink.shared.settings import SERVICES, Settings
 from tests.benchmarks import workload
@@ -182,10 +183,11 @@ class System:
                                            config=api.ConsumerConfig(ack_policy=api.AckPolicy.NONE,
                                                                      mem_storage=True, inactive_threshold=30.0))
         out: list[Recorded] = []
+        log = EventLog(self.js, self.settings.stream, self.subjects, personal=personal_data(self.js, self.settings))
         try:
             while len(out) < info.state.messages:
                 msgs = await sub.fetch(min(500, info.state.messages - len(out)), timeout=5)
-                out += [Recorded.from_message(m.data, m.metadata.sequence.stream) for m in msgs]
+                out += await log.decode([(m.data, m.metadata.sequence.stream) for m in msgs])
         finally:
             await sub.unsubscribe()
         return out
@@ -342,7 +344,8 @@ class Load:
 
     def __post_init__(self) -> None:
         self.slots = workload.Slots()
-        self.log = EventLog(self.system.js, self.system.settings.stream, self.system.subjects)
+        self.log = EventLog(self.system.js, self.system.settings.stream, self.system.subjects,
+                            personal=personal_data(self.system.js, self.system.settings))
 
     async def _until_accepted(self, step: str, subject: str, payload: dict[str, Any]) -> dict[str, Any]:
         assert self.system.nc is not None

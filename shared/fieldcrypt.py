@@ -1,0 +1,193 @@
+"""Encrypting an event's personal fields, one by one, with its case's data key. Pure: no I/O.
+
+Each personal value (as marked in the event schemas) is replaced in the stored payload by
+
+    {"enc": "v1", "kid": <key id>, "nonce": <base64>, "ct": <base64>}
+
+AES-256-GCM, whose associated data binds the case id, the event type and the field's exact
+place (``invitees.1.email``): a ciphertext copied into another field, event or case fails
+to decrypt instead of reading as someone else's data. Everything else stays readable, so
+the log's structure, the hash chain and verification need no key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .events import ERASED, EVENT_TYPES, personal_fields
+
+VERSION = "v1"
+_SEALED_KEYS = frozenset({"enc", "kid", "nonce", "ct"})
+
+
+class PersonalDataLocked(RuntimeError):
+    """Sealed personal data met by a reader that has no key store: refuse, never show ciphertext."""
+
+
+class UnreadableCiphertext(ValueError):
+    """A sealed field that its own key does not open: it was altered or moved."""
+
+
+@dataclass(frozen=True)
+class DataKey:
+    kid: str
+    secret: bytes  # 32 bytes, AES-256
+
+    @classmethod
+    def new(cls) -> DataKey:
+        return cls(base64.urlsafe_b64encode(os.urandom(9)).decode(), AESGCM.generate_key(bit_length=256))
+
+    def __repr__(self) -> str:  # never print a secret into a log or a traceback
+        return f"DataKey(kid={self.kid!r})"
+
+
+@cache
+def personal_paths(event_type: str) -> tuple[tuple[str, ...], ...]:
+    """The schema's personal paths of an event type, split: ``invitees[].email`` -> (invitees, [], email)."""
+    cls = EVENT_TYPES.get(event_type)
+    if cls is None:
+        return ()
+    out = []
+    for path in personal_fields(cls):
+        parts: list[str] = []
+        for token in path.split("."):
+            if token.endswith("[]"):
+                parts += [token[:-2], "[]"]
+            else:
+                parts.append(token)
+        out.append(tuple(parts))
+    return tuple(out)
+
+
+def is_sealed(value: Any) -> bool:
+    return isinstance(value, dict) and value.keys() == _SEALED_KEYS and value.get("enc") == VERSION
+
+
+def _aad(case_id: str, event_type: str, where: str) -> bytes:
+    return f"rethink/{VERSION}|{case_id}|{event_type}|{where}".encode()
+
+
+def has_personal_values(event_type: str, data: Mapping[str, Any]) -> bool:
+    found = False
+
+    def note(value: Any, _where: str) -> Any:
+        nonlocal found
+        found = True
+        return value
+
+    _map_paths(data, personal_paths(event_type), note)
+    return found
+
+
+def seal(data: dict[str, Any], case_id: str, event_type: str, key: DataKey) -> dict[str, Any]:
+    """A copy of ``data`` with every personal value (not None, not already sealed) encrypted."""
+    aead = AESGCM(key.secret)
+
+    def encrypt(value: Any, where: str) -> Any:
+        nonce = os.urandom(12)
+        ct = aead.encrypt(nonce, json.dumps(value).encode(), _aad(case_id, event_type, where))
+        return {"enc": VERSION, "kid": key.kid, "nonce": _b64(nonce), "ct": _b64(ct)}
+
+    return _map_paths(data, personal_paths(event_type), encrypt)
+
+
+_TEXT_PREFIX = f"enc:{VERSION}:"
+
+
+def seal_text(value: str, case_id: str, event_type: str, where: str, key: DataKey) -> str:
+    """One string sealed into a string, for envelope fields that must stay strings (``actor``)."""
+    nonce = os.urandom(12)
+    ct = AESGCM(key.secret).encrypt(nonce, value.encode(), _aad(case_id, event_type, where))
+    return f"{_TEXT_PREFIX}{key.kid}:{_b64(nonce + ct)}"
+
+
+def sealed_text_kid(value: str) -> str | None:
+    if not value.startswith(_TEXT_PREFIX):
+        return None
+    return value[len(_TEXT_PREFIX):].split(":", 1)[0]
+
+
+def open_text(value: str, case_id: str, event_type: str, where: str, key: DataKey | None) -> str:
+    if key is None:
+        return ERASED
+    raw = _unb64(value[len(_TEXT_PREFIX):].split(":", 1)[1])
+    try:
+        return AESGCM(key.secret).decrypt(raw[:12], raw[12:], _aad(case_id, event_type, where)).decode()
+    except (InvalidTag, ValueError) as exc:
+        raise UnreadableCiphertext(f"{event_type} {where} of {case_id} does not decrypt with its case's key: "
+                                   "altered, or moved from another event or case") from exc
+
+
+def sealed_kids(data: Any) -> set[str]:
+    """The key ids used anywhere in a stored payload."""
+    kids: set[str] = set()
+    _walk_sealed(data, "", lambda v, _w: kids.add(v["kid"]) or v)
+    return kids
+
+
+def open_sealed(data: dict[str, Any], case_id: str, event_type: str,
+                keys: Mapping[str, DataKey | None]) -> dict[str, Any]:
+    """A copy of ``data`` with every sealed value decrypted, or ``ERASED`` where its key is gone.
+
+    ``keys`` maps each kid in the payload to its key, or to None when that key was destroyed.
+    """
+
+    def decrypt(value: dict[str, Any], where: str) -> Any:
+        key = keys[value["kid"]]
+        if key is None:
+            return ERASED
+        try:
+            clear = AESGCM(key.secret).decrypt(_unb64(value["nonce"]), _unb64(value["ct"]),
+                                               _aad(case_id, event_type, where))
+        except (InvalidTag, ValueError) as exc:
+            raise UnreadableCiphertext(f"{event_type} field {where} of {case_id} does not decrypt with its "
+                                       "case's key: altered, or moved from another field or case") from exc
+        return json.loads(clear)
+
+    return _walk_sealed(data, "", decrypt)
+
+
+def _map_paths(data: Any, paths: tuple[tuple[str, ...], ...],
+               fn: Callable[[Any, str], Any]) -> Any:
+    def go(node: Any, rest: tuple[str, ...], where: list[str]) -> Any:
+        if not rest:
+            return node if node is None or is_sealed(node) else fn(node, ".".join(where))
+        head, tail = rest[0], rest[1:]
+        if head == "[]":
+            if not isinstance(node, list):
+                return node
+            return [go(item, tail, [*where, str(i)]) for i, item in enumerate(node)]
+        if not isinstance(node, dict) or head not in node:
+            return node
+        return {**node, head: go(node[head], tail, [*where, head])}
+
+    for path in paths:
+        data = go(data, path, [])
+    return data
+
+
+def _walk_sealed(node: Any, where: str, fn: Callable[[dict[str, Any], str], Any]) -> Any:
+    if is_sealed(node):
+        return fn(node, where)
+    if isinstance(node, dict):
+        return {k: _walk_sealed(v, f"{where}.{k}" if where else k, fn) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_walk_sealed(v, f"{where}.{i}" if where else str(i), fn) for i, v in enumerate(node)]
+    return node
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)

@@ -1,0 +1,155 @@
+"""Personal data in the log: sealed on append, opened on read, erased by destroying the case's key.
+
+Data keys are cached per process (a small LRU with a time limit) because every append and
+every read needs one. Erasure must beat the cache, so three things bound a stale key:
+- the process that erases forgets the key at once;
+- any reader that meets a ``PersonalDataErased`` event forgets the case's key, and a history
+  that holds one treats the key it names as destroyed whatever any cache says; services see
+  every event through their consumers, so they forget it as soon as they reach it;
+- any other cached key is dropped after ``RETHINK_KEY_CACHE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from .envelope import Envelope
+from .fieldcrypt import (
+    DataKey,
+    PersonalDataLocked,
+    has_personal_values,
+    open_sealed,
+    open_text,
+    seal,
+    seal_text,
+    sealed_kids,
+    sealed_text_kid,
+)
+
+ERASURE = "PersonalDataErased"
+ACTOR = "envelope.actor"
+
+
+def personal_actor(env: Envelope) -> bool:
+    """A person acting is personal data too; a service is not, and whoever erased a case must stay
+    known after its key is gone (the erasure is not sealed with the key it destroys)."""
+    return (env.type != ERASURE and not env.actor.startswith("service:")
+            and sealed_text_kid(env.actor) is None)
+
+
+def envelope_kids(env: Envelope) -> set[str]:
+    kid = sealed_text_kid(env.actor)
+    return sealed_kids(env.data) | ({kid} if kid else set())
+
+
+class KeyStore(Protocol):
+    async def get(self, case_id: str) -> DataKey | None: ...
+    async def create(self, case_id: str) -> DataKey: ...
+    async def destroy(self, case_id: str) -> bool: ...
+
+
+def erased_kids(envelopes: Iterable[Envelope]) -> frozenset[str]:
+    """The keys a history itself says were destroyed."""
+    return frozenset(e.data["kid"] for e in envelopes if e.type == ERASURE and e.data.get("kid"))
+
+
+class PersonalData:
+    def __init__(self, store: KeyStore, cache_seconds: float = 60.0, cache_size: int = 1024,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self._ttl = cache_seconds
+        self._size = cache_size
+        self._now = now
+        self._cache: OrderedDict[str, tuple[DataKey, float]] = OrderedDict()
+
+    def forget(self, case_id: str) -> None:
+        self._cache.pop(case_id, None)
+
+    async def seal(self, env: Envelope) -> Envelope:
+        """The envelope as it is to be stored: personal values and a person's name as actor encrypted."""
+        data_too, actor_too = has_personal_values(env.type, env.data), personal_actor(env)
+        if not (data_too or actor_too):
+            return env
+        key = self._cached(env.case_id) or await self.store.create(env.case_id)
+        self._remember(env.case_id, key)
+        update: dict[str, Any] = {}
+        if data_too:
+            update["data"] = seal(env.data, env.case_id, env.type, key)
+        if actor_too:
+            update["actor"] = seal_text(env.actor, env.case_id, env.type, ACTOR, key)
+        return env.model_copy(update=update)
+
+    async def open(self, env: Envelope, destroyed: frozenset[str] = frozenset()) -> Envelope:
+        """The envelope in clear; fields whose key was destroyed read as erased."""
+        if env.type == ERASURE:
+            self.forget(env.case_id)
+        kids = envelope_kids(env)
+        if not kids:
+            return env
+        if destroyed & kids:
+            self.forget(env.case_id)
+        keys: dict[str, DataKey | None] = {}
+        for kid in kids:
+            keys[kid] = None if kid in destroyed else await self._key(env.case_id, kid)
+        update: dict[str, Any] = {"data": open_sealed(env.data, env.case_id, env.type, keys)}
+        actor_kid = sealed_text_kid(env.actor)
+        if actor_kid is not None:
+            update["actor"] = open_text(env.actor, env.case_id, env.type, ACTOR, keys[actor_kid])
+        return env.model_copy(update=update)
+
+    async def erase(self, case_id: str) -> bool:
+        self.forget(case_id)
+        return await self.store.destroy(case_id)
+
+    async def current_kid(self, case_id: str) -> str | None:
+        key = await self.store.get(case_id)
+        return key.kid if key else None
+
+    async def _key(self, case_id: str, kid: str) -> DataKey | None:
+        cached = self._cached(case_id)
+        if cached is not None and cached.kid == kid:
+            return cached
+        key = await self.store.get(case_id)  # unreachable -> KeyStoreUnavailable, never a guess
+        if key is None:
+            self.forget(case_id)
+            return None
+        self._remember(case_id, key)
+        return key if key.kid == kid else None  # a key made after an erasure opens only what it sealed
+
+    def _cached(self, case_id: str) -> DataKey | None:
+        hit = self._cache.get(case_id)
+        if hit is None:
+            return None
+        key, at = hit
+        if self._now() - at > self._ttl:
+            del self._cache[case_id]
+            return None
+        self._cache.move_to_end(case_id)
+        return key
+
+    def _remember(self, case_id: str, key: DataKey) -> None:
+        if case_id in self._cache and self._cache[case_id][0] == key:
+            self._cache.move_to_end(case_id)
+            return
+        self._cache[case_id] = (key, self._now())
+        self._cache.move_to_end(case_id)
+        while len(self._cache) > self._size:
+            self._cache.popitem(last=False)
+
+
+def open_without_keys(env: Envelope) -> Envelope:
+    """For a log read with no key store: plain envelopes pass, sealed ones are refused."""
+    if envelope_kids(env):
+        raise PersonalDataLocked(f"{env.type} of {env.case_id} holds encrypted personal data and this reader "
+                                 "has no key store")
+    return env
+
+
+def personal_data(js: Any, settings: Any) -> PersonalData:
+    """The composition roots' one way to build it: keys from the settings' bucket."""
+    from .keystore import KvKeyStore
+
+    return PersonalData(KvKeyStore(js, settings.keys_bucket), settings.key_cache_seconds)
