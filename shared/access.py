@@ -33,6 +33,7 @@ def access_stream_config(settings: Settings, subjects: Subjects) -> api.StreamCo
         deny_delete=True,
         deny_purge=True,
         allow_rollup_hdrs=False,
+        num_replicas=settings.stream_replicas,
     )
 
 

@@ -160,9 +160,14 @@ async def _bootstrap_once(js: JetStreamContext, settings: Settings) -> list[str]
         await js.add_consumer(settings.inbound_stream, inbound_consumer_config(subjects))
         done.append(f"consumer {INBOUND_CONSUMER} created")
     # The key store and the access records: streams of their own, created once like the log.
-    for config in (kv_stream_config(settings.keys_bucket), access_stream_config(settings, subjects)):
+    # As many copies as the log: losing the only copy of the keys would erase every case.
+    for config in (kv_stream_config(settings.keys_bucket, settings.stream_replicas),
+                   access_stream_config(settings, subjects)):
         try:
-            await js.stream_info(config.name)
+            info = await js.stream_info(config.name)
+            if info.config.num_replicas != config.num_replicas:
+                await js.update_stream(info.config.evolve(num_replicas=config.num_replicas))
+                done.append(f"stream {config.name} updated")
         except NotFoundError:
             await js.add_stream(config)
             done.append(f"stream {config.name} created")

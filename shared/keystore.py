@@ -27,7 +27,7 @@ _UNREACHABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.er
                 TimeoutError, ConnectionError)
 
 
-def kv_stream_config(bucket: str) -> api.StreamConfig:
+def kv_stream_config(bucket: str, replicas: int = 1) -> api.StreamConfig:
     """The bucket's stream, as nats-py would make it, but one revision per key and deletable messages.
 
     ``deny_delete`` is off so that erasure can securely erase the key's message (the server
@@ -37,7 +37,7 @@ def kv_stream_config(bucket: str) -> api.StreamConfig:
         name=f"KV_{bucket}", subjects=[f"$KV.{bucket}.>"], allow_direct=True, allow_rollup_hdrs=True,
         deny_delete=False, deny_purge=False, discard=api.DiscardPolicy.NEW, max_msgs_per_subject=1,
         max_msgs=-1, max_consumers=-1, storage=api.StorageType.FILE, duplicate_window=120.0,
-        description="Re-think per-case data keys",
+        num_replicas=replicas, description="Re-think per-case data keys",
     )
 
 
