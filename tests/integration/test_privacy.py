@@ -166,11 +166,12 @@ async def test_after_erasure_no_personal_value_of_the_case_is_left_anywhere_and_
     assert view["result"]["meeting"]["venue"] == ERASED
 
     # A projection rebuilt from the log holds none either.
-    store = projection_store("meeting", f"sqlite:///{tmp_path / 'rebuilt.db'}")
-    await replay_into(nc.jetstream(), settings, store)
-    store.engine.dispose()
-    rebuilt = (tmp_path / "rebuilt.db").read_bytes()
-    assert gone.encode() not in rebuilt and kept.encode() in rebuilt
+    for service in ("scheduling", "meeting"):
+        store = projection_store(service, f"sqlite:///{tmp_path / (service + '-rebuilt.db')}")
+        await replay_into(nc.jetstream(), settings, store)
+        store.engine.dispose()
+        rebuilt = (tmp_path / f"{service}-rebuilt.db").read_bytes()
+        assert gone.encode() not in rebuilt and kept.encode() in rebuilt, service
 
     # The logs written meanwhile.
     logged = "".join(capfd.readouterr())

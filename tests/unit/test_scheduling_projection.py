@@ -99,3 +99,22 @@ def test_meetings_can_be_limited_to_a_window_of_time(projection_db):
     assert [m["case_id"] for m in both] == [A, B]
     assert [(m["case_id"], m["case_reference"]) for m in first] == [(A, submitted().case_reference)]
     assert [m["case_id"] for m in later] == [B]
+
+
+def test_an_erased_case_keeps_its_meeting_but_loses_its_people_and_its_reminders(tmp_path):
+    from rethink.shared.events import ERASED, PersonalDataErased
+
+    store = store_with(tmp_path, *[(c, e) for c in (A, B)
+                                   for e in (submitted(), confirmed(), assigned(), scheduled(f"M-{c[-8:]}"))])
+    with store.engine.connect() as conn:
+        before = {item.case_id for item in projection.reminder_items(conn)}
+    assert before == {A, B}
+
+    store.apply(recorded(PersonalDataErased(kid="k1", reason="retention"), case_id=A, seq=100))
+
+    with store.engine.connect() as conn:
+        view = projection.case_view(conn, A)
+        assert view["facilitator"]["name"] == ERASED and view["facilitator"]["email"] == ERASED
+        assert view["meeting"]["venue"] == ERASED and view["meeting"]["status"] == "scheduled"
+        assert {item.case_id for item in projection.reminder_items(conn)} == {B}
+        assert projection.case_view(conn, B)["facilitator"]["name"] == "Facilitator One"
