@@ -24,6 +24,7 @@ class KeyStoreUnavailable(RuntimeError):
 
 _UNREACHABLE = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
                 nats.errors.NoServersError, nats.errors.StaleConnectionError, nats.js.errors.ServiceUnavailableError,
+                nats.js.errors.NoStreamResponseError,  # the bucket's stream is electing a leader
                 TimeoutError, ConnectionError)
 
 

@@ -33,6 +33,7 @@ from rethink.shared.bootstrap import bootstrap
 from rethink.shared.cli.supervisor import service_env
 from rethink.shared.envelope import Recorded
 from rethink.shared.eventlog import EventLog, Subjects
+from rethink.shared.keystore import KeyStoreUnavailable
 from rethink.shared.natsserver import EmbeddedNats, free_port
 from rethink.shared.privacy import personal_data
 from rethink.shared.rebuild import projection_store, replay_into
@@ -58,7 +59,7 @@ async def until(probe: Callable[[], Awaitable[Any]], done: Callable[[Any], bool]
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
-        with contextlib.suppress(nats.errors.Error, TimeoutError, OSError, NotReady):
+        with contextlib.suppress(nats.errors.Error, TimeoutError, OSError, NotReady, KeyStoreUnavailable):
             last = await probe()
             if done(last):
                 return last
