@@ -74,7 +74,6 @@ outbox = Table(
     Column("last_error", Text),
 )
 # Which case each message is about, so erasing a case's personal data reaches its emails too.
-# A table of its own rather than a column, so an outbox made before it still opens.
 outbox_cases = Table(
     "outbox_cases",
     metadata,

@@ -101,10 +101,10 @@ def test_meetings_can_be_limited_to_a_window_of_time(projection_db):
     assert [m["case_id"] for m in later] == [B]
 
 
-def test_an_erased_case_keeps_its_meeting_but_loses_its_people_and_its_reminders(tmp_path):
+def test_an_erased_case_keeps_its_meeting_but_loses_its_people_and_its_reminders(projection_db):
     from rethink.shared.events import ERASED, PersonalDataErased
 
-    store = store_with(tmp_path, *[(c, e) for c in (A, B)
+    store = store_with(projection_db, *[(c, e) for c in (A, B)
                                    for e in (submitted(), confirmed(), assigned(), scheduled(f"M-{c[-8:]}"))])
     with store.engine.connect() as conn:
         before = {item.case_id for item in projection.reminder_items(conn)}
