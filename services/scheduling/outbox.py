@@ -50,7 +50,6 @@ from .mail import PermanentFailure, Transport
 from .notifier import Email, to_email
 
 logger = get_logger("rethink.outbox")
-ERASED = "[erased]"
 
 # Its own metadata and its own database: a projection rebuild replaces the projection's tables
 # (and, on SQLite, its file), but what was sent cannot be rebuilt from the log.
