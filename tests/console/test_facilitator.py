@@ -63,7 +63,7 @@ async def test_a_facilitator_arranges_moves_and_records_the_meeting_then_complet
     history = await event_log.read_case(case_id)
     scheduled = next(h for h in history if h.type == "MeetingScheduled")
     assert scheduled.payload.starts_at.astimezone(LONDON).hour == 10
-    assert scheduled.envelope.actor == "facilitator.one@example.org"
+    assert scheduled.shown.actor == "facilitator.one@example.org"  # stored sealed (docs/privacy.md)
 
     # Move it: the form starts from the arrangements on record.
     await until_page_has(browser, case, "Move the meeting")
