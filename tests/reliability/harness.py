@@ -178,7 +178,13 @@ class System:
         await until(self.lag, lambda lag: not any(lag.values()), timeout, "every service caught up")
 
     async def log(self) -> list[Recorded]:
-        """The whole log, in order, through an ephemeral ordered read (what an auditor's replay does)."""
+        """The whole log, in order, through an ephemeral read (what an auditor's replay does).
+
+        On a cluster whose stream leader just moved, the read's consumer can vanish (503): the
+        read starts again, as an auditor would run the command again."""
+        return await until(self._read_log, lambda _: True, 60, "a complete read of the log", every=0.5)
+
+    async def _read_log(self) -> list[Recorded]:
         info = await self.js.stream_info(self.settings.stream)
         sub = await self.js.pull_subscribe(self.subjects.all_events, stream=self.settings.stream,
                                            config=api.ConsumerConfig(ack_policy=api.AckPolicy.NONE,
@@ -190,7 +196,8 @@ class System:
                 msgs = await sub.fetch(min(500, info.state.messages - len(out)), timeout=5)
                 out += await log.decode([(m.data, m.metadata.sequence.stream) for m in msgs])
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         return out
 
     def rss_kib(self) -> dict[str, int]:
