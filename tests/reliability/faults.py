@@ -9,6 +9,7 @@ table (tests/reliability/run.py).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import sqlite3
 import statistics
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 from sqlalchemy.engine import make_url
 
 from rethink.shared.settings import SERVICES
@@ -246,9 +248,54 @@ async def duplicate_publishes(root: Path, cases: int, rate: float) -> Row:
         await system.stop()
 
 
+def _ms(values: list[float]) -> dict[str, int | None]:
+    if len(values) < 2:
+        return {"p50": None, "p95": None, "p99": None}
+    q = statistics.quantiles(values, n=100)
+    return {"p50": round(q[49] * 1000), "p95": round(q[94] * 1000), "p99": round(q[98] * 1000)}
+
+
+class ConsumerSampler:
+    """Every 25 ms, each service's acknowledged floor and backlog, from JetStream."""
+
+    def __init__(self, system: System) -> None:
+        self.system = system
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self.max_lag: dict[str, int] = dict.fromkeys(SERVICES, 0)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        stream = self.system.settings.stream
+        while True:
+            with contextlib.suppress(nats.errors.Error, TimeoutError):  # a missed sample, not a failed run
+                floors = {}
+                for name in SERVICES:
+                    info = await self.system.js.consumer_info(stream, name)
+                    floors[name] = info.ack_floor.stream_seq
+                    lag = (info.num_pending or 0) + (info.num_ack_pending or 0)
+                    self.max_lag[name] = max(self.max_lag[name], lag)
+                self.samples.append((time.monotonic(), floors))
+            await asyncio.sleep(0.025)
+
+    def applied_at(self, service: str, seq: int) -> float | None:
+        """When ``service`` had first acknowledged everything up to ``seq`` (within 25 ms)."""
+        i = bisect.bisect_left([f[service] for _, f in self.samples], seq)
+        return self.samples[i][0] if i < len(self.samples) else None
+
+
 async def steady_load(root: Path, cases: int, rate: float) -> Row:
-    """No fault: throughput, request-to-closure latency and each service's memory as events pile up."""
+    """No fault: throughput; latency from submission to each projection; consumer lag; memory."""
     system = await System(root).start()
+    sampler = ConsumerSampler(system)
     try:
         load = Load(system)
         samples: list[dict[str, int]] = []
@@ -257,19 +304,40 @@ async def steady_load(root: Path, cases: int, rate: float) -> Row:
             if i in (cases // 3, cases - 1):
                 samples.append(system.rss_kib())
 
+        sampler.start()
         t0 = time.monotonic()
         await load.run(cases, rate, during)
         elapsed = time.monotonic() - t0
+        await system.caught_up()
+        await sampler.stop()
         samples.append(system.rss_kib())
+        peak = system.peak_rss_kib()
         result = await audit(system, load)
-        events = (await system.js.stream_info(system.settings.stream)).state.messages
+        log = await system.log()
+        events = len(log)
+        submitted = {r.envelope.case_id: r.seq for r in log if r.type == "RequestSubmitted"}
+        to_projection: dict[str, list[float]] = {name: [] for name in SERVICES}
+        to_all: list[float] = []
+        for case in load.cases:
+            seq = submitted.get(case.case_id or "")
+            if seq is None:
+                continue
+            seen = {name: sampler.applied_at(name, seq) for name in SERVICES}
+            for name, at in seen.items():
+                if at is not None:
+                    to_projection[name].append(at - case.started)
+            if all(at is not None for at in seen.values()):
+                to_all.append(max(seen.values()) - case.started)  # type: ignore[type-var]
         closed = sorted(c.closed - c.started for c in load.cases if c.closed)
-        q = statistics.quantiles(closed, n=100) if len(closed) > 1 else [0.0] * 99
         extra = {"events_per_s": round(events / elapsed, 1),
-                 "lifecycle_ms": {"p50": round(q[49] * 1000), "p95": round(q[94] * 1000), "p99": round(q[98] * 1000)},
-                 "rss_kib": {"at_one_third": samples[0], "at_end": samples[-1]}}
+                 "submit_to_every_projection_ms": _ms(to_all),
+                 "submit_to_projection_ms": {name: _ms(v) for name, v in to_projection.items()},
+                 "request_to_closure_ms": _ms(closed),
+                 "max_consumer_lag": sampler.max_lag,
+                 "rss_kib": {"at_one_third": samples[0], "at_end": samples[-1], "peak": peak}}
         return Row("steady load, no fault", result, events, None, dict(load.retries), extra)
     finally:
+        await sampler.stop()
         await system.stop()
 
 

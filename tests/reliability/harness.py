@@ -200,13 +200,19 @@ class System:
                 await sub.unsubscribe()
         return out
 
+    def peak_rss_kib(self) -> dict[str, int]:
+        """Each live service's peak resident memory so far (KiB, VmHWM), from /proc."""
+        return self._proc_status("VmHWM:")
+
     def rss_kib(self) -> dict[str, int]:
-        """Each live service's resident memory now (KiB), from /proc."""
+        return self._proc_status("VmRSS:")
+
+    def _proc_status(self, field: str) -> dict[str, int]:
         out = {}
         for name, proc in self.procs.items():
             with contextlib.suppress(OSError, ValueError):
                 for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field):
                         out[name] = int(line.split()[1])
         return out
 
