@@ -37,6 +37,7 @@ from .settings import Settings
 
 log = get_logger("rethink.runtime")
 READY_DB_TIMEOUT = 3.0  # a database slower than this to answer SELECT 1 is not ready
+UNREACHABLE_WARNING_SECONDS = 10.0  # while NATS cannot be reached, say so this often
 
 
 async def _raw_body(msg: NatsMessage) -> bytes:
@@ -69,8 +70,9 @@ Factory = Callable[[Settings, EventLog, Clock], ServiceParts]
 
 
 class RunningService:
-    def __init__(self, factory: Factory, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(self, factory: Factory, settings: Settings, clock: Clock | None = None, name: str = "?") -> None:
         self.factory = factory
+        self._name = name  # for the logs until the factory has named the service
         self.settings = settings
         self.clock = clock or SystemClock()
         self.subjects = Subjects(settings.subject_prefix)
@@ -93,6 +95,10 @@ class RunningService:
         self._applying = asyncio.Lock()
         self.nc: NatsClient | None = None
         self.metrics: Metrics | None = None
+
+    @property
+    def service_name(self) -> str:
+        return self.parts.name if self.parts else self._name
 
     async def start(self) -> None:
         self.nc = nc = await self.broker.connect()
@@ -132,7 +138,8 @@ class RunningService:
 
     async def metrics_text(self) -> bytes:
         """The Prometheus exposition, with the consumer's lag fresh from JetStream when it answers."""
-        assert self.metrics is not None
+        if self.metrics is None:  # not started yet (still connecting to NATS): nothing counted
+            return b""
         await self._pending()
         return self.metrics.exposition()
 
@@ -305,24 +312,62 @@ class RunningService:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.broker.stop()
-        log.info("service_stopped", service=self.parts.name if self.parts else "?")
+        try:
+            await self.broker.stop()
+        except Exception as exc:
+            # Stopping drains the subscriptions first, and a connection that is reconnecting (or
+            # never connected) refuses to drain (ConnectionReconnectingError): close it instead.
+            log.warning("broker_stop_failed", service=self.service_name, error=f"{type(exc).__name__}: {exc}")
+            if self.nc is not None and not self.nc.is_closed:
+                with contextlib.suppress(Exception):
+                    await self.nc.close()
+        log.info("service_stopped", service=self.service_name)
 
 
-async def serve_forever(factory: Factory, settings: Settings, clock: Clock | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then stop cleanly (in-flight events are nak'd for redelivery)."""
-    service = RunningService(factory, settings, clock)
+async def serve_forever(factory: Factory, settings: Settings, clock: Clock | None = None, name: str = "?") -> None:
+    """Run until SIGINT/SIGTERM, then stop cleanly (in-flight events are nak'd for redelivery).
+
+    The signal handlers and the health endpoints come first: connecting to NATS retries for as
+    long as it takes, and a signal must stop the process even then (an orchestrator sends
+    SIGTERM to a pod that never became ready, and kills it only after its grace period).
+    """
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, done.set)
-    await service.start()
+    service = RunningService(factory, settings, clock, name)
     health = None
     try:
-        if settings.health_port:
+        if settings.health_port:  # alive at once; not ready until connected (/readyz says why)
             health = await HealthServer(service.readiness, service.metrics_text, port=settings.health_port).start()
-        await done.wait()
+        if await _started_unless(done, service):
+            await done.wait()
     finally:
         if health is not None:
             await health.stop()
         await service.stop()
+
+
+async def _started_unless(signalled: asyncio.Event, service: RunningService) -> bool:
+    """Start the service, or give up when signalled first; False if it never started."""
+    starting = asyncio.create_task(service.start())
+    waiting = asyncio.create_task(signalled.wait())
+    try:
+        while True:
+            finished, _ = await asyncio.wait({starting, waiting}, timeout=UNREACHABLE_WARNING_SECONDS,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            if starting in finished:
+                starting.result()  # a failure to start (bad settings, a schema not migrated) is raised
+                return True
+            if waiting in finished:
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await starting
+                log.warning("service_stopped_before_start", service=service.service_name,
+                            nats=service.settings.printable_nats_url(),
+                            reason="signalled while still connecting to NATS; nothing was received or written")
+                return False
+            log.warning("nats_unreachable_retrying", service=service.service_name,
+                        nats=service.settings.printable_nats_url())
+    finally:
+        waiting.cancel()

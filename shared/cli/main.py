@@ -224,7 +224,7 @@ def service_run(name: str) -> None:
 
     s = settings()
     configure_logging(s.log_level, s.log_format)
-    asyncio.run(serve_forever(factory(name), s))
+    asyncio.run(serve_forever(factory(name), s, name=name))
 
 
 @projections_app.command("rebuild")
