@@ -183,6 +183,17 @@ class Registry:
             raise AuthError(f"no agency {agency}")
         self._save([e for e in entries if e.name != agency])
 
+    def rotate(self, name: str) -> str:
+        """A new password for an existing user (any role); the old one stops working once the
+        nats-server reloads the rendered config."""
+        entries = self.entries()
+        if not any(e.name == name for e in entries):
+            known = ", ".join(sorted(e.name for e in entries)) or "none yet: run `rethink auth init`"
+            raise AuthError(f"no user {name[:60]!r} (users: {known})")
+        password = new_password()
+        self._save([Entry(e.name, e.role, hash_password(password)) if e.name == name else e for e in entries])
+        return password
+
     def agencies(self) -> list[str]:
         return sorted(e.name for e in self.entries() if e.role == "agency")
 

@@ -337,6 +337,21 @@ def users_remove(name: str) -> None:
     out.print(f"user {name} removed", highlight=False)
 
 
+@auth_app.command("rotate")
+@friendly
+def auth_rotate(name: str) -> None:
+    """Give a user (rethink-services, auditor or an agency) a new password; the old one is refused
+    once every nats-server has reloaded the config."""
+    from rethink.shared.auth import Registry
+
+    s = settings()
+    registry = Registry(s.auth_dir, s)
+    password = registry.rotate(name)
+    out.print(f"{name}: new password {password}  (shown once; store it in your secrets manager)\n"
+              f"wrote {registry.config_file}: reload every nats-server (SIGHUP, or nats-server --signal reload); "
+              "until then the old password still works, afterwards only the new one", highlight=False)
+
+
 @agencies_app.command("add")
 @friendly
 def agencies_add(name: str) -> None:
