@@ -54,6 +54,7 @@ def receipt_stream_config(settings: Settings, subjects: Subjects) -> api.StreamC
         storage=api.StorageType.FILE,
         max_age=float(settings.receipt_retention_days * 24 * 3600),
         duplicate_window=120.0,
+        num_replicas=settings.stream_replicas,  # a receipt owed to an agency survives losing a node
     )
 
 
@@ -67,6 +68,8 @@ def inbound_stream_config(settings: Settings, subjects: Subjects) -> api.StreamC
         max_msg_size=settings.max_message_bytes * 2,  # bigger ones are refused by JetStream, not receipted
         max_age=float(settings.receipt_retention_days * 24 * 3600),
         duplicate_window=120.0,  # an agency may set Nats-Msg-Id; request_id is what lasts
+        # JetStream acked the agency's message: losing one node must not lose it.
+        num_replicas=settings.stream_replicas,
     )
 
 
@@ -142,7 +145,8 @@ async def _bootstrap_once(js: JetStreamContext, settings: Settings) -> list[str]
     receipts = receipt_stream_config(settings, subjects)
     try:
         info = await js.stream_info(settings.receipt_stream)
-        if (info.config.subjects, info.config.max_age) != (receipts.subjects, receipts.max_age):
+        if (info.config.subjects, info.config.max_age, info.config.num_replicas) != (
+                receipts.subjects, receipts.max_age, receipts.num_replicas):
             await js.update_stream(receipts)
             done.append(f"stream {settings.receipt_stream} updated")
     except NotFoundError:
@@ -150,7 +154,10 @@ async def _bootstrap_once(js: JetStreamContext, settings: Settings) -> list[str]
         done.append(f"stream {settings.receipt_stream} created")
     inbound = inbound_stream_config(settings, subjects)
     try:
-        await js.stream_info(settings.inbound_stream)
+        have_inbound = (await js.stream_info(settings.inbound_stream)).config
+        if have_inbound.num_replicas != inbound.num_replicas:  # made before it was replicated
+            await js.update_stream(inbound)
+            done.append(f"stream {settings.inbound_stream} updated")
     except NotFoundError:
         await js.add_stream(inbound)
         done.append(f"stream {settings.inbound_stream} created")

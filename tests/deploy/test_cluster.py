@@ -97,10 +97,10 @@ def services(cluster, databases) -> Iterator[dict[str, subprocess.Popen[bytes]]]
                 proc.kill()
 
 
-async def _stream_cluster(settings: Settings):
+async def _stream_cluster(settings: Settings, stream: str | None = None):
     nc = await nats.connect(**settings.nats_connect_kwargs())
     try:
-        return (await nc.jetstream().stream_info(settings.stream)).cluster
+        return (await nc.jetstream().stream_info(stream or settings.stream)).cluster
     finally:
         await nc.close()
 
@@ -156,6 +156,9 @@ def _record(due) -> dict:
 async def _lifecycle(nodes: LoopbackCluster, settings: Settings) -> tuple[str, str]:
     stream = await _stream_cluster(settings)
     assert len(stream.replicas) == 2 and stream.leader in NODES  # three copies: a leader and two followers
+    # So are the parked events, the receipts owed to agencies and the messages they stored for intake.
+    for other in (settings.dead_letter_stream, settings.receipt_stream, settings.inbound_stream):
+        assert len((await _stream_cluster(settings, other)).replicas) == 2, other
 
     receipt = await _ask(settings, lambda c: c.agency_command("police", "submit", request_payload()))
     case_id = receipt["case_id"]
