@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -168,6 +169,43 @@ async def test_the_periodic_check_reports_overdue_actions_by_the_clock_without_a
     view = await wait_for(lambda: case_view(nc, subjects, case_id),
                           lambda v: all(a["overdue"] for a in v["result"]["actions"]), what="overdue projected")
     assert [a["status"] for a in view["result"]["actions"]] == ["open", "open"]
+
+
+async def test_two_replicas_running_the_periodic_check_report_each_overdue_action_once(
+        run_services, nc, subjects, event_log):
+    runs = []  # (replica, as_of) of each finished periodic check
+
+    def counted_meeting(replica):
+        def build(settings, log, clock):
+            parts = meeting(settings.model_copy(update={"overdue_check_interval_seconds": 0.05}), log, clock)
+            [(interval, job)] = parts.periodic
+
+            async def check():
+                reply = await job()
+                runs.append((replica, reply["as_of"]))
+                return reply
+
+            parts.periodic = [(interval, check)]
+            return parts
+        return build
+
+    case_id = await arrange_case(event_log)
+    clock = FixedClock(datetime.now(UTC))
+    await run_services(counted_meeting("a"), counted_meeting("b"), clock=clock)
+    await record_with_two_actions(nc, subjects, event_log, case_id, clock.now())
+    await wait_for(lambda: case_view(nc, subjects, case_id),
+                   lambda v: len(v.get("result", {}).get("actions", [])) == 2, what="actions projected")
+
+    clock.advance(timedelta(days=30))
+    late = clock.now().date().isoformat()
+    await wait_for(lambda: event_log.read_case(case_id), lambda h: types(h).count("ActionOverdue") == 2,
+                   what="two ActionOverdue")
+    # Both replicas keep checking, racing each other, many times over...
+    await wait_for(lambda: asyncio.sleep(0, [r for r, as_of in runs if as_of == late]),
+                   lambda done: done.count("a") >= 5 and done.count("b") >= 5, what="both replicas to check again")
+    # ...and each action is still reported once.
+    overdue = [r.payload.action_id for r in await event_log.read_case(case_id) if r.type == "ActionOverdue"]
+    assert sorted(overdue) == ["MTG-1-A1", "MTG-1-A2"]
 
 
 async def test_a_redelivered_meeting_held_writes_nothing_more_and_leaves_the_projection_unchanged(

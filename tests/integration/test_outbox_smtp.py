@@ -283,3 +283,20 @@ async def test_sent_emails_lose_their_content_after_the_keep_period_but_are_neve
     # A late redelivery of the invitations' event finds them sent: nothing new is sent.
     assert box.enqueue(invitations(), "invitation") == 0
     assert (await box.drain()).sent == 1 and len(handler.received) == 3
+
+
+async def test_two_senders_on_one_outbox_send_each_message_once(smtp_server, db):
+    """Two scheduling replicas: each drains the shared outbox; a row one has claimed the other skips."""
+    handler, port = smtp_server
+    clock = FixedClock(NOW)
+    messages = [m for i in range(10) for m in invitations(f"ev-{i}")]
+    first, second = outbox(db, clock, port), outbox(db, clock, port)
+    # Both replicas record the same messages (each handled the event, or a redelivery did).
+    assert (first.enqueue(messages, "invitation"), second.enqueue(messages, "invitation")) == (len(messages), 0)
+
+    a, b = await asyncio.gather(first.drain(), second.drain())
+
+    assert a.sent > 0 and b.sent > 0  # they really did work side by side...
+    assert a.sent + b.sent == len(messages)  # ...and no message went out twice
+    assert message_ids(handler) == sorted(f"<{m.key}@example.org>" for m in messages)
+    assert [r["status"] for r in first.list(limit=100)] == ["sent"] * len(messages)
