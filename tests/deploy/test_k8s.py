@@ -17,7 +17,6 @@ from tests.deploy.nats_cluster import NATS_DIR, NODES
 
 BASE = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base"
 K8S_VERSION = "1.37.0"
-PENDING_SETTINGS = {"health_port"}  # the health endpoints' port, being added alongside this work
 
 
 def _docs(path: Path) -> list[dict]:
@@ -110,6 +109,18 @@ def test_each_service_deployment_runs_its_image_with_probes_limits_and_a_non_roo
     own = {f"RETHINK_DATABASE_URL__{service.upper()}"} | ({"RETHINK_DATABASE_URL__OUTBOX"} if service == "scheduling" else set())
     assert {e for e in env if e.startswith("RETHINK_DATABASE_URL__")} == own
     assert env["RETHINK_HEALTH_PORT"]["value"] == "8080"
+    assert int(env["RETHINK_READY_MAX_PENDING"]["value"]) > 0  # readiness includes "caught up"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_services_run_two_replicas_except_scheduling_whose_mail_volume_is_read_write_once(service: str):
+    deployment = _one("Deployment", service)
+    if service == "scheduling":
+        assert deployment["spec"]["replicas"] == 1
+        [claim] = [d for _, d in RESOURCES if d["kind"] == "PersistentVolumeClaim" and "mail" in d["metadata"]["name"]]
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    else:
+        assert deployment["spec"]["replicas"] == 2
 
 
 def test_the_service_manifests_differ_only_by_the_service_name():
@@ -121,9 +132,17 @@ def test_the_service_manifests_differ_only_by_the_service_name():
         assert mine == intake.replace("intake", service).replace("INTAKE", service.upper()), service
 
 
+_REPLICAS_TWO = """  # Two: they share one durable consumer, each event applied once in effect (tests/reliability
+  # kills one of two under load); losing a pod or a node leaves the other working.
+  replicas: 2
+"""
+
+
 def _without_mail(text: str) -> str:
     text = text.split("\n---\napiVersion: v1\nkind: PersistentVolumeClaim\n", 1)[0] + "\n"
-    text = text.replace("replicas: 1  # one: a second process would compete for the same outbox", "replicas: 1")
+    head, _, rest = text.partition("  replicas: 1\n")  # one, for its mail volume (the comment above says why)
+    head = head[:head.rindex("spec:\n") + len("spec:\n")]
+    text = head + _REPLICAS_TWO + rest
     lines = text.splitlines(keepends=True)
     drop = {i for i, line in enumerate(lines) if "mail" in line}
     outbox = next(i for i, line in enumerate(lines) if "RETHINK_DATABASE_URL__OUTBOX" in line)
@@ -164,7 +183,7 @@ def test_every_secret_reference_is_generated_with_that_key():
 
 
 def test_every_rethink_variable_in_the_manifests_is_a_real_setting():
-    known = set(Settings.model_fields) | PENDING_SETTINGS
+    known = set(Settings.model_fields)
     names = {e["name"] for _, d in RESOURCES if d["kind"] in {"Deployment", "Job"}
              for c in d["spec"]["template"]["spec"]["containers"] for e in c["env"]}
     settings = {n.removeprefix("RETHINK_").split("__")[0].lower() for n in names if n.startswith("RETHINK_")}
