@@ -25,8 +25,8 @@ class Metrics:
         self.dead_lettered = Counter(
             "rethink_events_dead_lettered", "Events parked in the dead-letter stream", ["service"], registry=r)
         self.redeliveries = Counter(
-            "rethink_event_redeliveries", "Events JetStream delivered more than once (after a crash or a nak)",
-            ["service"], registry=r)
+            "rethink_event_redeliveries", "Events JetStream delivered more than once (after a crash or a nak), by type",
+            ["service", "type"], registry=r)
         self.handler_seconds = Histogram(
             "rethink_event_handler_seconds", "Time to apply one event, retries included", ["service", "type"],
             buckets=LATENCY_BUCKETS, registry=r)
@@ -46,7 +46,7 @@ class Metrics:
         self.last_applied_seq.labels(self.service).set(seq)
         self.consumer_pending.labels(self.service).set(pending)
         if redelivered:
-            self.redeliveries.labels(self.service).inc()
+            self.redeliveries.labels(self.service, event_type).inc()
 
     def failed(self, event_type: str, transient: bool) -> None:
         self.handler_failures.labels(self.service, event_type, str(transient).lower()).inc()

@@ -225,6 +225,38 @@ async def test_readyz_is_503_while_the_consumer_lags_beyond_its_bound(settings, 
         await svc.stop()
 
 
+async def test_a_redelivered_event_is_counted_by_type_with_its_handling_time(run_services, settings, stream,
+                                                                             event_log, nc):
+    from rethink.shared.events import ChecksConfirmed
+    from tests.unit.test_projection_contract import submitted
+
+    await seed_case(event_log, "RT-AAAAAAAAAA", [submitted(), ChecksConfirmed(checks=submitted().checks)])
+    # A replica took the first event from the shared consumer and gave it back unapplied (a nak, as
+    # on SIGTERM mid-event): JetStream hands it out a second time.
+    sub = await nc.jetstream().pull_subscribe_bind("intake", stream=settings.stream)
+    [taken] = await sub.fetch(1, timeout=5)
+    await taken.nak()
+    await sub.unsubscribe()
+
+    [svc] = await run_services(intake)
+    health = await serve(svc)
+    try:
+        async def metrics():
+            return samples((await get(health.port, "/metrics"))[1])
+
+        key = (("service", "intake"), ("type", "RequestSubmitted"))
+        after = await wait_for(metrics, lambda m: m.get(("rethink_events_applied_total", key)) == 1.0,
+                               what="the redelivered event applied")
+        assert after[("rethink_event_redeliveries_total", key)] == 1.0
+        assert after[("rethink_event_handler_seconds_count", key)] == 1.0
+        confirmed = (("service", "intake"), ("type", "ChecksConfirmed"))
+        await wait_for(metrics, lambda m: m.get(("rethink_events_applied_total", confirmed)) == 1.0,
+                       what="the next event applied")
+        assert (await metrics()).get(("rethink_event_redeliveries_total", confirmed), 0) == 0  # delivered once
+    finally:
+        await health.stop()
+
+
 async def test_a_parked_event_is_counted_as_dead_lettered_not_as_applied(settings, stream, event_log):
     from rethink.shared.runtime import ServiceParts
     from tests.unit.test_projection_contract import submitted
