@@ -40,7 +40,7 @@ async def test_a_service_killed_under_load_resumes_from_its_checkpoint(service, 
     assert row.recover_seconds is not None
 
 
-@pytest.mark.parametrize("service", ["scheduling", "meeting"])
+@pytest.mark.parametrize("service", SERVICES)
 async def test_a_service_stopped_with_sigterm_mid_stream_exits_cleanly_and_loses_nothing(service, tmp_path):
     row = await run_fault(tmp_path, f"term-{service}", CASES, RATE)
     assert_nothing_lost_or_doubled(row)
