@@ -121,6 +121,9 @@ def test_services_run_two_replicas_except_scheduling_whose_mail_volume_is_read_w
         assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     else:
         assert deployment["spec"]["replicas"] == 2
+    budget = _one("PodDisruptionBudget", service)["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert budget["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
 
 
 def test_the_service_manifests_differ_only_by_the_service_name():
