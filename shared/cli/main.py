@@ -38,6 +38,8 @@ projections_app = typer.Typer(help="Operate on the services' projections.", no_a
 contract_app = typer.Typer(help="The contract agencies build against (docs/schemas, docs/asyncapi.yaml).",
                            no_args_is_help=True)
 auth_app = typer.Typer(help="NATS users and what each may do.", no_args_is_help=True)
+keys_app = typer.Typer(help="The key store's backup: every case's data key, to a file and back.",
+                       no_args_is_help=True)
 agencies_app = typer.Typer(help="Agencies' credentials: who may submit as whom.", no_args_is_help=True)
 deadletter_app = typer.Typer(help="Events a service could never apply, parked with their reason.",
                              no_args_is_help=True)
@@ -49,7 +51,7 @@ for sub, name in ((request_app, "request"), (meeting_app, "meeting"), (action_ap
                   (escalation_app, "escalation"), (case_app, "case"), (service_app, "service"),
                   (audit_app, "audit"), (projections_app, "projections"),
                   (auth_app, "auth"), (deadletter_app, "deadletter"), (notifications_app, "notifications"),
-                  (agencies_app, "agencies"), (contract_app, "contract"), (users_app, "users")):
+                  (agencies_app, "agencies"), (contract_app, "contract"), (users_app, "users"), (keys_app, "keys")):
     app.add_typer(sub, name=name)
 # Operators coming from other message systems look for "dlq": the same commands under that name.
 app.add_typer(deadletter_app, name="dlq", help="Same as `deadletter`: parked events, show, retry.")
@@ -792,6 +794,39 @@ def audit_export(out_file: Annotated[Path, typer.Option("--out", help="File to w
     done = call(go)
     out.print(f"exported {done.messages} messages (seq {done.first_seq}..{done.last_seq}) to {out_file}",
               highlight=False)
+
+
+@keys_app.command("export")
+@friendly
+def keys_export(out_file: Annotated[Path, typer.Option("--out", help="File to write (it holds the keys: guard it)")]) -> None:
+    """Back up every case's data key (the log's personal fields are unreadable without them)."""
+    from rethink.shared.keycopy import export_keys
+
+    s = settings()
+
+    async def go(c: Client):
+        return await export_keys((c.keys_nc or c.nc).jetstream(), s.keys_bucket, out_file)
+
+    done = call(go)
+    out.print(f"exported {done.keys} keys from {s.keys_bucket} to {out_file}", highlight=False)
+
+
+@keys_app.command("import")
+@friendly
+def keys_import(file: Path) -> None:
+    """Restore a key backup into the key store (after `rethink bootstrap`); never overwrites a key."""
+    from rethink.shared.keycopy import KeyCopyError, import_keys
+
+    s = settings()
+
+    async def go(c: Client):
+        return await import_keys((c.keys_nc or c.nc).jetstream(), s.keys_bucket, file)
+
+    try:
+        done = call(go)
+    except KeyCopyError as exc:
+        raise CliError(str(exc)) from None
+    out.print(f"imported {done.keys} keys into {s.keys_bucket} ({done.skipped} were there already)", highlight=False)
 
 
 @audit_app.command("import")

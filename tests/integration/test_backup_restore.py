@@ -1,9 +1,10 @@
 """The backup and restore docs/operations.md describes, done as an operator would after losing everything.
 
-Back up: the event log with `rethink audit export`, the email outbox with `pg_dump` (the
+Back up: the event log with `rethink audit export`, then the data keys that unlock its
+personal fields with `rethink keys export`, the email outbox with `pg_dump` (the
 projections need no backup: they are rebuilt from the log). Lose it all: a new, empty
 nats-server, and every service's schema dropped. Restore: `rethink audit import`, `pg_restore`
-the outbox, `rethink bootstrap`, `rethink projections rebuild` each service, start the
+the outbox, `rethink bootstrap`, `rethink keys import`, `rethink projections rebuild` each service, start the
 services. Then every case reads as before, nothing is written or sent twice, and new work
 carries on from the restored log.
 """
@@ -86,6 +87,9 @@ async def test_a_lost_system_is_restored_from_the_log_export_and_the_outbox_dump
     export = tmp_path / "log.jsonl"
     exported = await rethink(monkeypatch, settings, "audit", "export", "--out", str(export))
     assert exported.exit_code == 0, exported.output
+    keys = tmp_path / "keys.jsonl"  # after the log: every case in the export has its key in here
+    kept = await rethink(monkeypatch, settings, "keys", "export", "--out", str(keys))
+    assert kept.exit_code == 0 and "exported 3 keys" in kept.stdout, kept.output
     url = settings.database_url["outbox"]
     dump = tmp_path / "outbox.dump"
     subprocess.run(["pg_dump", "--format=custom", f"--schema={settings.database_schema['outbox']}",
@@ -107,6 +111,8 @@ async def test_a_lost_system_is_restored_from_the_log_export_and_the_outbox_dump
         booted = await rethink(monkeypatch, restored, "bootstrap")
         assert booted.exit_code == 0, booted.output
         assert "outbox: already at" in booted.stdout, booted.stdout  # the restored outbox kept as it was
+        unlocked = await rethink(monkeypatch, restored, "keys", "import", str(keys))
+        assert unlocked.exit_code == 0 and "imported 3 keys" in unlocked.stdout, unlocked.output
         for service in SERVICES:
             rebuilt = await rethink(monkeypatch, restored, "projections", "rebuild", service)
             assert rebuilt.exit_code == 0, rebuilt.output
@@ -132,3 +138,24 @@ async def test_a_lost_system_is_restored_from_the_log_export_and_the_outbox_dump
         await stop_all(again)
         server.stop()
         engine.dispose()
+
+
+async def test_a_key_backup_that_is_cut_short_or_disagrees_with_the_store_is_refused(
+        stream, settings, nc, monkeypatch, tmp_path):
+    kv = await nc.jetstream().key_value(settings.keys_bucket)
+    await kv.create("RT-AAAAAAAAAA", b"key-one")
+    backup = tmp_path / "keys.jsonl"
+    assert (await rethink(monkeypatch, settings, "keys", "export", "--out", str(backup))).exit_code == 0
+
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("\n".join(backup.read_text().splitlines()[:-1]) + "\n")  # the end line lost
+    refused = await rethink(monkeypatch, settings, "keys", "import", str(cut))
+    assert refused.exit_code == 1 and "not a whole key backup" in refused.stderr
+
+    again = await rethink(monkeypatch, settings, "keys", "import", str(backup))  # the same key: nothing to do
+    assert again.exit_code == 0 and "imported 0 keys" in again.stdout and "1 were there already" in again.stdout
+    await kv.purge("RT-AAAAAAAAAA")
+    await kv.create("RT-AAAAAAAAAA", b"another-key")
+    clash = await rethink(monkeypatch, settings, "keys", "import", str(backup))
+    assert clash.exit_code == 1 and "different key" in clash.stderr
+    assert (await kv.get("RT-AAAAAAAAAA")).value == b"another-key"  # never overwritten
