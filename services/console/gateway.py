@@ -145,7 +145,23 @@ class Gateway:
             finally:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+            erased = {r.envelope.case_id for r in self._log if r.seq >= start and r.type == "PersonalDataErased"}
+            if erased:
+                await self._forget_personal(erased)
             return self._log
+
+    async def _forget_personal(self, case_ids: set[str]) -> None:
+        """Replace the cached events of erased cases by what the log now gives: fields erased.
+
+        The events were opened while the case's key existed; an erasure must reach this copy
+        too, not only the next console that starts."""
+        for case_id in case_ids:
+            try:
+                fresh = {r.seq: r for r in await self._event_log().read_case(case_id)}
+            except (KeyStoreUnavailable, PersonalDataLocked) as exc:
+                self._log = [r for r in self._log if r.envelope.case_id != case_id]  # never keep it opened
+                raise Unavailable("key store", str(exc)) from None
+            self._log = [fresh.get(r.seq, r) if r.envelope.case_id == case_id else r for r in self._log]
 
     async def record_access(self, case_id: str, who: str, what: str) -> None:
         """A person is about to see a case: record it first (docs/privacy.md); no record, no page."""
