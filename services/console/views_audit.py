@@ -36,10 +36,10 @@ def routes(pages: Pages, gateway: Gateway, today: Callable[[], date]) -> list[Ro
         case_id = request.path_params["case_id"]
         if not CASE_ID.fullmatch(case_id):
             raise HTTPException(404)
+        await access.case_viewed(gateway, user, case_id, page)
         history = await gateway.history(case_id)
         if not history:
             raise HTTPException(404)
-        access.case_viewed(user, case_id, page)
         return report.build_report(case_id, history, today=today())
 
     async def timeline(request: Request) -> Response:

@@ -138,8 +138,7 @@ def routes(pages: Pages, gateway: Gateway, accounts: Accounts, limiter: SignInLi
             raise HTTPException(404)
         if user.role is Role.PRACTITIONER and intake["agency"] != user.agency:
             raise HTTPException(403)  # a practitioner sees only their own agency's requests
-        access.case_viewed(user, case_id, "case")
-        await gateway.record_access(case_id, user.email, "console case")
+        await access.case_viewed(gateway, user, case_id, "case")
         views = {name: await gateway.result(name, "case", {"case_id": case_id})
                  for name in ("scheduling", "meeting", "escalation")}
         own = user.role is Role.PRACTITIONER and intake["agency"] == user.agency

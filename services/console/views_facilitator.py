@@ -53,7 +53,7 @@ def routes(pages: Pages, gateway: Gateway, drafts: Drafts, today: Callable[[], d
         intake = await gateway.result("intake", "case", {"case_id": case_id})
         if intake is None:
             raise HTTPException(404)
-        access.case_viewed(user, case_id, request.url.path.removeprefix(f"/cases/{case_id}/"))
+        await access.case_viewed(gateway, user, case_id, request.url.path.removeprefix(f"/cases/{case_id}/"))
         return case_id, intake
 
     def done(request: Request, case_id: str, message: str) -> Response:

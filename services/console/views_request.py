@@ -182,7 +182,7 @@ def routes(pages: Pages, gateway: Gateway, drafts: Drafts) -> list[Route]:
             raise HTTPException(404)
         if intake["agency"] != user.agency:
             raise HTTPException(403)
-        access.case_viewed(user, case_id, "confirm-checks")
+        await access.case_viewed(gateway, user, case_id, "confirm-checks")
         if intake["status"] != "awaiting_checks":
             return RedirectResponse(f"/cases/{case_id}", status_code=303)
         answers: dict[str, str] = {}

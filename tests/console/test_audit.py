@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 from structlog.testing import capture_logs
 
+from rethink.shared.access import AccessLog
 from tests.support import ask, request_payload, wait_for
 
 pytestmark = pytest.mark.nats
 
 
 async def test_an_auditor_reads_a_cases_timeline_and_downloads_it_and_each_view_is_recorded(
-        browser, nc, subjects, event_log):
+        browser, nc, subjects, event_log, settings):
     reply = await ask(nc, subjects.intake("police", "submit"), request_payload(case_reference="POL-CR-8001"))
     case_id = reply["case_id"]
     await wait_for(lambda: event_log.read_case(case_id), lambda h: len(h) >= 3, what="facilitator assigned")
@@ -33,6 +34,11 @@ async def test_an_auditor_reads_a_cases_timeline_and_downloads_it_and_each_view_
     viewed = [e for e in logs if e["event"] == "case_viewed"]
     assert [e["page"] for e in viewed] == ["timeline", "timeline.csv", "timeline.html", "case"]
     assert all(e["case_id"] == case_id and e["user"] == "ash" and e["role"] == "auditor" for e in viewed)
+    # Each view is also in the access records (`rethink audit access CASE`), naming the auditor.
+    reads = await AccessLog(nc.jetstream(), settings).list(case_id)
+    assert [r.what for r in reads] == ["console timeline", "console timeline.csv", "console timeline.html",
+                                       "console case"]
+    assert {r.who for r in reads} == {viewed[0]["email"]}
 
 
 async def test_practitioners_do_not_read_timelines(browser, nc, subjects):
