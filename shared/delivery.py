@@ -126,8 +126,11 @@ async def deliver(
     max_attempts: int,
     first_delay: float = 0.05,
     failed: Callable[[str, bool], None] | None = None,
+    observe: Callable[[Recorded], None] | None = None,
 ) -> bool:
-    """Apply one event. True: done with it (applied or parked); False: stopping, leave it unacked."""
+    """Apply one event. True: done with it (applied or parked); False: stopping, leave it unacked.
+
+    ``observe`` sees every readable event first, in log order (the service's case cache)."""
     try:
         env = Envelope.from_bytes(data)
     except InvalidEvent as exc:
@@ -136,7 +139,7 @@ async def deliver(
         return True
     bound = log.bind(service=service, seq=seq, case_id=env.case_id, event_id=str(env.event_id),
                      event_type=env.type, correlation_id=str(env.correlation_id))
-    delay, failures = first_delay, 0
+    delay, failures, observed = first_delay, 0, False
     while True:
         try:
             try:
@@ -147,6 +150,9 @@ async def deliver(
                 bound.error("event_unreadable_parked", error=str(exc))
                 await park(service, seq, data, f"unreadable: {exc}", 0)
                 return True
+            if observe is not None and not observed:
+                observe(recorded)
+                observed = True
             await handler(recorded)
             return True
         except Exception as exc:

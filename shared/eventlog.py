@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from nats.js.errors import APIError
 
 from .envelope import CASE_ID_PATTERN, Envelope, InvalidEvent, Recorded, digest
 from .fieldcrypt import UnreadableCiphertext
-from .privacy import PersonalData, erased_kids, open_without_keys
+from .privacy import ERASURE, PersonalData, erased_kids, open_without_keys
 
 WRONG_LAST_SEQUENCE = 10071
 _CASE_ID = re.compile(CASE_ID_PATTERN.strip('^$'))
@@ -69,20 +70,101 @@ class _Link:
         return cls(r.envelope.event_id, r.digest)
 
 
+class CaseCache:
+    """Recent cases' histories, kept by a service from the events its own consumer delivers.
+
+    A reaction would otherwise read its case back from JetStream (three round trips and a decode
+    of every event) for every event it reacts to. Every entry is a *complete prefix* of its case:
+    - it starts from a full read (``store``) or from the case's first event (no ``prev_event_id``);
+    - an event extends it only if it names the entry's last event as its predecessor (the hash
+      chain), so an event this process never saw (another replica took it from the shared
+      durable; an event that could not be decoded) drops the entry instead of leaving a hole.
+    A prefix may be stale (the case moved on since); that is what the append's case-wide
+    optimistic concurrency catches: the loser re-reads from the log and decides again.
+    """
+
+    def __init__(self, max_cases: int = 4096) -> None:
+        self.max_cases = max_cases
+        self._cases: OrderedDict[str, list[Recorded]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, case_id: str, at_least_seq: int) -> list[Recorded] | None:
+        history = self._cases.get(case_id)
+        if history is None or history[-1].seq < at_least_seq:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._cases.move_to_end(case_id)
+        return list(history)
+
+    def store(self, case_id: str, history: list[Recorded]) -> None:
+        """A full read of the case from the log."""
+        have = self._cases.get(case_id)
+        if history and (have is None or have[-1].seq < history[-1].seq):
+            self._put(case_id, list(history))
+
+    def observe(self, r: Recorded) -> None:
+        """An event, in log order (the service's consumer, or our own append just acknowledged)."""
+        case_id, env = r.envelope.case_id, r.envelope
+        if r.type == ERASURE:
+            # Earlier events of the case read differently now (their key is destroyed): drop the
+            # copies opened before, and let the next reaction read the case afresh.
+            self._cases.pop(case_id, None)
+            return
+        history = self._cases.get(case_id)
+        if history is None:
+            if env.prev_event_id is None:
+                self._put(case_id, [r])  # the case's first event: the whole case so far
+            return
+        last = history[-1]
+        if r.seq <= last.seq:
+            return  # already held (a read or our own append got there first)
+        if env.prev_event_id == last.envelope.event_id:
+            history.append(r)
+            self._cases.move_to_end(case_id)
+        else:
+            del self._cases[case_id]  # an event in between was not seen here: no longer complete
+
+    def forget(self, case_id: str) -> None:
+        self._cases.pop(case_id, None)
+
+    def _put(self, case_id: str, history: list[Recorded]) -> None:
+        self._cases[case_id] = history
+        self._cases.move_to_end(case_id)
+        while len(self._cases) > self.max_cases:
+            self._cases.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._cases)
+
+
 class EventLog:
     """``personal``: seals personal fields on append and opens them on read. None only for a
     reader without keys (it refuses sealed fields) or tests of the log's mechanics."""
 
     def __init__(self, js: JetStreamContext, stream: str, subjects: Subjects, *,
-                 personal: PersonalData | None) -> None:
+                 personal: PersonalData | None, cache: CaseCache | None = None) -> None:
         self._js = js
         self.stream = stream
         self.subjects = subjects
         self.personal = personal
+        self.cache = cache
 
     async def read_case(self, case_id: str) -> list[Recorded]:
         """Every event of one case, in order, personal fields opened. Cost follows the case, not the log."""
-        return await self.decode(await self._read_raw(case_id))
+        events = await self.decode(await self._read_raw(case_id))
+        if self.cache is not None:
+            self.cache.store(case_id, events)
+        return events
+
+    async def history_for(self, case_id: str, seq: int) -> list[Recorded]:
+        """The case's history up to at least ``seq``: from the cache when it holds that much, else read.
+
+        Only a complete prefix of the case is ever cached (see ``CaseCache``), so deciding on it is
+        deciding on a read made a moment earlier; an append checks the case has not moved since.
+        """
+        cached = self.cache.get(case_id, seq) if self.cache is not None else None
+        return cached if cached is not None else await self.read_case(case_id)
 
     async def read_sealed(self, case_id: str) -> list[Recorded]:
         """Every event of one case as stored, payloads left unread (``payload`` is None): no key needed.
@@ -109,26 +191,28 @@ class EventLog:
         if not _CASE_ID.fullmatch(case_id):
             # Checked here, at the one place that builds the filter: "*" or ">" would read every case.
             raise ValueError(f"not a case id: {case_id[:40]!r} (expected RT- and ten letters or digits 2-7)")
-        sub = await self._js.pull_subscribe(
-            self.subjects.case(case_id),
-            stream=self.stream,
-            config=api.ConsumerConfig(
-                ack_policy=api.AckPolicy.NONE,
-                deliver_policy=api.DeliverPolicy.ALL,
-                mem_storage=True,
-                inactive_threshold=30.0,
-            ),
-        )
+        name = self._js._nc._nuid.next().decode()
+        info = await self._js.add_consumer(self.stream, config=api.ConsumerConfig(
+            name=name,
+            filter_subject=self.subjects.case(case_id),
+            ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.ALL,
+            mem_storage=True,
+            inactive_threshold=30.0,
+        ))
+        sub = None
         try:
-            info = await sub.consumer_info()
             pending = info.num_pending or 0
             raw: list[tuple[bytes, int]] = []
+            if pending:
+                sub = await self._js.pull_subscribe_bind(consumer=name, stream=self.stream)
             while len(raw) < pending:
+                assert sub is not None
                 msgs = await sub.fetch(min(pending - len(raw), 256), timeout=5)
                 raw.extend((m.data, m.metadata.sequence.stream) for m in msgs)
             return raw
         finally:
-            await self._delete_quietly(sub)
+            await self._delete_quietly(name, sub)
 
     async def case_ids(self) -> list[str]:
         """Every case with events in the log, from the stream's per-subject counts (no message reads).
@@ -154,11 +238,11 @@ class EventLog:
         return await self._js._api_request(f"{self._js._prefix}.STREAM.INFO.{self.stream}", request,
                                            timeout=max(self._js._timeout, 10.0))
 
-    async def _delete_quietly(self, sub: JetStreamContext.PullSubscription) -> None:
+    async def _delete_quietly(self, name: str, sub: JetStreamContext.PullSubscription | None) -> None:
         try:
-            info = await sub.consumer_info()
-            await sub.unsubscribe()
-            await self._js.delete_consumer(self.stream, info.name)
+            if sub is not None:
+                await sub.unsubscribe()
+            await self._js.delete_consumer(self.stream, name)
         except Exception:  # an abandoned ephemeral consumer expires by itself (inactive_threshold)
             pass
 
@@ -217,14 +301,19 @@ class EventLog:
 Decide = Callable[[list[Recorded]], Sequence[Envelope]]
 
 
-async def decide_and_append(log: EventLog, case_id: str, decide: Decide, attempts: int = 6) -> list[Envelope]:
+async def decide_and_append(log: EventLog, case_id: str, decide: Decide, attempts: int = 6,
+                            seen_seq: int | None = None) -> list[Envelope]:
     """Read the case, decide against it, append; on a conflict read again and decide again.
 
     Events already in the log (same id: a redelivery or a retried command) are not
-    appended twice. Returns the events written now.
+    appended twice. Returns the events written now. With ``seen_seq`` (a reaction to the event
+    at that sequence) the first try may decide on the cached history, if it reaches that far.
     """
-    for _ in range(attempts):
-        history = await log.read_case(case_id)
+    for attempt in range(attempts):
+        if attempt == 0 and seen_seq is not None:
+            history = await log.history_for(case_id, seen_seq)
+        else:
+            history = await log.read_case(case_id)
         seen = {r.envelope.event_id for r in history}
         new = [e for e in decide(history) if e.event_id not in seen]
         if not new:

@@ -65,38 +65,53 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
     read = applied = skipped = 0
     seq = 0
     interruptions = 0
-    while seq < last:
-        # A clustered stream may move its leader mid-replay, and the ephemeral consumer goes
-        # with it (503); carry on from the next sequence on a fresh one.
-        sub = await js.pull_subscribe(subjects.all_events, stream=settings.stream, config=api.ConsumerConfig(
-            ack_policy=api.AckPolicy.NONE, mem_storage=True, inactive_threshold=30.0,
-            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1))
-        try:
-            while seq < last:
-                msgs = await sub.fetch(BATCH, timeout=5)
-                batch: list[Recorded] = []
-                for m in msgs:
-                    seq = m.metadata.sequence.stream
-                    if seq > last:
-                        break
-                    read += 1
-                    try:
-                        batch.extend(await log.decode([(m.data, seq)]))
-                    except InvalidEvent:
-                        skipped += 1  # the live consumer skips these too (and logs them)
-                applied += store.apply_batch(batch)
-                if progress:
-                    progress(read, info.state.messages)
-                if msgs and msgs[-1].metadata.num_pending == 0:
-                    seq = last
-        except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError) as exc:
-            interruptions += 1
-            if interruptions > MAX_INTERRUPTIONS:
-                raise RuntimeError(f"the replay was interrupted {interruptions} times; last at seq {seq}: {exc}") from exc
-            await asyncio.sleep(0.2 * interruptions)
-        finally:
+    # The database writes of one batch run in a worker thread while the next batch is fetched and
+    # decoded: the driver waits on the database (a round trip per statement on PostgreSQL) without
+    # the GIL, so the two overlap. One batch is in the database at a time, so batches commit in order.
+    writing: asyncio.Future[int] | None = None
+    try:
+        while seq < last:
+            # A clustered stream may move its leader mid-replay, and the ephemeral consumer goes
+            # with it (503); carry on from the next sequence on a fresh one.
+            sub = await js.pull_subscribe(subjects.all_events, stream=settings.stream, config=api.ConsumerConfig(
+                ack_policy=api.AckPolicy.NONE, mem_storage=True, inactive_threshold=30.0,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1))
+            try:
+                while seq < last:
+                    msgs = await sub.fetch(BATCH, timeout=5)
+                    batch: list[Recorded] = []
+                    for m in msgs:
+                        seq = m.metadata.sequence.stream
+                        if seq > last:
+                            break
+                        read += 1
+                        try:
+                            batch.extend(await log.decode([(m.data, seq)]))
+                        except InvalidEvent:
+                            skipped += 1  # the live consumer skips these too (and logs them)
+                    if writing is not None:
+                        applied += await writing
+                    writing = asyncio.ensure_future(asyncio.to_thread(store.apply_batch, batch))
+                    if progress:
+                        progress(read, info.state.messages)
+                    if msgs and msgs[-1].metadata.num_pending == 0:
+                        seq = last
+            except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError) as exc:
+                interruptions += 1
+                if interruptions > MAX_INTERRUPTIONS:
+                    raise RuntimeError(
+                        f"the replay was interrupted {interruptions} times; last at seq {seq}: {exc}") from exc
+                await asyncio.sleep(0.2 * interruptions)
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+        if writing is not None:
+            applied += await writing
+            writing = None
+    finally:
+        if writing is not None:  # failing: let the batch in the database finish before anything else runs
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+                await writing
     return RebuildResult(store.consumer, read, applied, skipped, last, str(store.engine.url))
 
 

@@ -20,10 +20,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    and_,
     func,
     select,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
@@ -83,13 +84,16 @@ actions = Table(
 
 
 def _upsert(conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any], new: dict[str, Any]) -> None:
-    """Update the row at ``key``, or insert it with ``values`` plus the ``new``-row defaults."""
-    where = and_(*(table.c[k] == v for k, v in key.items()))
-    if conn.execute(select(func.count()).select_from(table).where(where)).scalar():
-        if values:
-            conn.execute(table.update().where(where).values(**values))
+    """Update the row at ``key``, or insert it with ``values`` plus the ``new``-row defaults.
+
+    One ``INSERT … ON CONFLICT`` statement (SQLite and PostgreSQL both have it): this runs for
+    every event, and a read-then-write was two round trips to the database each time.
+    """
+    insert = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(table).values({**key, **new, **values})
+    if values:
+        conn.execute(insert.on_conflict_do_update(index_elements=list(key), set_=values))
     else:
-        conn.execute(table.insert().values(**key, **new, **values))
+        conn.execute(insert.on_conflict_do_nothing(index_elements=list(key)))
 
 
 def apply(conn: Connection, r: Recorded) -> None:

@@ -11,7 +11,7 @@ import pytest
 from rethink.shared.clock import SystemClock
 from rethink.shared.commands import envelopes, execute
 from rethink.shared.envelope import Envelope, Origin, Recorded, new_case_id
-from rethink.shared.eventlog import ConcurrencyConflict, EventLog, decide_and_append
+from rethink.shared.eventlog import CaseCache, ConcurrencyConflict, EventLog, decide_and_append
 from rethink.shared.events import ActionCompleted, CaseClosed, Event
 from tests.support import seed_case
 
@@ -269,3 +269,59 @@ async def test_an_append_never_reports_an_event_it_did_not_store_in_that_case(ev
     if seqs is not None:
         assert seqs != [first_seq], "append returned the sequence of an event in another case"
         assert [r.envelope.event_id for r in await event_log.read_case(second)] == [env.event_id]
+
+
+# --- the case cache (reactions) ---------------------------------------------------------------
+
+
+async def test_a_reaction_decides_on_the_cached_case_without_reading_it(nc, settings, event_log):
+    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, CaseCache())
+    case_id = new_case_id()
+    [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
+    reads = count_reads(cached)
+    seen: list[list[str]] = []
+
+    def decide(history: list[Recorded]) -> list[Envelope]:
+        seen.append([r.payload.action_id for r in history])
+        return envs(case_id, done("reaction"))
+
+    await decide_and_append(cached, case_id, decide, seen_seq=first)
+
+    assert seen == [["a1"]] and reads == []
+    assert [r.payload.action_id for r in await event_log.read_case(case_id)] == ["a1", "reaction"]
+
+
+async def test_a_stale_cached_case_loses_the_append_and_the_reaction_decides_again_on_a_fresh_read(
+        nc, settings, event_log):
+    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, CaseCache())
+    case_id = new_case_id()
+    [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
+    # Another service writes to the case; this one's cache has not seen it yet.
+    await event_log.append(case_id, envs(case_id, done("elsewhere")), expected_last_seq=first)
+    reads = count_reads(cached)
+    seen: list[list[str]] = []
+
+    def decide(history: list[Recorded]) -> list[Envelope]:
+        seen.append([r.payload.action_id for r in history])
+        return envs(case_id, done(f"after-{history[-1].payload.action_id}"))
+
+    await decide_and_append(cached, case_id, decide, seen_seq=first)
+
+    assert seen == [["a1"], ["a1", "elsewhere"]]  # the cached prefix, a conflict, then the log
+    assert reads == [case_id]
+    history = await event_log.read_case(case_id)
+    assert [r.payload.action_id for r in history] == ["a1", "elsewhere", "after-elsewhere"]
+    assert history[2].envelope.prev_event_id == history[1].envelope.event_id
+
+
+def count_reads(log: EventLog) -> list[str]:
+    """Record every case ``log`` reads back from JetStream."""
+    reads: list[str] = []
+    real = log.read_case
+
+    async def read_case(case_id: str) -> list[Recorded]:
+        reads.append(case_id)
+        return await real(case_id)
+
+    log.read_case = read_case  # type: ignore[method-assign]
+    return reads
