@@ -71,11 +71,17 @@ async def execute(
     events already in the log and writes nothing: re-sent commands and redelivered events
     are harmless, whatever the dedup window.
     """
-    own_ids = {derived_id(seed, i) for i in range(MAX_EVENTS_PER_DECISION)} if seed is not None else set()
+    # A decision's events are appended in order, so if any of a seeded decision's events is in the
+    # log its first one is: look for that one id, and derive the others only when it is there.
+    first_id = derived_id(seed, 0) if seed is not None else None
     repeated: list[Envelope] = []
 
     def decide_envelopes(history: list[Recorded]) -> list[Envelope]:
-        repeated[:] = [r.envelope for r in history if r.envelope.event_id in own_ids]
+        if first_id is not None and any(r.envelope.event_id == first_id for r in history):
+            own_ids = {derived_id(seed, i) for i in range(MAX_EVENTS_PER_DECISION)}
+            repeated[:] = [r.envelope for r in history if r.envelope.event_id in own_ids]
+        else:
+            repeated.clear()
         if repeated:
             return []
         return envelopes(decide(history), case_id, origin, clock, seed)

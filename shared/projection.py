@@ -185,20 +185,25 @@ class ProjectionStore:
     def apply(self, recorded: Recorded) -> bool:
         """Apply once. Returns False when the event was already applied.
 
+        The checkpoint is moved first, by a conditional UPDATE (``last_seq < seq``): one statement
+        both claims the event and says whether it was applied before, and on PostgreSQL its row
+        lock makes a second writer of the same projection wait for this transaction's outcome.
+
         The one exception to "at or below the checkpoint means applied" is a parked event that an
         operator retries (``retrying_parked``): it was skipped, never applied, and the checkpoint
         has moved past it. It is applied now, and the checkpoint never moves back.
         """
         cp = self._checkpoint
         with self.engine.begin() as conn:
-            row = conn.execute(select(cp.c.last_seq).where(cp.c.consumer == self.consumer)).first()
-            if row is not None and recorded.seq <= row[0] and recorded.seq != _RETRYING.get():
-                return False
+            moved = conn.execute(cp.update().where(cp.c.consumer == self.consumer, cp.c.last_seq < recorded.seq)
+                                 .values(last_seq=recorded.seq)).rowcount
+            if not moved:
+                row = conn.execute(select(cp.c.last_seq).where(cp.c.consumer == self.consumer)).first()
+                if row is None:
+                    conn.execute(cp.insert().values(consumer=self.consumer, last_seq=recorded.seq))
+                elif recorded.seq != _RETRYING.get():
+                    return False
             self._apply(conn, recorded)
-            if row is None:
-                conn.execute(cp.insert().values(consumer=self.consumer, last_seq=recorded.seq))
-            elif recorded.seq > row[0]:
-                conn.execute(cp.update().where(cp.c.consumer == self.consumer).values(last_seq=recorded.seq))
         if recorded.type == ERASURE:
             self.scrub()
         return True
