@@ -65,10 +65,10 @@ class ReadSpy:
 def spied_jetstream(nc, spy: ReadSpy):
     """A JetStream context whose pull subscriptions report their filter, pending count and deliveries."""
     js = nc.jetstream()
-    real_pull_subscribe = js.pull_subscribe
+    real_pull_subscribe_bind = js.pull_subscribe_bind
 
-    async def pull_subscribe(*args: Any, **kwargs: Any):
-        sub = await real_pull_subscribe(*args, **kwargs)
+    async def pull_subscribe_bind(*args: Any, **kwargs: Any):  # read_case binds to the consumer it made
+        sub = await real_pull_subscribe_bind(*args, **kwargs)
         info = await sub.consumer_info()
         spy.filter_subject, spy.pending_at_start = info.config.filter_subject, info.num_pending
         real_fetch = sub.fetch
@@ -83,7 +83,7 @@ def spied_jetstream(nc, spy: ReadSpy):
         sub.fetch = fetch
         return sub
 
-    js.pull_subscribe = pull_subscribe
+    js.pull_subscribe_bind = pull_subscribe_bind
     return js
 
 
