@@ -83,7 +83,7 @@ class CaseCache:
     optimistic concurrency catches: the loser re-reads from the log and decides again.
     """
 
-    def __init__(self, max_cases: int = 4096) -> None:
+    def __init__(self, max_cases: int = 1024) -> None:  # a few MB: reactions follow their causes closely
         self.max_cases = max_cases
         self._cases: OrderedDict[str, list[Recorded]] = OrderedDict()
         self.hits = self.misses = 0
