@@ -348,7 +348,12 @@ class RunningService:
                         left = 0
                     continue
                 left -= 1
-                await on_event(msg)
+                try:
+                    await on_event(msg)
+                except Exception:  # parking or acking failed (NATS away): the event comes back, in order
+                    log.exception("event_delivery_failed", service=self.parts.name)
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=1)
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
