@@ -234,6 +234,24 @@ async def test_events_are_applied_in_log_order_under_load(probe, run_services, e
     assert by_case == {c: [f"{c}-{i}" for i in range(10)] for c in cases}
 
 
+async def test_two_replicas_sharing_the_durable_apply_every_event_once_in_log_order(
+        probe, run_services, event_log, nc, settings):
+    """Each replica keeps a pull request open for many events; the consumer's one unacked event
+    (max_ack_pending=1) is what keeps the two from applying events side by side or out of order."""
+    replicas = await run_services(probe.factory, probe.factory)
+    cases = [new_case_id() for _ in range(10)]
+    per_case = await asyncio.gather(*(append_many(event_log, c, [f"{c}-{i}" for i in range(10)]) for c in cases))
+    appended = sorted(seq for seqs in per_case for seq in seqs)
+
+    await wait_for(lambda: asyncio.sleep(0, len(probe.applied)), lambda n: n >= 100, timeout=30,
+                   what="100 events applied")
+    await wait_for(lambda: consumer_drained(nc, settings), what="all acked")
+
+    assert probe.attempts == appended  # each once, in stream order, whichever replica took it
+    assert len(rows(probe.store, probe.table)) == 100
+    assert max(r.last_applied_seq for r in replicas) == appended[-1]
+
+
 # --- unreadable messages ----------------------------------------------------------------------
 
 
