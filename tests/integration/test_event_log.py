@@ -275,9 +275,11 @@ async def test_an_append_never_reports_an_event_it_did_not_store_in_that_case(ev
 
 
 async def test_a_reaction_decides_on_the_cached_case_without_reading_it(nc, settings, event_log):
-    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, CaseCache())
+    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
+                      cache=CaseCache())
     case_id = new_case_id()
     [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
+    await deliver_to_cache(cached, event_log, case_id)  # as the service's own consumer would
     reads = count_reads(cached)
     seen: list[list[str]] = []
 
@@ -293,9 +295,11 @@ async def test_a_reaction_decides_on_the_cached_case_without_reading_it(nc, sett
 
 async def test_a_stale_cached_case_loses_the_append_and_the_reaction_decides_again_on_a_fresh_read(
         nc, settings, event_log):
-    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, CaseCache())
+    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
+                      cache=CaseCache())
     case_id = new_case_id()
     [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
+    await deliver_to_cache(cached, event_log, case_id)  # as the service's own consumer would
     # Another service writes to the case; this one's cache has not seen it yet.
     await event_log.append(case_id, envs(case_id, done("elsewhere")), expected_last_seq=first)
     reads = count_reads(cached)
@@ -312,6 +316,12 @@ async def test_a_stale_cached_case_loses_the_append_and_the_reaction_decides_aga
     history = await event_log.read_case(case_id)
     assert [r.payload.action_id for r in history] == ["a1", "elsewhere", "after-elsewhere"]
     assert history[2].envelope.prev_event_id == history[1].envelope.event_id
+
+
+async def deliver_to_cache(cached: EventLog, reader: EventLog, case_id: str) -> None:
+    assert cached.cache is not None
+    for r in await reader.read_case(case_id):
+        cached.cache.observe(r)
 
 
 def count_reads(log: EventLog) -> list[str]:

@@ -7,16 +7,18 @@ from datetime import UTC, date, datetime
 
 from rethink.shared.envelope import Origin, Recorded, digest, stamp
 from rethink.shared.eventlog import CaseCache
-from rethink.shared.events import ActionCompleted
+from rethink.shared.events import ActionCompleted, PersonalDataErased
 
 CASE = "RT-AAAAAAAAAA"
 
 
-def chain(n: int, case_id: str = CASE, first_seq: int = 1, step: int = 1) -> list[Recorded]:
+def chain(n: int, case_id: str = CASE, first_seq: int = 1, step: int = 1, last=None) -> list[Recorded]:
     """N events of one case, each naming the one before it (as EventLog.append writes them)."""
     out: list[Recorded] = []
     for i in range(n):
         payload = ActionCompleted(action_id=f"a{i}", completed_on=date(2026, 3, 2))
+        if last is not None and i == n - 1:
+            payload = last
         now = datetime.now(UTC)
         env = stamp(payload, case_id, Origin("test", "test", uuid.uuid4()), now, now, uuid.uuid4())
         if out:
@@ -95,3 +97,13 @@ def test_the_least_recently_used_case_goes_first_when_full():
     cache.observe(c[0])
     assert cache.get("RT-BBBBBBBBBB", 1) is None
     assert cache.get("RT-AAAAAAAAAA", 1) == a and cache.get("RT-CCCCCCCCCC", 1) == c
+
+
+def test_an_erasure_drops_the_case_so_nothing_opened_before_it_is_kept():
+    """Earlier events read as erased once the key is destroyed: the copies opened before must go."""
+    cache = CaseCache()
+    events = chain(3, last=PersonalDataErased(reason="retention policy"))
+    for r in events:
+        cache.observe(r)
+    assert cache.get(CASE, 1) is None
+    assert len(cache) == 0
