@@ -158,7 +158,7 @@ async def deliver(
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             if failed is not None:
-                failed(recorded.type, is_transient(exc))
+                failed(env.type, is_transient(exc))  # env: decoding itself may be what failed
             if not is_transient(exc):
                 failures += 1
                 if failures >= max_attempts:

@@ -55,3 +55,30 @@ async def test_a_ciphertext_that_does_not_open_is_parked_at_once():
 
     done, applied, parked, _ = await _run(decode)
     assert done and applied == [] and parked == ["unreadable: field note does not decrypt with its case's key"]
+
+
+async def test_a_failure_to_open_is_counted_against_the_event_type_even_before_anything_was_decoded():
+    seen = []
+    event = _event()
+    calls = 0
+
+    async def decode(data, seq):
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyStoreUnavailable("key store unreachable")
+        return event
+
+    async def handler(r):
+        return None
+
+    async def park(*_):
+        return None
+
+    async def keep_alive():
+        return None
+
+    done = await deliver(handler, event.envelope.to_bytes(), 1, service="meeting", decode=decode,
+                         keep_alive=keep_alive, stopping=asyncio.Event(), park=park, max_attempts=2,
+                         first_delay=0.001, failed=lambda kind, transient: seen.append((kind, transient)))
+    assert done and seen == [("ActionCompleted", True)]
