@@ -79,7 +79,8 @@ async def execute(
     def decide_envelopes(history: list[Recorded]) -> list[Envelope]:
         if first_id is not None and any(r.envelope.event_id == first_id for r in history):
             own_ids = {derived_id(seed, i) for i in range(MAX_EVENTS_PER_DECISION)}
-            repeated[:] = [r.envelope for r in history if r.envelope.event_id in own_ids]
+            # As shown, not as stored: the reply reads their payloads, and personal fields are sealed.
+            repeated[:] = [r.shown for r in history if r.envelope.event_id in own_ids]
         else:
             repeated.clear()
         if repeated:

@@ -266,3 +266,23 @@ async def test_commands_that_cannot_be_carried_out_say_why(run_services, nc, sub
                           {"case_id": case_id, "action_id": "MTG-1-A1"})
     assert no_action["status"] == "rejected" and no_action["reasons"][0]["field"] == "action_id"
     assert types(await event_log.read_case(case_id)) == ["RequestSubmitted"]
+
+
+async def test_a_record_sent_again_with_its_command_id_gets_the_same_reply_and_writes_nothing(
+        run_services, nc, subjects, event_log):
+    """The caller whose first reply was lost (a killed service) sends the same command again.
+    Its events are in the log with their personal fields sealed; the reply is built from them opened."""
+    await run_services(meeting)
+    case_id = await arrange_case(event_log)
+    held_at = datetime.now(UTC)
+    body = {**record_body(case_id, held_at, two_actions(held_at.date())),
+            "command_id": "0b9a6c1e-6f1d-4a52-9d2e-2f1c7d1e5a10"}
+    first = await ask(nc, subjects.command("meeting", "record"), body)
+    assert first["status"] == "accepted", first
+    settled = await wait_for(lambda: event_log.read_case(case_id), lambda h: types(h).count("ActionRecorded") == 2,
+                             what="two ActionRecorded")
+    before = len(settled)
+    again = await ask(nc, subjects.command("meeting", "record"), body)
+    assert again["status"] == "accepted" and again["duplicate"] is True, again
+    assert (again["meeting_id"], again["action_ids"]) == (first["meeting_id"], first["action_ids"])
+    assert len(await event_log.read_case(case_id)) == before
