@@ -1,12 +1,17 @@
-"""Test helpers: waiting for a condition (never a bare sleep), talking to services."""
+"""Test helpers: waiting for a condition (never a bare sleep), talking to services, cutting a connection."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+from rethink.shared.natsserver import free_port
 
 T = TypeVar("T")
 
@@ -94,3 +99,51 @@ class Refusals:
 
     def violation(self, subject_part: str) -> bool:
         return any("permissions violation" in e and subject_part.lower() in e for e in self.seen)
+
+
+class CuttableProxy:
+    """A TCP proxy that can be cut: every connection dropped, new ones refused, until restarted.
+
+    It runs on threads, so it never waits on the event loop of the code it is breaking."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self.listener: socket.socket | None = None
+        self.conns: list[socket.socket] = []
+
+    def start(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return  # cut
+            self.conns += [client, upstream]
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        if self.listener is not None:
+            with contextlib.suppress(OSError):  # wakes the thread blocked in accept(); close alone would not
+                self.listener.shutdown(socket.SHUT_RDWR)
+            self.listener.close()
+            self.listener = None
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self.conns.clear()
+

@@ -153,7 +153,11 @@ def decide_assignment(history: Sequence[Recorded], choice: Facilitator) -> list[
 def invitees_for(request: RequestSubmitted) -> list[Person]:
     """The requester first, then everyone they named; one entry per email address."""
     me = request.requester
-    people = [Person(name=me.name, agency=me.agency, email=me.email), *request.invitees]
+    return unique_people([Person(name=me.name, agency=me.agency, email=me.email), *request.invitees])
+
+
+def unique_people(people: Sequence[Person]) -> list[Person]:
+    """One entry per email address (compared without case), first one kept, order kept."""
     seen: set[str] = set()
     out: list[Person] = []
     for p in people:

@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo
 from rethink.shared.events import MeetingMode, Person
 from rethink.shared.workdays import subtract_working_days
 
+from .domain import unique_people
+
 LONDON = ZoneInfo("Europe/London")
 
 
@@ -102,17 +104,6 @@ def _offset_due(deadline: date, offsets: Sequence[int], today: date, holidays: C
     return min(reached) if reached else None
 
 
-def _unique(people: Sequence[Person]) -> list[Person]:
-    seen: set[str] = set()
-    out = []
-    for p in people:
-        key = str(p.email).casefold()
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
-    return out
-
-
 def due(items: Sequence[Item], now: datetime, timings: Timings, holidays: Container[date]) -> list[Reminder]:
     """Every reminder due at ``now`` (aware). Deadlines are London dates, as working days are English."""
     today = now.astimezone(LONDON).date()
@@ -124,7 +115,7 @@ def due(items: Sequence[Item], now: datetime, timings: Timings, holidays: Contai
             k = _offset_due(item.starts_at.astimezone(LONDON).date(), timings.meeting, today, holidays)
             if k is not None:
                 what = f"{item.case_id}|{item.meeting_id}|{item.starts_at.isoformat()}|{k}"
-                out += [Reminder(_key("meeting", what, p), "meeting", p, item, k) for p in _unique(item.invitees)]
+                out += [Reminder(_key("meeting", what, p), "meeting", p, item, k) for p in unique_people(item.invitees)]
         elif isinstance(item, ActionItem):
             k = _offset_due(item.due_date, timings.action, today, holidays)
             if k is not None:
@@ -135,5 +126,5 @@ def due(items: Sequence[Item], now: datetime, timings: Timings, holidays: Contai
             if k is not None:
                 what = f"{item.case_id}|{item.escalation_id}|{item.stage}|{item.deadline.isoformat()}|{k}"
                 out += [Reminder(_key("escalation", what, p), "escalation", p, item, k)
-                        for p in _unique(item.recipients)]
+                        for p in unique_people(item.recipients)]
     return out

@@ -82,20 +82,25 @@ class RecordingSmtpHandler:
         return "250 OK"
 
 
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[RecordingSmtpHandler, int]]:
-    """A real SMTP server (aiosmtpd) on a free port of 127.0.0.1, in its own thread."""
+@contextlib.contextmanager
+def running_smtp(**options) -> Iterator[tuple[RecordingSmtpHandler, int]]:
+    """A real SMTP server (aiosmtpd) on a free port of 127.0.0.1, in its own thread; ``options``
+    go to aiosmtpd (TLS, authentication)."""
     from aiosmtpd.controller import Controller
 
-    from rethink.shared.natsserver import free_port
-
     handler = RecordingSmtpHandler()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), **options)
     controller.start()
     try:
         yield handler, controller.port
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[RecordingSmtpHandler, int]]:
+    with running_smtp() as server:
+        yield server
 
 
 @pytest.fixture
@@ -189,3 +194,16 @@ async def secured(settings, tmp_path):
             with contextlib.suppress(Exception):
                 await nc.close()
         s.server.stop()
+
+
+@pytest.fixture
+async def own_nats(settings: Settings, tmp_path) -> AsyncIterator[tuple[EmbeddedNats, Settings]]:
+    """A bootstrapped nats-server of this test's own, which it may stop and start again (same
+    port, same store), and the settings that point at it. The shared test server is never touched."""
+    server = EmbeddedNats(free_port(), tmp_path / "own-nats").start()
+    own = settings.model_copy(update={"nats_url": server.url})
+    nc = await nats.connect(server.url)
+    await bootstrap(nc.jetstream(), own)
+    await nc.close()
+    yield server, own
+    server.stop()

@@ -7,28 +7,23 @@ nats-server of the test's own that it stops and starts again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-import socket
 import subprocess
 import sys
-import threading
 
-import nats
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.engine import make_url
 
 from rethink.intake.app import build as intake
-from rethink.shared.bootstrap import bootstrap
 from rethink.shared.cli.client import Client
 from rethink.shared.cli.supervisor import service_env
 from rethink.shared.health import HealthServer
 from rethink.shared.migrations import migrate
-from rethink.shared.natsserver import EmbeddedNats, free_port
+from rethink.shared.natsserver import free_port
 from rethink.shared.runtime import RunningService
 from tests.conftest import on_postgres
-from tests.support import request_payload, seed_case, wait_for
+from tests.support import CuttableProxy, request_payload, seed_case, wait_for
 
 pytestmark = pytest.mark.nats
 
@@ -85,55 +80,6 @@ async def test_metrics_move_as_events_are_applied_and_commands_answered(run_serv
         await health.stop()
 
 
-class CuttableProxy:
-    """A TCP proxy to PostgreSQL that the test can cut: every connection dropped, new ones refused.
-
-    It runs on threads, not the test's event loop: the service talks to its database
-    synchronously from that loop, and must not wait on a proxy that needs the same loop.
-    """
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = free_port()
-        self.listener: socket.socket | None = None
-        self.conns: list[socket.socket] = []
-
-    def start(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return  # cut
-            upstream = socket.create_connection(self.target)
-            self.conns += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        if self.listener is not None:
-            with contextlib.suppress(OSError):  # wakes the thread blocked in accept(); close alone would not
-                self.listener.shutdown(socket.SHUT_RDWR)
-            self.listener.close()
-            self.listener = None
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
-        self.conns.clear()
-
-
 async def test_readyz_is_503_while_the_database_is_unreachable_and_200_again_after(
         run_services, settings, postgres_url):
     target = make_url(postgres_url)
@@ -157,13 +103,8 @@ async def test_readyz_is_503_while_the_database_is_unreachable_and_200_again_aft
         proxy.cut()
 
 
-async def test_readyz_is_503_while_nats_is_down_and_200_again_after(settings, tmp_path):
-    port = free_port()
-    server = EmbeddedNats(port, tmp_path / "nats").start()
-    own = settings.model_copy(update={"nats_url": server.url})
-    nc = await nats.connect(server.url)
-    await bootstrap(nc.jetstream(), own)
-    await nc.close()
+async def test_readyz_is_503_while_nats_is_down_and_200_again_after(own_nats):
+    server, own = own_nats
     svc = RunningService(intake, own)
     await svc.start()
     health = await serve(svc)
@@ -173,13 +114,12 @@ async def test_readyz_is_503_while_nats_is_down_and_200_again_after(settings, tm
         status, body = await wait_for(lambda: get(health.port, "/readyz"), lambda r: r[0] == 503,
                                       what="not ready without NATS")
         assert '"nats": "not connected"' in body and '"database": "ok"' in body
-        server = EmbeddedNats(port, tmp_path / "nats").start()
+        server.start()  # same port, same store
         await wait_for(lambda: get(health.port, "/readyz"), lambda r: r[0] == 200, timeout=30,
                        what="ready again once NATS is back")
     finally:
         await health.stop()
         await svc.stop()
-        server.stop()
 
 
 async def test_readyz_is_503_while_the_consumer_lags_beyond_its_bound(settings, stream, event_log):

@@ -12,12 +12,10 @@ import signal
 import subprocess
 import sys
 
-import nats
 import pytest
 
-from rethink.shared.bootstrap import bootstrap
 from rethink.shared.cli.supervisor import service_env
-from rethink.shared.natsserver import EmbeddedNats, free_port
+from rethink.shared.natsserver import free_port
 from tests.integration.test_health import get
 from tests.support import wait_for
 
@@ -68,14 +66,9 @@ async def test_sigterm_stops_a_service_that_cannot_reach_nats_with_a_clear_log_l
     assert "Traceback" not in output, output
 
 
-async def test_sigterm_stops_a_service_whose_nats_went_away_while_it_ran(settings, tmp_path):
+async def test_sigterm_stops_a_service_whose_nats_went_away_while_it_ran(own_nats):
     # Stopping drains the subscriptions, which a reconnecting connection refuses to do.
-    port = free_port()
-    server = EmbeddedNats(port, tmp_path / "nats").start()
-    own = settings.model_copy(update={"nats_url": server.url})
-    nc = await nats.connect(server.url)
-    await bootstrap(nc.jetstream(), own)
-    await nc.close()
+    server, own = own_nats
     health = free_port()
     proc = run_service(own, health)
     try:
@@ -86,7 +79,6 @@ async def test_sigterm_stops_a_service_whose_nats_went_away_while_it_ran(setting
                        what="the service to notice NATS is gone")
     finally:
         code, output = await asyncio.to_thread(terminate, proc)
-        server.stop()
     assert code == 0, output
     assert '"event": "service_stopped"' in output, output
     assert "Traceback" not in output, output

@@ -21,8 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from rethink.scheduling.mail import PermanentFailure, SmtpTransport
-from rethink.shared.natsserver import free_port
-from tests.integration.conftest import RecordingSmtpHandler
+from tests.integration.conftest import RecordingSmtpHandler, running_smtp
 
 USER, PASSWORD = "rethink@example.org", "relay-password-for-tests"
 SENDER, RECIPIENT = "rethink@example.org", "sw@council.example.org"
@@ -60,22 +59,14 @@ def _authenticator(server, session, envelope, mechanism, auth_data):
 
 
 def _server(certificate, implicit: bool) -> Iterator[tuple[RecordingSmtpHandler, int]]:
-    from aiosmtpd.controller import Controller
-
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(*map(str, certificate))
-    handler = RecordingSmtpHandler()
     # With implicit TLS the whole connection is encrypted before SMTP starts; aiosmtpd only knows
     # about STARTTLS, so it must be told that AUTH is fine on this connection.
     tls = ({"ssl_context": ctx, "auth_require_tls": False} if implicit
            else {"tls_context": ctx, "require_starttls": True})
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port(), authenticator=_authenticator,
-                            auth_required=True, **tls)
-    controller.start()
-    try:
-        yield handler, controller.port
-    finally:
-        controller.stop()
+    with running_smtp(authenticator=_authenticator, auth_required=True, **tls) as server:
+        yield server
 
 
 @pytest.fixture

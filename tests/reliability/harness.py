@@ -12,10 +12,8 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -39,6 +37,7 @@ from rethink.shared.privacy import personal_data
 from rethink.shared.rebuild import projection_store, replay_into
 from rethink.shared.settings import SERVICES, Settings
 from tests.benchmarks import workload
+from tests.support import CuttableProxy
 
 # One whole lifecycle of the workload (one action) writes exactly one event of each of these.
 LIFECYCLE = ("RequestSubmitted", "ChecksConfirmed", "FacilitatorAssigned", "MeetingScheduled", "MeetingHeld",
@@ -284,53 +283,6 @@ class PostgresSystem(System):
             self.proxy.cut()
         with psycopg.connect(self.admin_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-
-
-class CuttableProxy:
-    """A TCP proxy that can be cut: every connection dropped, new ones refused, until restarted.
-
-    It runs on threads, so it never waits on the event loop of the code it is breaking."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = free_port()
-        self.listener: socket.socket | None = None
-        self.conns: list[socket.socket] = []
-
-    def start(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                return  # cut
-            self.conns += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        if self.listener is not None:
-            with contextlib.suppress(OSError):  # wakes the thread blocked in accept(); close alone would not
-                self.listener.shutdown(socket.SHUT_RDWR)
-            self.listener.close()
-            self.listener = None
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
-        self.conns.clear()
 
 
 # --- load -------------------------------------------------------------------------------
