@@ -15,6 +15,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
 from .access import access_stream_config
+from .consumer import ACK_WAIT_SECONDS, ensure_consumer
 from .eventlog import Subjects
 from .keystore import kv_stream_config
 from .logs import get_logger
@@ -25,8 +26,8 @@ log = get_logger("rethink.bootstrap")
 
 # How long JetStream waits for an ack before redelivering. Handlers take milliseconds, and a
 # handler retrying in place tells JetStream it is still working; so this mostly bounds how
-# long a crashed service's in-flight event (one at a time) waits before it is redelivered.
-ACK_WAIT_SECONDS = 10.0
+# long a crashed service's in-flight events wait before they are redelivered. The services'
+# own durables are configured in .consumer (a lease, many events in hand).
 
 
 def stream_config(settings: Settings, subjects: Subjects) -> api.StreamConfig:
@@ -77,19 +78,6 @@ def inbound_consumer_config(subjects: Subjects) -> api.ConsumerConfig:
     return api.ConsumerConfig(
         durable_name=INBOUND_CONSUMER, filter_subject=inbound_subject(subjects, "*", "*"),
         deliver_policy=api.DeliverPolicy.ALL, ack_policy=api.AckPolicy.EXPLICIT, ack_wait=ACK_WAIT_SECONDS,
-        max_ack_pending=1,
-    )
-
-
-def consumer_config(service: str, subjects: Subjects) -> api.ConsumerConfig:
-    return api.ConsumerConfig(
-        durable_name=service,
-        filter_subject=subjects.all_events,
-        deliver_policy=api.DeliverPolicy.ALL,
-        ack_policy=api.AckPolicy.EXPLICIT,
-        ack_wait=ACK_WAIT_SECONDS,
-        # One event in flight: if an event fails and the service stops or crashes, JetStream
-        # must redeliver *that* event before any later one, or the checkpoint would pass it.
         max_ack_pending=1,
     )
 
@@ -179,16 +167,9 @@ async def _bootstrap_once(js: JetStreamContext, settings: Settings) -> list[str]
             await js.add_stream(config)
             done.append(f"stream {config.name} created")
     for service in SERVICES:
-        wanted_consumer = consumer_config(service, subjects)
-        try:
-            have = (await js.consumer_info(settings.stream, service)).config
-        except NotFoundError:
-            await js.add_consumer(settings.stream, wanted_consumer)
-            done.append(f"consumer {service} created")
-            continue
-        if (have.max_ack_pending, have.ack_wait) != (wanted_consumer.max_ack_pending, wanted_consumer.ack_wait):
-            await js.add_consumer(settings.stream, wanted_consumer)  # same durable name: an update
-            done.append(f"consumer {service} updated")
+        # Updated in place when made by an earlier version (one event in flight, no lease).
+        if (what := await ensure_consumer(js, settings.stream, service, subjects)) is not None:
+            done.append(what)
     return done
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.js import JetStreamContext, api
-from nats.js.errors import APIError
+from nats.js.errors import APIError, NotFoundError
 
 from .envelope import CASE_ID_PATTERN, Envelope, InvalidEvent, Recorded, digest
 from .fieldcrypt import UnreadableCiphertext
@@ -97,6 +97,11 @@ class CaseCache:
         self._cases.move_to_end(case_id)
         return list(history)
 
+    def last_seq(self, case_id: str) -> int | None:
+        """Where the held copy of the case ends (None: not held)."""
+        history = self._cases.get(case_id)
+        return history[-1].seq if history else None
+
     def store(self, case_id: str, history: list[Recorded]) -> None:
         """A full read of the case from the log."""
         have = self._cases.get(case_id)
@@ -165,6 +170,25 @@ class EventLog:
         """
         cached = self.cache.get(case_id, seq) if self.cache is not None else None
         return cached if cached is not None else await self.read_case(case_id)
+
+    async def current_history(self, case_id: str) -> list[Recorded]:
+        """The case's whole history as of now: the cached copy when the log confirms the case ends
+        where that copy ends, else a full read.
+
+        Confirming is one small request (the case's last message) instead of a consumer made,
+        read and deleted, and every event decoded again: a command's usual case, since this
+        service's consumer has normally delivered the case already."""
+        held = self.cache.last_seq(case_id) if self.cache is not None else None
+        if held is not None and self.cache is not None:
+            if not _CASE_ID.fullmatch(case_id):
+                raise ValueError(f"not a case id: {case_id[:40]!r}")
+            try:
+                last = (await self._js.get_msg(self.stream, subject=self.subjects.case(case_id))).seq
+            except NotFoundError:
+                last = None
+            if last == held and (cached := self.cache.get(case_id, held)) is not None:
+                return cached
+        return await self.read_case(case_id)
 
     async def read_sealed(self, case_id: str) -> list[Recorded]:
         """Every event of one case as stored, payloads left unread (``payload`` is None): no key needed.
@@ -310,8 +334,9 @@ async def decide_and_append(log: EventLog, case_id: str, decide: Decide, attempt
     at that sequence) the first try may decide on the cached history, if it reaches that far.
     """
     for attempt in range(attempts):
-        if attempt == 0 and seen_seq is not None:
-            history = await log.history_for(case_id, seen_seq)
+        if attempt == 0:  # then a conflict means the cache was behind: read the log itself
+            history = (await log.history_for(case_id, seen_seq) if seen_seq is not None
+                       else await log.current_history(case_id))
         else:
             history = await log.read_case(case_id)
         seen = {r.envelope.event_id for r in history}

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats.errors
 import structlog
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, NatsUserPassword, PullSub
@@ -26,6 +24,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field
 
 from .clock import Clock, SystemClock
+from .consumer import GAP_RETRY_SECONDS, PULL_BATCH, LeasedPull, nothing_unacked_before
 from .delivery import DeadLetters, deliver
 from .envelope import Recorded
 from .errors import Reason, Rejected
@@ -42,8 +41,6 @@ from .settings import Settings
 log = get_logger("rethink.runtime")
 READY_DB_TIMEOUT = 3.0  # a database slower than this to answer SELECT 1 is not ready
 UNREACHABLE_WARNING_SECONDS = 10.0  # while NATS cannot be reached, say so this often
-PULL_BATCH = 256  # events one pull request may bring, one at a time (the consumer allows one unacked)
-PULL_EXPIRES = 1.0  # seconds a pull request stays open
 
 
 async def _raw_body(msg: NatsMessage) -> bytes:
@@ -101,7 +98,7 @@ class RunningService:
         self._applying = asyncio.Lock()
         self.nc: NatsClient | None = None
         self.metrics: Metrics | None = None
-        self._on_event: Callable[[Msg], Awaitable[None]] | None = None
+        self._on_event: Callable[[Msg, list[Msg], list[Msg]], Awaitable[bool]] | None = None
         self._consumer: asyncio.Task[None] | None = None
         self._fetching = False
 
@@ -158,14 +155,15 @@ class RunningService:
         return self.metrics.exposition()
 
     async def _pending(self) -> int | None:
-        """The consumer's num_pending from JetStream (also kept in the metrics); None if it cannot say."""
+        """Events the consumer has not yet applied, from JetStream (also kept in the metrics); None if it cannot say."""
         if self.parts is None or self.parts.on_event is None or self.nc is None or not self.nc.is_connected:
             return None
         try:
             info = await self.nc.jetstream(timeout=1.0).consumer_info(self.settings.stream, self.parts.name)
         except Exception:  # a probe or a scrape must answer even when NATS does not
             return None
-        pending = info.num_pending or 0
+        # Not yet applied: those still in the stream, and those in a replica's hand but not yet acked.
+        pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
         if self.metrics is not None:
             self.metrics.consumer_pending.labels(self.parts.name).set(pending)
         return pending
@@ -250,25 +248,31 @@ class RunningService:
                 metrics.parked()
                 parked.add(seq)
 
-            async def on_event(raw: Msg) -> None:
+            async def on_event(raw: Msg, in_hand: list[Msg], handled: list[Msg]) -> bool:
                 meta, started = raw.metadata, time.perf_counter()
+
+                async def keep_alive() -> None:  # a slow retry: tell JetStream every event in hand is still ours
+                    await _acknowledge(handled)
+                    handled.clear()
+                    for msg in in_hand:
+                        await msg.in_progress()
+
                 async with self._applying:
                     done = await deliver(
-                        handler, raw.data, meta.sequence.stream, service=name, keep_alive=raw.in_progress,
+                        handler, raw.data, meta.sequence.stream, service=name, keep_alive=keep_alive,
                         stopping=self.stopping, park=park, decode=self._decode,
                         max_attempts=self.settings.max_handler_attempts,
                         failed=metrics.failed, observe=self.case_cache.observe,
                     )
-                if done:
-                    await raw.ack()
-                    self.last_applied_seq = meta.sequence.stream
-                    if meta.sequence.stream in parked:
-                        parked.discard(meta.sequence.stream)
-                    else:
-                        metrics.applied(raw.subject.rsplit(".", 1)[-1], meta.sequence.stream, meta.num_pending,
-                                        time.perf_counter() - started, meta.num_delivered > 1)
+                if not done:
+                    return False
+                self.last_applied_seq = meta.sequence.stream
+                if meta.sequence.stream in parked:
+                    parked.discard(meta.sequence.stream)
                 else:
-                    await raw.nak(delay=1)
+                    metrics.applied(raw.subject.rsplit(".", 1)[-1], meta.sequence.stream, meta.num_pending,
+                                    time.perf_counter() - started, meta.num_delivered > 1)
+                return True
 
             self._on_event = on_event
 
@@ -304,59 +308,65 @@ class RunningService:
     async def _decode(self, data: bytes, seq: int) -> Recorded:
         return (await self.event_log.decode([(data, seq)]))[0]
 
-    async def _consume(self, on_event: Callable[[Msg], Awaitable[None]]) -> None:
-        """Pull the service's durable consumer straight with nats-py, one event in hand at a time.
+    async def _consume(self, on_event: Callable[[Msg, list[Msg], list[Msg]], Awaitable[bool]]) -> None:
+        """Apply the service's durable consumer in log order, many events in hand (see .consumer).
 
-        The consumer allows one unacknowledged event (``max_ack_pending=1``, see bootstrap), so
-        events are applied strictly in log order, by this replica or another sharing the durable.
-        One pull request asks for up to ``PULL_BATCH`` events over ``PULL_EXPIRES`` seconds: the
-        server sends the next as soon as the previous is acked, on the same request, so an event
-        costs one ack here instead of a request and an ack. Not through FastStream: its per-message
-        machinery (middlewares, dependency resolution, a worker-thread hop for the injected message)
-        was a fifth of a service's time per event.
+        Pulled straight with nats-py, not through FastStream: its per-message machinery
+        (middlewares, dependency resolution, a worker-thread hop for the injected message) was a
+        fifth of a service's time per event. Events are acknowledged together once a batch is
+        handled; one still in hand when the service stops is given back (a nak), never lost.
         """
         assert self.parts is not None and self.nc is not None
-        nc = self.nc
-        next_subject = f"{self._js._prefix}.CONSUMER.MSG.NEXT.{self.settings.stream}.{self.parts.name}"
-        request = json.dumps({"batch": PULL_BATCH, "expires": int(PULL_EXPIRES * 1e9)}).encode()
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox)
-        left, asked_at = 0, 0.0  # events the open request may still bring; when it was sent
+        name, stream, js = self.parts.name, self.settings.stream, self._js
+        pull = LeasedPull(self.nc, js, stream, name)
+        await pull.open()
+        previous: int | None = None  # the last sequence handled, while in an unbroken run
         try:
             while not self.stopping.is_set():
-                if left <= 0 or time.monotonic() - asked_at > PULL_EXPIRES + 1.0:  # ended, or lost (reconnect)
-                    await nc.publish(next_subject, request, reply=inbox)
-                    left, asked_at = PULL_BATCH, time.monotonic()
                 self._fetching = True
                 try:
-                    msg = await sub.next_msg(timeout=PULL_EXPIRES + 1.0)
-                except nats.errors.TimeoutError:
-                    left = 0
-                    continue
+                    batch = await pull.next_batch(PULL_BATCH)
                 except Exception as exc:  # disconnected: keep trying
-                    log.warning("event_fetch_failed", service=self.parts.name, error=f"{type(exc).__name__}: {exc}")
-                    left = 0
+                    log.warning("event_fetch_failed", service=name, error=f"{type(exc).__name__}: {exc}")
+                    pull.forget_request()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stopping.wait(), timeout=0.5)
                     continue
                 finally:
                     self._fetching = False
-                status = msg.headers.get("Status") if msg.headers else None
-                if status is not None or not msg.reply:
-                    # 408: the request expired; 409: the server ended it (leader change, limits); 404.
-                    if status != "100":
-                        left = 0
-                    continue
-                left -= 1
+                handled: list[Msg] = []
+                i = 0
                 try:
-                    await on_event(msg)
-                except Exception:  # parking or acking failed (NATS away): the event comes back, in order
-                    log.exception("event_delivery_failed", service=self.parts.name)
+                    for i, msg in enumerate(batch):
+                        seq = msg.metadata.sequence.stream
+                        if previous is not None and seq <= previous:
+                            handled.append(msg)  # a copy of one handled in this run (redelivered meanwhile)
+                            continue
+                        if (previous is None or seq != previous + 1) and not await nothing_unacked_before(
+                                js, stream, name, self.subjects.all_events, seq):
+                            # An earlier event is still out (with a replica that lost the lease, or
+                            # given back on a stop): give these back until it has been handled.
+                            log.info("events_given_back_for_an_earlier_one", service=name, seq=seq,
+                                     count=len(batch) - i)
+                            await _give_back(batch[i:], GAP_RETRY_SECONDS)
+                            previous = None
+                            break
+                        if not await on_event(msg, batch[i:], handled):  # stopping mid-retry
+                            await _give_back(batch[i:], 1.0)
+                            previous = None
+                            break
+                        handled.append(msg)
+                        previous = seq
+                    await _acknowledge(handled)
+                except Exception:  # parking, acking or asking failed (NATS away): the rest comes back, in order
+                    log.exception("event_delivery_failed", service=name)
                     with contextlib.suppress(Exception):
-                        await msg.nak(delay=1)
+                        await _acknowledge(handled)
+                    with contextlib.suppress(Exception):
+                        await _give_back(batch[i:], 1.0)  # a nak of one acked meanwhile changes nothing
+                    previous = None
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            await pull.close(give_up_lease=self.stopping.is_set())
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
         while not self.stopping.is_set():
@@ -439,3 +449,14 @@ async def _started_unless(signalled: asyncio.Event, service: RunningService) -> 
                         nats=service.settings.printable_nats_url())
     finally:
         waiting.cancel()
+
+
+async def _acknowledge(msgs: list[Msg]) -> None:
+    """Ack events handled (applied or parked); nats-py sends the acks queued meanwhile in one write."""
+    for msg in msgs:
+        await msg.ack()
+
+
+async def _give_back(msgs: list[Msg], delay: float) -> None:
+    for msg in msgs:
+        await msg.nak(delay=delay)

@@ -35,6 +35,24 @@ async def ask(nc, subject: str, payload: Any, timeout: float = 10.0) -> dict[str
     return json.loads(msg.data)
 
 
+async def take_from_durable(nc, stream: str, durable: str):
+    """Take the next event from a service's durable as a replica would (a pull on its priority group),
+    then give up the lease it came with, so the service's own replicas get the durable at once."""
+    from rethink.shared.consumer import GROUP
+
+    js = nc.jetstream()
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    try:
+        await nc.publish(f"{js._prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}",
+                         json.dumps({"batch": 1, "expires": 5_000_000_000, "group": GROUP}).encode(), reply=inbox)
+        msg = await sub.next_msg(timeout=5)
+    finally:
+        await sub.unsubscribe()
+    await nc.request(f"{js._prefix}.CONSUMER.UNPIN.{stream}.{durable}", json.dumps({"group": GROUP}).encode())
+    return msg
+
+
 def request_payload(**overrides: Any) -> dict[str, Any]:
     """A valid Re-think request; every address is example.org, the child is a case reference only."""
     yes = {"answer": True}

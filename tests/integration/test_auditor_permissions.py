@@ -15,6 +15,7 @@ from rethink.shared.access import AccessLog
 from rethink.shared.audit import verify_chain
 from rethink.shared.auth import Registry, url_with
 from rethink.shared.bootstrap import bootstrap
+from rethink.shared.consumer import MAX_IN_HAND
 from rethink.shared.envelope import new_case_id
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.events import ActionCompleted
@@ -121,7 +122,7 @@ async def test_the_auditor_cannot_take_events_from_a_services_durable_consumer(s
         await auditor_js.add_consumer(settings.stream, api.ConsumerConfig(durable_name="intake", max_ack_pending=500,
                                                                           ack_policy=api.AckPolicy.EXPLICIT))
     after = await services_js.consumer_info(settings.stream, "intake")
-    assert after.num_pending == before == 3 and after.config.max_ack_pending == 1
+    assert after.num_pending == before == 3 and after.config.max_ack_pending == MAX_IN_HAND
     refusals = clients["refusals"]
     assert refusals.violation("CONSUMER.MSG.NEXT") and refusals.violation("CONSUMER.DELETE")
     assert refusals.violation("CONSUMER.DURABLE.CREATE") or refusals.violation("CONSUMER.CREATE")

@@ -19,10 +19,10 @@ from sqlalchemy.exc import OperationalError
 from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
-from rethink.shared.bootstrap import consumer_config
 from rethink.shared.cli import main
 from rethink.shared.clock import SystemClock
 from rethink.shared.commands import envelopes
+from rethink.shared.consumer import PIN_TIMEOUT_SECONDS, ensure_consumer
 from rethink.shared.delivery import DeadLetters
 from rethink.shared.envelope import Origin, Recorded, new_case_id
 from rethink.shared.eventlog import EventLog
@@ -30,7 +30,7 @@ from rethink.shared.events import ActionCompleted
 from rethink.shared.projection import ProjectionStore, checkpoint_table, make_engine
 from rethink.shared.runtime import ServiceParts
 from rethink.shared.settings import Settings
-from tests.support import ask, recorded, wait_for
+from tests.support import ask, recorded, take_from_durable, wait_for
 
 pytestmark = pytest.mark.nats
 
@@ -93,7 +93,7 @@ class Probe:
 
 @pytest.fixture
 async def probe(tmp_path: Path, nc, settings: Settings, subjects, stream: str) -> Probe:
-    await nc.jetstream().add_consumer(settings.stream, consumer_config(NAME, subjects))
+    await ensure_consumer(nc.jetstream(), settings.stream, NAME, subjects)
     return Probe(tmp_path)
 
 
@@ -153,7 +153,7 @@ async def test_a_full_redelivery_leaves_the_projection_unchanged(probe, run_serv
     # Lose every ack: a fresh durable consumer delivers the whole log again.
     js = nc.jetstream()
     await js.delete_consumer(settings.stream, NAME)
-    await js.add_consumer(settings.stream, consumer_config(NAME, event_log.subjects))
+    await ensure_consumer(js, settings.stream, NAME, event_log.subjects)
     assert (await js.consumer_info(settings.stream, NAME)).num_pending == len(seqs)
     await run_services(probe.factory)
     await wait_for(lambda: consumer_drained(nc, settings), what="redelivery acked")
@@ -236,8 +236,9 @@ async def test_events_are_applied_in_log_order_under_load(probe, run_services, e
 
 async def test_two_replicas_sharing_the_durable_apply_every_event_once_in_log_order(
         probe, run_services, event_log, nc, settings):
-    """Each replica keeps a pull request open for many events; the consumer's one unacked event
-    (max_ack_pending=1) is what keeps the two from applying events side by side or out of order."""
+    """Each replica keeps a pull request open for many events, and either may hold hundreds
+    unacknowledged; the lease (a pinned_client priority group) is what keeps the two from applying
+    events side by side or out of order."""
     replicas = await run_services(probe.factory, probe.factory)
     cases = [new_case_id() for _ in range(10)]
     per_case = await asyncio.gather(*(append_many(event_log, c, [f"{c}-{i}" for i in range(10)]) for c in cases))
@@ -250,6 +251,44 @@ async def test_two_replicas_sharing_the_durable_apply_every_event_once_in_log_or
     assert probe.attempts == appended  # each once, in stream order, whichever replica took it
     assert len(rows(probe.store, probe.table)) == 100
     assert max(r.last_applied_seq for r in replicas) == appended[-1]
+
+
+async def test_later_events_handed_out_before_an_earlier_one_wait_for_it(
+        probe, run_services, event_log, nc, settings):
+    """The gap check. A replica gave the first event back with a delay (as on a stop) and left; the
+    server hands the next holder the later events first. They are given back until the first has
+    come round and been applied: without the check the checkpoint would pass it and it would be lost.
+    """
+    case_id = new_case_id()
+    s1, s2, s3 = await append_many(event_log, case_id, ["a1", "a2", "a3"])
+    taken = await take_from_durable(nc, settings.stream, NAME)
+    assert taken.metadata.sequence.stream == s1
+    await taken.nak(delay=2)  # back in two seconds: long after a2 and a3 reach the new holder
+
+    with capture_logs() as logs:
+        await run_services(probe.factory)
+        await wait_for(lambda: asyncio.sleep(0, len(probe.applied)), lambda n: n == 3, what="all three applied")
+        await wait_for(lambda: consumer_drained(nc, settings), what="all acked")
+
+    assert probe.attempts == [s1, s2, s3]  # nothing attempted out of order, nothing twice
+    assert [row[2] for row in rows(probe.store, probe.table)] == ["a1", "a2", "a3"]
+    given_back = [e for e in logs if e["event"] == "events_given_back_for_an_earlier_one"]
+    assert given_back and given_back[0]["seq"] == s2  # the check did fire: the server did send a2 first
+
+
+async def test_a_stopping_replica_gives_up_the_lease_so_another_takes_over_at_once(
+        probe, run_services, event_log, nc, settings):
+    case_id = new_case_id()
+    [first] = await run_services(probe.factory)
+    [s1] = await append_many(event_log, case_id, ["a1"])
+    await wait_for(lambda: asyncio.sleep(0, probe.applied), lambda a: a == [s1], what="a1 applied")
+    await first.stop()  # holding the pin; a clean stop unpins (otherwise the next waits PIN_TIMEOUT_SECONDS)
+
+    await run_services(probe.factory)
+    [s2] = await append_many(event_log, case_id, ["a2"], expected=s1)
+    applied = await wait_for(lambda: asyncio.sleep(0, list(probe.applied)), lambda a: len(a) == 2,
+                             timeout=PIN_TIMEOUT_SECONDS / 3, what="a2 applied by the second replica")
+    assert applied == [s1, s2]
 
 
 # --- unreadable messages ----------------------------------------------------------------------

@@ -318,6 +318,45 @@ async def test_a_stale_cached_case_loses_the_append_and_the_reaction_decides_aga
     assert history[2].envelope.prev_event_id == history[1].envelope.event_id
 
 
+async def test_a_command_decides_on_the_cached_case_once_the_log_confirms_it_is_current(nc, settings, event_log):
+    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
+                      cache=CaseCache())
+    case_id = new_case_id()
+    await cached.append(case_id, envs(case_id, done("a1"), done("a2")), expected_last_seq=0)
+    await deliver_to_cache(cached, event_log, case_id)
+    reads = count_reads(cached)
+    seen: list[list[str]] = []
+
+    def decide(history: list[Recorded]) -> list[Envelope]:
+        seen.append([r.payload.action_id for r in history])
+        return []  # e.g. a rejection: it must be decided on the case as it is now
+
+    await decide_and_append(cached, case_id, decide)  # a command: no event seen to go by
+
+    assert seen == [["a1", "a2"]] and reads == []
+
+
+async def test_a_command_reads_the_log_when_the_case_moved_on_behind_the_cache(nc, settings, event_log):
+    """Without the check a command would be refused (or decided) on an out-of-date case, since a
+    decision that writes nothing is never checked by an append."""
+    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
+                      cache=CaseCache())
+    case_id = new_case_id()
+    [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
+    await deliver_to_cache(cached, event_log, case_id)
+    await event_log.append(case_id, envs(case_id, done("elsewhere")), expected_last_seq=first)
+    reads = count_reads(cached)
+    seen: list[list[str]] = []
+
+    def decide(history: list[Recorded]) -> list[Envelope]:
+        seen.append([r.payload.action_id for r in history])
+        return []
+
+    await decide_and_append(cached, case_id, decide)
+
+    assert seen == [["a1", "elsewhere"]] and reads == [case_id]
+
+
 async def deliver_to_cache(cached: EventLog, reader: EventLog, case_id: str) -> None:
     assert cached.cache is not None
     for r in await reader.read_case(case_id):

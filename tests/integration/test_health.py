@@ -23,7 +23,7 @@ from rethink.shared.migrations import migrate
 from rethink.shared.natsserver import free_port
 from rethink.shared.runtime import RunningService
 from tests.conftest import on_postgres
-from tests.support import CuttableProxy, request_payload, seed_case, wait_for
+from tests.support import CuttableProxy, request_payload, seed_case, take_from_durable, wait_for
 
 pytestmark = pytest.mark.nats
 
@@ -68,11 +68,13 @@ async def test_metrics_move_as_events_are_applied_and_commands_answered(run_serv
         async def metrics():
             return samples((await get(health.port, "/metrics"))[1])
 
-        after = await wait_for(metrics, lambda m: m.get(applied) == 1.0, what="ChecksConfirmed counted")
+        # Counted once applied; pending falls to 0 once JetStream has the acks too (sent after the batch).
+        pending = ("rethink_consumer_pending", (("service", "intake"),))
+        after = await wait_for(metrics, lambda m: m.get(applied) == 1.0 and m.get(pending) == 0,
+                               what="ChecksConfirmed counted and acked")
         last = (await nc.jetstream().stream_info(settings.stream)).state.last_seq
         assert after[("rethink_events_applied_total", (("service", "intake"), ("type", "RequestSubmitted")))] == 1.0
         assert after[("rethink_last_applied_seq", (("service", "intake"),))] == last == 2
-        assert after[("rethink_consumer_pending", (("service", "intake"),))] == 0
         assert after[("rethink_command_seconds_count",
                       (("command", "submit"), ("service", "intake"), ("status", "accepted")))] == 1.0
         assert after.get(("rethink_events_dead_lettered_total", (("service", "intake"),)), 0) == 0
@@ -145,12 +147,13 @@ async def test_readyz_is_503_while_the_consumer_lags_beyond_its_bound(settings, 
     try:
         await seed_case(event_log, "RT-AAAAAAAAAA", [submitted(), ChecksConfirmed(checks=submitted().checks)])
         await seed_case(event_log, "RT-BBBBBBBBBB", [submitted()])
-        # The first event is in hand (failing); the two behind it are pending.
+        # The first event is in hand (failing); none of the three is applied: all are pending,
+        # whether still in the stream or in hand behind the failing one.
         await wait_for(lambda: get(health.port, "/readyz"),
-                       lambda r: r[0] == 503 and '"consumer": "2 events pending, more than 1"' in r[1],
+                       lambda r: r[0] == 503 and '"consumer": "3 events pending, more than 1"' in r[1],
                        what="not ready while lagging")
         lagging = samples((await get(health.port, "/metrics"))[1])
-        assert lagging[("rethink_consumer_pending", (("service", "intake"),))] == 2
+        assert lagging[("rethink_consumer_pending", (("service", "intake"),))] == 3
         assert lagging[("rethink_event_handler_failures_total",
                         (("service", "intake"), ("transient", "true"), ("type", "RequestSubmitted")))] >= 1
         stuck.clear()
@@ -173,10 +176,8 @@ async def test_a_redelivered_event_is_counted_by_type_with_its_handling_time(run
     await seed_case(event_log, "RT-AAAAAAAAAA", [submitted(), ChecksConfirmed(checks=submitted().checks)])
     # A replica took the first event from the shared consumer and gave it back unapplied (a nak, as
     # on SIGTERM mid-event): JetStream hands it out a second time.
-    sub = await nc.jetstream().pull_subscribe_bind("intake", stream=settings.stream)
-    [taken] = await sub.fetch(1, timeout=5)
+    taken = await take_from_durable(nc, settings.stream, "intake")
     await taken.nak()
-    await sub.unsubscribe()
 
     [svc] = await run_services(intake)
     health = await serve(svc)
