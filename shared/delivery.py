@@ -106,10 +106,10 @@ class DeadLetters:
 
 
 Park = Callable[[str, int, bytes, str, int], Awaitable[None]]
-Decode = Callable[[bytes, int], Awaitable[Recorded]]
+Decode = Callable[[Envelope, bytes, int], Awaitable[Recorded]]  # the message parsed, its bytes, its sequence
 
 
-async def _plain(data: bytes, seq: int) -> Recorded:
+async def _plain(env: Envelope, data: bytes, seq: int) -> Recorded:
     return Recorded.from_message(data, seq)
 
 
@@ -145,7 +145,7 @@ async def deliver(
             try:
                 # Opening personal fields needs the key store: while it is away this fails as
                 # transient and waits, like a database that is down.
-                recorded = await decode(data, seq)
+                recorded = await decode(env, data, seq)
             except InvalidEvent as exc:
                 bound.error("event_unreadable_parked", error=str(exc))
                 await park(service, seq, data, f"unreadable: {exc}", 0)

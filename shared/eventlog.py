@@ -197,9 +197,13 @@ class EventLog:
         return [Recorded(Envelope.from_bytes(data), seq, None, digest(data))  # type: ignore[arg-type]
                 for data, seq in await self._read_raw(case_id)]
 
-    async def decode(self, raw: Sequence[tuple[bytes, int]]) -> list[Recorded]:
-        """Stored messages (bytes, stream sequence) of one case, in order, as events with personal fields opened."""
-        envelopes = [Envelope.from_bytes(data) for data, _ in raw]
+    async def decode(self, raw: Sequence[tuple[bytes, int]], envelopes: Sequence[Envelope] | None = None
+                     ) -> list[Recorded]:
+        """Stored messages (bytes, stream sequence) of one case, in order, as events with personal fields opened.
+
+        ``envelopes``: the messages already parsed (a consumer parses each first, to log and park)."""
+        if envelopes is None:
+            envelopes = [Envelope.from_bytes(data) for data, _ in raw]
         destroyed = erased_kids(envelopes)
         out = []
         for env, (data, seq) in zip(envelopes, raw, strict=True):

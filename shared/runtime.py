@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .clock import Clock, SystemClock
 from .consumer import GAP_RETRY_SECONDS, PULL_BATCH, LeasedPull, nothing_unacked_before
 from .delivery import DeadLetters, deliver
-from .envelope import Recorded
+from .envelope import Envelope, Recorded
 from .errors import Reason, Rejected
 from .eventlog import CaseCache, EventLog, Subjects
 from .health import HealthServer
@@ -39,6 +39,10 @@ from .receipts import INBOUND_ATTEMPTS, INBOUND_CONSUMER, Receipt, ReceiptLog, i
 from .settings import Settings
 
 log = get_logger("rethink.runtime")
+# Commands, queries and agencies' messages handled side by side (each subscriber): one waiting on
+# NATS (a read, an append, a receipt) no longer holds up the next. Two on the same case are safe:
+# the append's case-wide optimistic concurrency makes the loser decide again on the fresh case.
+COMMAND_WORKERS = 8
 READY_DB_TIMEOUT = 3.0  # a database slower than this to answer SELECT 1 is not ready
 UNREACHABLE_WARNING_SECONDS = 10.0  # while NATS cannot be reached, say so this often
 
@@ -181,7 +185,7 @@ class RunningService:
         name = parts.name
 
         if parts.commands and not parts.intake_subject:
-            @broker.subscriber(s.command(name, "*"), queue=f"{name}-commands")
+            @broker.subscriber(s.command(name, "*"), queue=f"{name}-commands", max_workers=COMMAND_WORKERS)
             async def on_command(msg: NatsMessage) -> dict[str, Any]:
                 command = msg.raw_message.subject.rsplit(".", 1)[-1]
                 structlog.contextvars.clear_contextvars()
@@ -192,7 +196,7 @@ class RunningService:
 
         queries = {**parts.queries, "ping": Route(_Empty, ping, "Is the service up?")}
 
-        @broker.subscriber(s.query(name, "*"), queue=f"{name}-queries")
+        @broker.subscriber(s.query(name, "*"), queue=f"{name}-queries", max_workers=COMMAND_WORKERS)
         async def on_query(msg: NatsMessage) -> dict[str, Any]:
             query = msg.raw_message.subject.rsplit(".", 1)[-1]
             return await self._timed(queries, query, msg.body)
@@ -206,7 +210,7 @@ class RunningService:
                 reply = await self._timed(parts.commands, command, body, agency=agency)
                 return receipt_for(reply, agency, command, body, received_at, max_bytes)
 
-            @broker.subscriber(s.intake("*", "*"), queue=f"{name}-agencies")
+            @broker.subscriber(s.intake("*", "*"), queue=f"{name}-agencies", max_workers=COMMAND_WORKERS)
             async def on_agency(msg: NatsMessage) -> dict[str, Any]:
                 receipt = await receive(msg.raw_message.subject, msg.body)
                 # Every message gets a receipt, kept durably for an agency that is not listening now.
@@ -294,7 +298,7 @@ class RunningService:
         except Exception:
             data = parked["message"].encode()
         try:
-            recorded = await self._decode(data, parked["seq"])
+            recorded = await self._decode(Envelope.from_bytes(data), data, parked["seq"])
             async with self._applying:
                 with retrying_parked(parked["seq"]):
                     await handler(recorded)
@@ -305,8 +309,8 @@ class RunningService:
         log.info("parked_event_applied", service=name, parked_id=cmd.id, seq=parked["seq"])
         return {"status": "accepted", "id": cmd.id, "service": name, "seq": parked["seq"]}
 
-    async def _decode(self, data: bytes, seq: int) -> Recorded:
-        return (await self.event_log.decode([(data, seq)]))[0]
+    async def _decode(self, env: Envelope, data: bytes, seq: int) -> Recorded:
+        return (await self.event_log.decode([(data, seq)], [env]))[0]
 
     async def _consume(self, on_event: Callable[[Msg, list[Msg], list[Msg]], Awaitable[bool]]) -> None:
         """Apply the service's durable consumer in log order, many events in hand (see .consumer).

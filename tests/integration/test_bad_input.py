@@ -3,6 +3,7 @@ specific reason, nothing reaches the log, and the service keeps answering."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -203,6 +204,19 @@ async def test_re_sending_a_request_id_returns_the_same_case_once(agency, event_
     history = await event_log.read_case(case_id)
     assert [r.type for r in history].count("RequestSubmitted") == 1
     assert await agency.messages() == before
+
+
+async def test_the_same_request_id_sent_many_times_at_once_is_one_case(agency, event_log):
+    """Intake handles submissions side by side: the copies race to create the same case, one wins
+    and the others find its events and answer with them."""
+    payload = request_payload(request_id="POL-2026-0777")
+    replies = await asyncio.gather(*(agency.send(payload) for _ in range(8)))
+
+    assert {r["status"] for r in replies} == {"accepted"}, replies
+    assert len({r["case_id"] for r in replies}) == 1
+    assert sum("duplicate" not in r for r in replies) == 1  # exactly one wrote the case
+    history = await event_log.read_case(replies[0]["case_id"])
+    assert [r.type for r in history].count("RequestSubmitted") == 1
 
 
 async def test_the_same_request_id_from_another_agency_is_a_different_case(agency, event_log):

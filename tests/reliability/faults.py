@@ -132,6 +132,8 @@ def lock_database(name: str, seconds: float = 4.0) -> Fault:
         lock = sqlite3.connect(path, timeout=30, isolation_level=None)
         try:
             lock.execute("BEGIN EXCLUSIVE")
+            # What the service had applied when the lock came: it may ack up to there, never beyond.
+            [applied_at_lock] = lock.execute("SELECT last_seq FROM checkpoint WHERE consumer = ?", (name,)).fetchone()
             before = (await system.js.consumer_info(system.settings.stream, name)).ack_floor.stream_seq
             await asyncio.sleep(seconds)
             held = await system.js.consumer_info(system.settings.stream, name)
@@ -141,11 +143,11 @@ def lock_database(name: str, seconds: float = 4.0) -> Fault:
             lock.execute("ROLLBACK")
             lock.close()
         released = time.monotonic()
-        # While locked the service could ack at most the event it was applying when the lock came.
         await until(lambda: system.js.consumer_info(system.settings.stream, name),
                     lambda info: info.ack_floor.stream_seq > held_at or not info.num_pending, 120,
                     f"{name} acking again")
         fault.acked_while_locked = held_at - before  # type: ignore[attr-defined]
+        fault.acked_beyond_applied = max(0, held_at - applied_at_lock)  # type: ignore[attr-defined]
         return time.monotonic() - released
     return fault
 
@@ -201,6 +203,7 @@ async def run_fault(root: Path, fault: str, cases: int, rate: float) -> Row:
         locker = lock_database(fault[5:])
         row = await _run(root, f"{fault[5:]}'s SQLite locked 4 s", cases, rate, locker)
         row.extra["acked_while_locked"] = getattr(locker, "acked_while_locked", None)
+        row.extra["acked_beyond_applied"] = getattr(locker, "acked_beyond_applied", None)
         row.extra["held_back_at_release"] = getattr(locker, "pending_at_release", None)
         return row
     if fault == "kill-node":

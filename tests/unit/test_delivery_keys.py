@@ -38,7 +38,7 @@ async def test_an_unreachable_key_store_is_waited_for_however_long_and_the_event
     calls = 0
     event = _event()
 
-    async def decode(data, seq):
+    async def decode(env, data, seq):
         nonlocal calls
         calls += 1
         if calls <= 5:  # more failures than max_attempts: transient failures are not counted
@@ -50,7 +50,7 @@ async def test_an_unreachable_key_store_is_waited_for_however_long_and_the_event
 
 
 async def test_a_ciphertext_that_does_not_open_is_parked_at_once():
-    async def decode(data, seq):
+    async def decode(env, data, seq):
         raise InvalidEvent("field note does not decrypt with its case's key")
 
     done, applied, parked, _ = await _run(decode)
@@ -62,7 +62,7 @@ async def test_a_failure_to_open_is_counted_against_the_event_type_even_before_a
     event = _event()
     calls = 0
 
-    async def decode(data, seq):
+    async def decode(env, data, seq):
         nonlocal calls
         calls += 1
         if calls == 1:
