@@ -342,6 +342,9 @@ class RunningService:
                 i = 0
                 try:
                     for i, msg in enumerate(batch):
+                        if self.stopping.is_set():  # the rest goes back to the durable, for whoever holds it next
+                            await _give_back(batch[i:], 0)
+                            break
                         seq = msg.metadata.sequence.stream
                         if previous is not None and seq <= previous:
                             handled.append(msg)  # a copy of one handled in this run (redelivered meanwhile)

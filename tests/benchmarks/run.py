@@ -269,6 +269,16 @@ def figures(out: dict[str, Any], cfg: Config) -> list[Figure]:
             figs.append(Figure("e2e.events_per_s", "e2e", "End to end: events/s through all four projections",
                                sat.through_all_per_s, "events/s", "baseline.pipelined", b.pipelined, "msgs/s",
                                "ratio>=", 0.25, detail=f"{sat.concurrency} lifecycles in flight"))
+            # What the CPU spent per event allows at most on this machine, whatever the waiting:
+            # the services' and the server's CPU time per event, against every core busy with it.
+            spent = [ms for name, ms in sat.cpu_ms_per_event.items() if name != "benchmark driver"]
+            if spent and None not in spent and sum(spent) > 0:  # type: ignore[arg-type]
+                cores = os.cpu_count() or 1
+                figs.append(Figure("e2e.cpu_ceiling", "e2e",
+                                   f"End to end: CPU ceiling ({cores} cores / CPU per event)",
+                                   cores * 1000 / sum(spent), "events/s",  # type: ignore[arg-type]
+                                   "baseline.pipelined", b.pipelined, "msgs/s",
+                                   detail=f"{sum(spent):.2f} ms CPU per event (services and nats-server)"))  # type: ignore[arg-type]
         if e2e.unloaded is not None:
             s = e2e.unloaded.submit_to_visible.get("all four", {})
             figs.append(Figure("e2e.unloaded.p99.all_four", "e2e",
