@@ -439,3 +439,36 @@ async def test_deadletter_retry_all_retries_each_and_reports_what_still_fails(
     assert [row[3] for row in rows(probe.store, probe.table)] == [s1]
     nothing = await rethink(monkeypatch, settings, "deadletter", "retry")
     assert nothing.exit_code == 1 and "give one parked event's ID, or --all" in nothing.stderr
+
+
+# --- upgrading ----------------------------------------------------------------------------------
+
+
+async def test_bootstrap_turns_a_durable_of_an_earlier_version_into_the_lease_keeping_its_place(
+        nc, settings, event_log, stream):
+    """Earlier versions made each service's durable with one event in flight and no priority group;
+    bootstrap updates it in place, so the service carries on from where it was, not from the start."""
+    from nats.js import api
+
+    from rethink.shared.bootstrap import bootstrap
+    from rethink.shared.consumer import GROUP, MAX_IN_HAND, consumer_info_raw
+
+    js = nc.jetstream()
+    await js.add_consumer(settings.stream, api.ConsumerConfig(
+        durable_name="intake", filter_subject=event_log.subjects.all_events, deliver_policy=api.DeliverPolicy.ALL,
+        ack_policy=api.AckPolicy.EXPLICIT, ack_wait=10.0, max_ack_pending=1))  # as an earlier bootstrap left it
+    s1, s2 = await append_many(event_log, new_case_id(), ["a1", "a2"])
+    old = await js.pull_subscribe_bind("intake", stream=settings.stream)
+    [first] = await old.fetch(1, timeout=5)
+    await first.ack()  # the earlier service applied the first event
+    await old.unsubscribe()
+
+    assert "consumer intake updated" in await bootstrap(js, settings)
+
+    info = await consumer_info_raw(js, settings.stream, "intake")
+    assert info is not None
+    assert info["config"]["priority_groups"] == [GROUP] and info["config"]["priority_policy"] == "pinned_client"
+    assert info["config"]["max_ack_pending"] == MAX_IN_HAND
+    assert info["ack_floor"]["stream_seq"] == s1  # its place kept: the next event it gets is the second
+    assert (await take_from_durable(nc, settings.stream, "intake")).metadata.sequence.stream == s2
+    assert await bootstrap(js, settings) == []  # and once it is as wanted, bootstrap leaves it alone
