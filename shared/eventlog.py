@@ -177,17 +177,19 @@ class EventLog:
 
         Confirming is one small request (the case's last message) instead of a consumer made,
         read and deleted, and every event decoded again: a command's usual case, since this
-        service's consumer has normally delivered the case already."""
-        held = self.cache.last_seq(case_id) if self.cache is not None else None
-        if held is not None and self.cache is not None:
-            if not _CASE_ID.fullmatch(case_id):
-                raise ValueError(f"not a case id: {case_id[:40]!r}")
-            try:
-                last = (await self._js.get_msg(self.stream, subject=self.subjects.case(case_id))).seq
-            except NotFoundError:
-                last = None
-            if last == held and (cached := self.cache.get(case_id, held)) is not None:
-                return cached
+        service's consumer has normally delivered the case already. The same request says when
+        there is no case yet (a submission), so nothing is read then either."""
+        if self.cache is None:
+            return await self.read_case(case_id)
+        if not _CASE_ID.fullmatch(case_id):  # the subject below must name one case, never a wildcard
+            raise ValueError(f"not a case id: {case_id[:40]!r} (expected RT- and ten letters or digits 2-7)")
+        try:
+            last = (await self._js.get_msg(self.stream, subject=self.subjects.case(case_id))).seq
+        except NotFoundError:
+            return []  # no event at all: a new case (an agency's submission), nothing to read
+        held = self.cache.last_seq(case_id)
+        if last == held and (cached := self.cache.get(case_id, held)) is not None:
+            return cached
         return await self.read_case(case_id)
 
     async def read_sealed(self, case_id: str) -> list[Recorded]:

@@ -357,6 +357,40 @@ async def test_a_command_reads_the_log_when_the_case_moved_on_behind_the_cache(n
     assert seen == [["a1", "elsewhere"]] and reads == [case_id]
 
 
+async def test_a_command_on_a_case_with_no_events_yet_reads_nothing(nc, settings, event_log):
+    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
+                      cache=CaseCache())
+    case_id = new_case_id()
+    reads = count_reads(cached)
+    seen: list[list[Recorded]] = []
+
+    def decide(history: list[Recorded]) -> list[Envelope]:
+        seen.append(history)
+        return envs(case_id, done("first"))
+
+    await decide_and_append(cached, case_id, decide)  # e.g. an agency's submission
+
+    assert seen == [[]] and reads == []
+    assert [r.payload.action_id for r in await event_log.read_case(case_id)] == ["first"]
+
+
+async def test_a_command_on_a_case_not_held_in_the_cache_reads_it(nc, settings, event_log):
+    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
+                      cache=CaseCache())
+    case_id = new_case_id()
+    await event_log.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)  # written elsewhere
+    reads = count_reads(cached)
+    seen: list[list[str]] = []
+
+    def decide(history: list[Recorded]) -> list[Envelope]:
+        seen.append([r.payload.action_id for r in history])
+        return []
+
+    await decide_and_append(cached, case_id, decide)
+
+    assert seen == [["a1"]] and reads == [case_id]
+
+
 async def deliver_to_cache(cached: EventLog, reader: EventLog, case_id: str) -> None:
     assert cached.cache is not None
     for r in await reader.read_case(case_id):
