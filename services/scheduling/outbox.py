@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
     Integer,
     LargeBinary,
@@ -47,7 +48,8 @@ from rethink.shared.logs import get_logger
 from rethink.shared.projection import UtcDateTime
 
 from .mail import PermanentFailure, Transport
-from .notifier import Email, to_email
+from .mime import render
+from .notifier import Email
 
 logger = get_logger("rethink.outbox")
 
@@ -100,6 +102,11 @@ class Drained:
     failed: int = 0
 
 
+# Built once: a statement built per call costs more CPU than the insert it makes.
+_INSERT = outbox.insert()
+_INSERT_CASE = outbox_cases.insert()
+
+
 class Outbox:
     def __init__(self, engine: Engine, clock: Clock, transport: Transport, policy: RetryPolicy | None = None,
                  batch: int = 50) -> None:
@@ -112,22 +119,47 @@ class Outbox:
         metadata.create_all(self.engine)
 
     def enqueue(self, messages: Sequence[Email], kind: str, case_id: str | None = None) -> int:
-        """Record messages to send; a key already recorded is left as it is. Returns how many are new."""
-        now, added = self.clock.now(), 0
-        for m in messages:
-            row = dict(key=m.key, kind=kind, sender=m.sender, recipient=str(m.recipient.email),
-                       subject=m.subject, data=to_email(m).as_bytes(), status="pending", attempts=0,
-                       next_attempt_at=now, created_at=now)
-            try:
-                with self.engine.begin() as conn:
-                    if conn.execute(select(outbox.c.id).where(outbox.c.key == m.key)).first() is None:
-                        conn.execute(outbox.insert().values(**row))
-                        if case_id is not None:
-                            conn.execute(outbox_cases.insert().values(key=m.key, case_id=case_id))
-                        added += 1
-            except IntegrityError:
-                pass  # recorded by someone else between our look and our insert: same message, same key
-        return added
+        """Record messages to send; a key already recorded is left as it is. Returns how many are new.
+
+        One transaction for the batch: look up which keys are recorded, render only the others
+        (a redelivery renders nothing), insert them all. Should another writer record one of the
+        keys between our look and our insert, the batch is recorded again one message at a time.
+        """
+        if not messages:
+            return 0
+        now, rows = self.clock.now(), []
+        try:
+            with self.engine.begin() as conn:
+                known = self._known(conn, [m.key for m in messages])
+                fresh = [m for m in messages if m.key not in known]
+                rows = [dict(key=m.key, kind=kind, sender=m.sender, recipient=str(m.recipient.email),
+                             subject=m.subject, data=data, status="pending", attempts=0, next_attempt_at=now,
+                             created_at=now)
+                        for m, data in zip(fresh, render(fresh), strict=True)]
+                if rows:
+                    conn.execute(_INSERT, rows)
+                    if case_id is not None:
+                        conn.execute(_INSERT_CASE, [dict(key=row["key"], case_id=case_id) for row in rows])
+            return len(rows)
+        except IntegrityError:
+            pass  # someone else recorded one of them between our look and our insert: one at a time, then
+        return sum(self._enqueue_one(row, case_id) for row in rows)
+
+    @staticmethod
+    def _known(conn: Connection, keys: list[str]) -> set[str]:
+        return set(conn.execute(select(outbox.c.key).where(outbox.c.key.in_(keys))).scalars())
+
+    def _enqueue_one(self, row: dict[str, Any], case_id: str | None) -> bool:
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(select(outbox.c.id).where(outbox.c.key == row["key"])).first() is not None:
+                    return False
+                conn.execute(_INSERT, [row])
+                if case_id is not None:
+                    conn.execute(_INSERT_CASE, [dict(key=row["key"], case_id=case_id)])
+                return True
+        except IntegrityError:
+            return False  # recorded by someone else between our look and our insert: same message, same key
 
     def _recover_interrupted(self, now: datetime) -> None:
         """Rows a stopped sender left ``sending``: outcome unknown, so they are tried again (see above)."""

@@ -50,7 +50,7 @@ from .reminders import ActionItem, Item, MeetingItem, StageItem
 ACTIVE = ("scheduled", "rescheduled")
 
 metadata = MetaData()
-checkpoint_table(metadata)
+checkpoint = checkpoint_table(metadata)
 cases = Table(
     "scheduling_cases",
     metadata,
@@ -171,6 +171,11 @@ def apply(conn: Connection, r: Recorded) -> None:
         # A closed case's unheld meeting will not take place: it must stop blocking the facilitator.
         conn.execute(meetings.update().where(meetings.c.case_id == case_id, meetings.c.status.in_(ACTIVE))
                      .values(status="cancelled"))
+
+
+def applied_up_to(conn: Connection, consumer: str) -> int:
+    """The checkpoint, read on a connection the caller has open anyway (``ProjectionStore.last_seq`` opens one)."""
+    return conn.execute(select(checkpoint.c.last_seq).where(checkpoint.c.consumer == consumer)).scalar() or 0
 
 
 def load_by_facilitator(conn: Connection) -> dict[str, int]:
