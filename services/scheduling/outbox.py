@@ -109,6 +109,7 @@ class Drained:
 # The statements of the per-message path, built once: building one costs more CPU than running it.
 _INSERT = outbox.insert()
 _INSERT_CASE = outbox_cases.insert()
+_KNOWN = select(outbox.c.key).where(outbox.c.key.in_(bindparam("keys", expanding=True)))
 _CLAIM = (outbox.update().where(outbox.c.id == bindparam("p_id"), outbox.c.status == "pending")
           .values(status="sending", claimed_at=bindparam("p_claimed_at"), attempts=outbox.c.attempts + 1))
 _SENDING = outbox.update().where(outbox.c.id == bindparam("p_id"), outbox.c.status == "sending")
@@ -160,7 +161,7 @@ class Outbox:
 
     @staticmethod
     def _known(conn: Connection, keys: list[str]) -> set[str]:
-        return set(conn.execute(select(outbox.c.key).where(outbox.c.key.in_(keys))).scalars())
+        return set(conn.execute(_KNOWN, {"keys": keys}).scalars())
 
     def _enqueue_one(self, row: dict[str, Any], case_id: str | None) -> bool:
         try:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     select,
 )
@@ -173,9 +174,12 @@ def apply(conn: Connection, r: Recorded) -> None:
                      .values(status="cancelled"))
 
 
+_APPLIED_UP_TO = select(checkpoint.c.last_seq).where(checkpoint.c.consumer == bindparam("consumer"))
+
+
 def applied_up_to(conn: Connection, consumer: str) -> int:
     """The checkpoint, read on a connection the caller has open anyway (``ProjectionStore.last_seq`` opens one)."""
-    return conn.execute(select(checkpoint.c.last_seq).where(checkpoint.c.consumer == consumer)).scalar() or 0
+    return conn.execute(_APPLIED_UP_TO, {"consumer": consumer}).scalar() or 0
 
 
 def load_by_facilitator(conn: Connection) -> dict[str, int]:
