@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import Connection
 
 from rethink.shared.clock import Clock
 from rethink.shared.commands import (
@@ -146,9 +147,16 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
                                        clock, cmd.command_id)
         return accepted(cmd.case_id, events, duplicate=repeat, meeting_id=_meeting_of(events))
 
-    def invitations(r: Recorded) -> list[Email]:
+    def applied(conn: Connection, r: Recorded) -> bool:
+        """Applied before, so its reaction and its messages happened before too."""
+        return r.seq <= projection.applied_up_to(conn, store.consumer)
+
+    def invitations(r: Recorded) -> list[Email] | None:
+        """The meeting's notices, or None when the event was applied before."""
         e, case_id = r.payload, r.envelope.case_id
         with store.engine.connect() as conn:  # the projection as it was before this event
+            if applied(conn, r):
+                return None
             reference = projection.case_reference(conn, case_id)
             facilitator = projection.facilitator(conn, case_id)
             if isinstance(e, MeetingScheduled):
@@ -168,21 +176,28 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
         return compose(notice, invitees, str(r.envelope.event_id), sender, r.envelope.occurred_at, contact)
 
     async def on_event(r: Recorded) -> None:
-        if r.seq <= store.last_seq():
-            return  # applied before, so its reaction and its messages happened before too
+        # Only the events with a reaction look at the checkpoint first (on the connection they read
+        # the projection with): for the others ``store.apply`` alone decides, in its own transaction.
         e = r.payload
         if isinstance(e, ChecksConfirmed):
             # Load counts only what the projection has seen; a burst of cases may briefly tie.
             with store.engine.connect() as conn:
+                if applied(conn, r):
+                    return
                 choice = domain.least_loaded(settings.facilitators, projection.load_by_facilitator(conn))
             await react(log, NAME, r, lambda h: domain.decide_assignment(h, choice), clock)
         elif isinstance(e, PersonalDataErased):
+            with store.engine.connect() as conn:
+                if applied(conn, r):
+                    return
             erased = outbox.erase_case(r.envelope.case_id)
             logger.info("outbox_case_erased", case_id=r.envelope.case_id, messages=erased)
         elif isinstance(e, MeetingScheduled | MeetingRescheduled | MeetingCancelled):
             # Recorded before the event counts as applied: a crash in between re-records the same
             # keys on redelivery, which adds nothing. The outbox job sends them.
             messages = invitations(r)
+            if messages is None:
+                return
             added = outbox.enqueue(messages, KINDS[r.type], r.envelope.case_id)
             logger.info("meeting_notices_queued", case_id=r.envelope.case_id, meeting_id=e.meeting_id,
                         event_type=r.type, recipients=len(messages), new=added)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import html
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from email.headerregistry import Address
@@ -102,26 +102,30 @@ def _meeting_details(n: Notice | MeetingItem) -> list[tuple[str, str]]:
     ]
 
 
-def _render(c: _Content, person: Person, contact: str) -> tuple[str, str]:
-    """The same words as plain text and as HTML."""
+def _page(c: _Content, contact: str) -> Callable[[Person], tuple[str, str]]:
+    """The same words as plain text and as HTML, for each recipient: all but the greeting written once."""
     footer = (f"You received this because {c.why}. Please do not reply with details about the child or "
               f"family by email. For questions, or if you think this reached you in error, contact {contact}.")
     width = max(len(label) for label, _ in c.details) + 2
     text = "\n".join([
-        f"Dear {person.name},", "", textwrap.fill(c.opening, width=76), "",
+        "", textwrap.fill(c.opening, width=76), "",
         *(f"{label + ':':<{width}}{value}" for label, value in c.details),
         "", "-- ", textwrap.fill(footer, width=76),
     ]) + "\n"
     e = html.escape
     rows = "".join(f"<tr><th align=\"left\">{e(label)}</th><td>{e(value)}</td></tr>" for label, value in c.details)
-    body = (f"<!DOCTYPE html><html><body><p>Dear {e(person.name)},</p><p>{e(c.opening)}</p>"
-            f"<table>{rows}</table><hr><p><small>{e(footer)}</small></p></body></html>\n")
-    return text, body
+    body = (f"<p>{e(c.opening)}</p><table>{rows}</table><hr><p><small>{e(footer)}</small></p></body></html>\n")
+
+    def render(person: Person) -> tuple[str, str]:
+        return (f"Dear {person.name},\n{text}",
+                f"<!DOCTYPE html><html><body><p>Dear {e(person.name)},</p>{body}")
+
+    return render
 
 
-def _email(key: str, content: _Content, person: Person, sender: str, contact: str, sent_at: datetime,
-           calendar: bytes | None = None, method: str | None = None) -> Email:
-    text, body = _render(content, person, contact)
+def _email(key: str, content: _Content, page: Callable[[Person], tuple[str, str]], person: Person, sender: str,
+           sent_at: datetime, calendar: bytes | None = None, method: str | None = None) -> Email:
+    text, body = page(person)
     return Email(key=key, sender=sender, recipient=person, subject=content.subject, text=text, html=body,
                  sent_at=sent_at, calendar=calendar, method=method)
 
@@ -149,7 +153,8 @@ def compose(notice: Notice, invitees: Sequence[Person], event_id: str, sender: s
         duration_minutes=notice.duration_minutes, mode=notice.mode, venue=notice.venue, organizer=sender,
         attendees=invitees, stamp=sent_at)
     content = _notice_content(notice)
-    return [_email(f"{event_id}-{i:03d}", content, p, sender, contact or sender, sent_at, calendar, method)
+    page = _page(content, contact or sender)
+    return [_email(f"{event_id}-{i:03d}", content, page, p, sender, sent_at, calendar, method)
             for i, p in enumerate(invitees)]
 
 
@@ -184,7 +189,8 @@ def _reminder_content(r: Reminder) -> _Content:
 
 
 def compose_reminder(reminder: Reminder, sender: str, contact: str, sent_at: datetime) -> Email:
-    return _email(reminder.key, _reminder_content(reminder), reminder.recipient, sender, contact, sent_at)
+    content = _reminder_content(reminder)
+    return _email(reminder.key, content, _page(content, contact), reminder.recipient, sender, sent_at)
 
 
 def to_email(m: Email) -> EmailMessage:

@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
+    Connection,
     Engine,
     Integer,
     LargeBinary,
@@ -35,6 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     case,
     func,
     select,
@@ -47,7 +49,8 @@ from rethink.shared.logs import get_logger
 from rethink.shared.projection import UtcDateTime
 
 from .mail import PermanentFailure, Transport
-from .notifier import Email, to_email
+from .mime import render
+from .notifier import Email
 
 logger = get_logger("rethink.outbox")
 
@@ -81,6 +84,9 @@ outbox_cases = Table(
 )
 
 
+Outcome = tuple[int, str, dict[str, Any]]  # a sent message's row id, new status, and the values to set
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 8
@@ -100,6 +106,21 @@ class Drained:
     failed: int = 0
 
 
+# The statements of the per-message path, built once: building one costs more CPU than running it.
+_INSERT = outbox.insert()
+_INSERT_CASE = outbox_cases.insert()
+_KNOWN = select(outbox.c.key).where(outbox.c.key.in_(bindparam("keys", expanding=True)))
+_CLAIM = (outbox.update().where(outbox.c.id == bindparam("p_id"), outbox.c.status == "pending")
+          .values(status="sending", claimed_at=bindparam("p_claimed_at"), attempts=outbox.c.attempts + 1))
+_SENDING = outbox.update().where(outbox.c.id == bindparam("p_id"), outbox.c.status == "sending")
+_FINISH = {  # by the outcome's status; a row no longer ``sending`` (taken as abandoned meanwhile) is left alone
+    "sent": _SENDING.values(status="sent", sent_at=bindparam("p_sent_at"), claimed_at=None, last_error=None),
+    "failed": _SENDING.values(status="failed", last_error=bindparam("p_error"), claimed_at=None),
+    "pending": _SENDING.values(status="pending", last_error=bindparam("p_error"),
+                               next_attempt_at=bindparam("p_next"), claimed_at=None),
+}
+
+
 class Outbox:
     def __init__(self, engine: Engine, clock: Clock, transport: Transport, policy: RetryPolicy | None = None,
                  batch: int = 50) -> None:
@@ -112,22 +133,47 @@ class Outbox:
         metadata.create_all(self.engine)
 
     def enqueue(self, messages: Sequence[Email], kind: str, case_id: str | None = None) -> int:
-        """Record messages to send; a key already recorded is left as it is. Returns how many are new."""
-        now, added = self.clock.now(), 0
-        for m in messages:
-            row = dict(key=m.key, kind=kind, sender=m.sender, recipient=str(m.recipient.email),
-                       subject=m.subject, data=to_email(m).as_bytes(), status="pending", attempts=0,
-                       next_attempt_at=now, created_at=now)
-            try:
-                with self.engine.begin() as conn:
-                    if conn.execute(select(outbox.c.id).where(outbox.c.key == m.key)).first() is None:
-                        conn.execute(outbox.insert().values(**row))
-                        if case_id is not None:
-                            conn.execute(outbox_cases.insert().values(key=m.key, case_id=case_id))
-                        added += 1
-            except IntegrityError:
-                pass  # recorded by someone else between our look and our insert: same message, same key
-        return added
+        """Record messages to send; a key already recorded is left as it is. Returns how many are new.
+
+        One transaction for the batch: look up which keys are recorded, render only the others
+        (a redelivery renders nothing), insert them all. Should another writer record one of the
+        keys between our look and our insert, the batch is recorded again one message at a time.
+        """
+        if not messages:
+            return 0
+        now, rows = self.clock.now(), []
+        try:
+            with self.engine.begin() as conn:
+                known = self._known(conn, [m.key for m in messages])
+                fresh = [m for m in messages if m.key not in known]
+                rows = [dict(key=m.key, kind=kind, sender=m.sender, recipient=str(m.recipient.email),
+                             subject=m.subject, data=data, status="pending", attempts=0, next_attempt_at=now,
+                             created_at=now)
+                        for m, data in zip(fresh, render(fresh), strict=True)]
+                if rows:
+                    conn.execute(_INSERT, rows)
+                    if case_id is not None:
+                        conn.execute(_INSERT_CASE, [dict(key=row["key"], case_id=case_id) for row in rows])
+            return len(rows)
+        except IntegrityError:
+            pass  # someone else recorded one of them between our look and our insert: one at a time, then
+        return sum(self._enqueue_one(row, case_id) for row in rows)
+
+    @staticmethod
+    def _known(conn: Connection, keys: list[str]) -> set[str]:
+        return set(conn.execute(_KNOWN, {"keys": keys}).scalars())
+
+    def _enqueue_one(self, row: dict[str, Any], case_id: str | None) -> bool:
+        try:
+            with self.engine.begin() as conn:
+                if conn.execute(select(outbox.c.id).where(outbox.c.key == row["key"])).first() is not None:
+                    return False
+                conn.execute(_INSERT, [row])
+                if case_id is not None:
+                    conn.execute(_INSERT_CASE, [dict(key=row["key"], case_id=case_id)])
+                return True
+        except IntegrityError:
+            return False  # recorded by someone else between our look and our insert: same message, same key
 
     def _recover_interrupted(self, now: datetime) -> None:
         """Rows a stopped sender left ``sending``: outcome unknown, so they are tried again (see above)."""
@@ -143,16 +189,20 @@ class Outbox:
                                + ("not retried: attempts exhausted" if last else "sending again")))
                 logger.warning("outbox_send_interrupted", outbox_id=row_id, key=key, retried=not last)
 
-    def _claim(self, row_id: int, now: datetime) -> bool:
-        with self.engine.begin() as conn:
-            claimed = conn.execute(outbox.update().where(outbox.c.id == row_id, outbox.c.status == "pending")
-                                   .values(status="sending", claimed_at=now, attempts=outbox.c.attempts + 1))
-            return claimed.rowcount == 1
+    def _step(self, outcome: Outcome | None, claim: int | None, now: datetime) -> bool:
+        """Record the last message's outcome and claim the next one, in one transaction.
 
-    def _finish(self, row_id: int, **values: Any) -> None:
+        Both happen straight after the last ``deliver`` returns, with no await in between, just as
+        two transactions would: one commit instead of two per message, and the same guarantees.
+        Returns whether ``claim`` was claimed (another sender may have it).
+        """
         with self.engine.begin() as conn:
-            conn.execute(outbox.update().where(outbox.c.id == row_id, outbox.c.status == "sending")
-                         .values(claimed_at=None, **values))
+            if outcome is not None:
+                row_id, status, values = outcome
+                conn.execute(_FINISH[status], {"p_id": row_id, **values})
+            if claim is None:
+                return False
+            return conn.execute(_CLAIM, {"p_id": claim, "p_claimed_at": now}).rowcount == 1
 
     async def drain(self) -> Drained:
         """Send what is due, one message at a time, oldest first."""
@@ -165,32 +215,36 @@ class Outbox:
                                                                outbox.c.next_attempt_at <= now)
                                    .order_by(outbox.c.id).limit(self.batch)).all()
             sent = retrying = failed = 0
+            outcome: Outcome | None = None  # written with the next claim, or at the end
             for row_id, key, sender, recipient, data in due:
-                if not self._claim(row_id, now):
+                claimed, outcome = self._step(outcome, row_id, now), None
+                if not claimed:
                     continue
                 try:
                     await self.transport.deliver(key, sender, recipient, data)
                 except PermanentFailure as exc:
                     failed += 1
-                    self._finish(row_id, status="failed", last_error=f"refused: {exc}"[:2000])
+                    outcome = row_id, "failed", {"p_error": f"refused: {exc}"[:2000]}
                     logger.error("outbox_send_refused", outbox_id=row_id, key=key, error=str(exc))
                 except Exception as exc:  # the server or network may recover: try again after a while
                     attempts = self._attempts(row_id)
                     error = f"{type(exc).__name__}: {exc}"[:2000]
                     if attempts >= self.policy.max_attempts:
                         failed += 1
-                        self._finish(row_id, status="failed", last_error=error)
+                        outcome = row_id, "failed", {"p_error": error}
                         logger.error("outbox_send_failed", outbox_id=row_id, key=key, attempts=attempts, error=error)
                     else:
                         retrying += 1
-                        self._finish(row_id, status="pending", last_error=error,
-                                     next_attempt_at=now + self.policy.delay(attempts))
+                        outcome = row_id, "pending", {"p_error": error,
+                                                        "p_next": now + self.policy.delay(attempts)}
                         logger.warning("outbox_send_retrying", outbox_id=row_id, key=key, attempts=attempts,
                                        error=error)
                 else:
                     sent += 1
-                    self._finish(row_id, status="sent", sent_at=self.clock.now(), last_error=None)
+                    outcome = row_id, "sent", {"p_sent_at": self.clock.now()}
                     logger.info("outbox_sent", outbox_id=row_id, key=key)
+            if outcome is not None:
+                self._step(outcome, None, now)
             return Drained(sent, retrying, failed)
 
     def _attempts(self, row_id: int) -> int:

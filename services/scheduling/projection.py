@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     select,
 )
@@ -50,7 +51,7 @@ from .reminders import ActionItem, Item, MeetingItem, StageItem
 ACTIVE = ("scheduled", "rescheduled")
 
 metadata = MetaData()
-checkpoint_table(metadata)
+checkpoint = checkpoint_table(metadata)
 cases = Table(
     "scheduling_cases",
     metadata,
@@ -173,16 +174,27 @@ def apply(conn: Connection, r: Recorded) -> None:
                      .values(status="cancelled"))
 
 
+_APPLIED_UP_TO = select(checkpoint.c.last_seq).where(checkpoint.c.consumer == bindparam("consumer"))
+
+
+def applied_up_to(conn: Connection, consumer: str) -> int:
+    """The checkpoint, read on a connection the caller has open anyway (``ProjectionStore.last_seq`` opens one)."""
+    return conn.execute(_APPLIED_UP_TO, {"consumer": consumer}).scalar() or 0
+
+
 def load_by_facilitator(conn: Connection) -> dict[str, int]:
     rows = conn.execute(select(cases.c.facilitator_id, func.count()).where(cases.c.facilitator_id.is_not(None))
                         .group_by(cases.c.facilitator_id))
     return {fid: n for fid, n in rows}
 
 
+# Built once: on every schedule command, building this SELECT cost more CPU than running it.
+_BOOKINGS = select(meetings.c.meeting_id, meetings.c.case_id, meetings.c.starts_at, meetings.c.duration_minutes).where(
+    meetings.c.facilitator_id == bindparam("facilitator_id"), meetings.c.status.in_(ACTIVE))
+
+
 def bookings(conn: Connection, facilitator_id: str) -> list[Booking]:
-    rows = conn.execute(select(meetings).where(meetings.c.facilitator_id == facilitator_id,
-                                               meetings.c.status.in_(ACTIVE))).mappings()
-    return [Booking(r["meeting_id"], r["case_id"], r["starts_at"], r["duration_minutes"]) for r in rows]
+    return [Booking(*row) for row in conn.execute(_BOOKINGS, {"facilitator_id": facilitator_id})]
 
 
 def case_reference(conn: Connection, case_id: str) -> str | None:

@@ -154,3 +154,29 @@ async def test_invitations_and_reminders_reach_an_smtp_server_once_each_and_fail
     await wait_for(lambda: ask(nc, subjects.query("scheduling", "notifications"), {}),
                    lambda r: r["counts"] == {"sent": 15}, what="everything sent")
     assert sorted(Counter(m["Message-ID"] for m in received(handler)).values()) == [1] * 15
+
+
+async def test_a_redelivered_event_reacts_and_writes_its_emails_once(event_log, settings, monkeypatch):
+    """An event the projection has applied is not reacted to again: no second assignment, no emails composed again."""
+    from rethink.scheduling import app
+
+    calls = Counter()
+
+    def counting(name, real):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(app, "react", counting("react", app.react))
+    monkeypatch.setattr(app, "compose", counting("compose", app.compose))
+    await seed_case(event_log, "RT-MEETING3AA", opening("M-3", MONDAY_MEETING))
+    parts = scheduling(settings, event_log, FixedClock(THURSDAY))
+    history = await event_log.read_case("RT-MEETING3AA")
+
+    for r in [*history, *history]:  # everything delivered twice, as JetStream would after lost acks
+        await parts.on_event(r)
+
+    assert calls == {"react": 1, "compose": 1}
+    listed = await parts.queries["notifications"].handler(parts.queries["notifications"].model())
+    assert listed["counts"] == {"pending": 3}  # one per invitee

@@ -300,3 +300,22 @@ async def test_two_senders_on_one_outbox_send_each_message_once(smtp_server, db)
     assert a.sent + b.sent == len(messages)  # ...and no message went out twice
     assert message_ids(handler) == sorted(f"<{m.key}@example.org>" for m in messages)
     assert [r["status"] for r in first.list(limit=100)] == ["sent"] * len(messages)
+
+
+async def test_a_key_another_writer_records_between_our_look_and_our_insert_is_left_to_it(smtp_server, db,
+                                                                                         monkeypatch):
+    """A batch that collides with another writer's row is recorded one message at a time: the rest
+    go in, the colliding one is left as that writer recorded it."""
+    handler, port = smtp_server
+    clock = FixedClock(NOW)
+    ours, theirs = outbox(db, clock, port), outbox(db, clock, port)
+    messages = invitations()
+    assert theirs.enqueue(messages[1:], "invitation", "RT-ABCDEFGHJK") == 1
+    monkeypatch.setattr(Outbox, "_known", staticmethod(lambda conn, keys: set()))  # our look misses it
+
+    assert ours.enqueue(messages, "invitation", "RT-ABCDEFGHJK") == 1
+
+    assert sorted(r["recipient"] for r in ours.list()) == ["dsl@school.example.org", "sw@council.example.org"]
+    assert (await ours.drain()).sent == 2
+    assert message_ids(handler) == sorted(f"<{m.key}@example.org>" for m in messages)
+    assert ours.erase_case("RT-ABCDEFGHJK") == 2  # both are known to belong to the case
