@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -426,6 +427,11 @@ async def serve_forever(factory: Factory, settings: Settings, clock: Clock | Non
         if settings.health_port:  # alive at once; not ready until connected (/readyz says why)
             health = await HealthServer(service.readiness, service.metrics_text, port=settings.health_port).start()
         if await _started_unless(done, service):
+            # Everything made while starting (modules, schemas, compiled statements) lives as long
+            # as the process: out of the collector's sight, so a full collection walks only what
+            # the work makes (a pause of tens of ms less; see docs/performance.md).
+            gc.collect()
+            gc.freeze()
             await done.wait()
     finally:
         if health is not None:
