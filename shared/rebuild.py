@@ -28,7 +28,7 @@ from sqlalchemy.pool import NullPool
 from .envelope import InvalidEvent, Recorded
 from .eventlog import EventLog, Subjects
 from .migrations import service_store, upgrade
-from .privacy import personal_data
+from .privacy import ERASURE, personal_data
 from .projection import ProjectionStore, check_schema_name
 from .settings import Settings
 
@@ -63,6 +63,7 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
     upgrade(store)  # the target gets the same migrated tables as a live projection
     store.reset()
     read = applied = skipped = 0
+    handles = store.handles
     seq = 0
     interruptions = 0
     # The database writes of one batch run in a worker thread while the next batch is fetched and
@@ -79,19 +80,37 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
             try:
                 while seq < last:
                     msgs = await sub.fetch(BATCH, timeout=5)
-                    batch: list[Recorded] = []
+                    wanted: list[tuple[bytes, int]] = []
+                    cases: list[str] = []
+                    ignored = through = 0
                     for m in msgs:
                         seq = m.metadata.sequence.stream
                         if seq > last:
                             break
                         read += 1
+                        through = seq
+                        *_, case_id, kind = m.subject.rsplit(".", 2)
+                        # The subject ends in the event type: an event the projection ignores is not
+                        # worth decoding. An erasure always is: reading it makes the key cache forget
+                        # the case, as the live consumer's does.
+                        if handles is not None and kind not in handles and kind != ERASURE:
+                            ignored += 1
+                        else:
+                            wanted.append((m.data, seq))
+                            cases.append(case_id)
+                    if log.personal is not None and cases:
+                        await log.personal.prefetch(cases)
+                    batch: list[Recorded] = []
+                    for data, at in wanted:
                         try:
-                            batch.extend(await log.decode([(m.data, seq)]))
+                            batch.extend(await log.decode([(data, at)]))
                         except InvalidEvent:
                             skipped += 1  # the live consumer skips these too (and logs them)
                     if writing is not None:
                         applied += await writing
-                    writing = asyncio.ensure_future(asyncio.to_thread(store.apply_batch, batch))
+                    # Ignored events are applied too, as far as the checkpoint goes (it moves past them).
+                    applied += ignored
+                    writing = asyncio.ensure_future(asyncio.to_thread(store.apply_batch, batch, through))
                     if progress:
                         progress(read, info.state.messages)
                     if msgs and msgs[-1].metadata.num_pending == 0:
