@@ -69,7 +69,8 @@ def personal_paths(event_type: str) -> tuple[tuple[str, ...], ...]:
 
 
 def is_sealed(value: Any) -> bool:
-    return isinstance(value, dict) and value.keys() == _SEALED_KEYS and value.get("enc") == VERSION
+    return (isinstance(value, dict) and len(value) == 4 and value.get("enc") == VERSION
+            and value.keys() == _SEALED_KEYS)
 
 
 def _aad(case_id: str, event_type: str, where: str) -> bytes:
@@ -130,7 +131,16 @@ def open_text(value: str, case_id: str, event_type: str, where: str, key: DataKe
 def sealed_kids(data: Any) -> set[str]:
     """The key ids used anywhere in a stored payload."""
     kids: set[str] = set()
-    _walk_sealed(data, "", lambda v, _w: kids.add(v["kid"]) or v)
+    pending = [data]  # no copy and no places: this runs for every event read
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if is_sealed(node):
+                kids.add(node["kid"])
+            else:
+                pending.extend(v for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            pending.extend(v for v in node if isinstance(v, dict | list))
     return kids
 
 
@@ -141,13 +151,18 @@ def open_sealed(data: dict[str, Any], case_id: str, event_type: str,
     ``keys`` maps each kid in the payload to its key, or to None when that key was destroyed.
     """
 
+    ciphers: dict[str, AESGCM] = {}  # one per key, not one per field: an event has several
+
     def decrypt(value: dict[str, Any], where: str) -> Any:
-        key = keys[value["kid"]]
+        kid = value["kid"]
+        key = keys[kid]
         if key is None:
             return ERASED
+        aead = ciphers.get(kid)
+        if aead is None:
+            aead = ciphers[kid] = AESGCM(key.secret)
         try:
-            clear = AESGCM(key.secret).decrypt(_unb64(value["nonce"]), _unb64(value["ct"]),
-                                               _aad(case_id, event_type, where))
+            clear = aead.decrypt(_unb64(value["nonce"]), _unb64(value["ct"]), _aad(case_id, event_type, where))
         except (InvalidTag, ValueError) as exc:
             raise UnreadableCiphertext(f"{event_type} field {where} of {case_id} does not decrypt with its "
                                        "case's key: altered, or moved from another field or case") from exc
@@ -176,12 +191,37 @@ def _map_paths(data: Any, paths: tuple[tuple[str, ...], ...],
 
 
 def _walk_sealed(node: Any, where: str, fn: Callable[[dict[str, Any], str], Any]) -> Any:
-    if is_sealed(node):
-        return fn(node, where)
+    """A copy of ``node`` with ``fn(value, place)`` in place of every sealed value.
+
+    Every event read goes through here (twice: for its key ids, then to open it), so scalars are
+    copied without a call each, and a place's dotted name is built only for a sealed value.
+    """
+    return _walk(node, [where] if where else [], fn)
+
+
+def _walk(node: Any, path: list[str], fn: Callable[[dict[str, Any], str], Any]) -> Any:
     if isinstance(node, dict):
-        return {k: _walk_sealed(v, f"{where}.{k}" if where else k, fn) for k, v in node.items()}
+        if is_sealed(node):
+            return fn(node, ".".join(path))
+        out = {}
+        for k, v in node.items():
+            if isinstance(v, dict | list):
+                path.append(k)
+                out[k] = _walk(v, path, fn)
+                path.pop()
+            else:
+                out[k] = v
+        return out
     if isinstance(node, list):
-        return [_walk_sealed(v, f"{where}.{i}" if where else str(i), fn) for i, v in enumerate(node)]
+        items = []
+        for i, v in enumerate(node):
+            if isinstance(v, dict | list):
+                path.append(str(i))
+                items.append(_walk(v, path, fn))
+                path.pop()
+            else:
+                items.append(v)
+        return items
     return node
 
 
