@@ -13,6 +13,7 @@ the log's structure, the hash chain and verification need no key.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -166,7 +167,7 @@ def open_sealed(data: dict[str, Any], case_id: str, event_type: str,
         except (InvalidTag, ValueError) as exc:
             raise UnreadableCiphertext(f"{event_type} field {where} of {case_id} does not decrypt with its "
                                        "case's key: altered, or moved from another field or case") from exc
-        return json.loads(clear)
+        return json.loads(clear.decode())  # str: json need not detect the encoding
 
     return _walk_sealed(data, "", decrypt)
 
@@ -230,4 +231,4 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.b64decode(text, validate=True)
+    return binascii.a2b_base64(text, strict_mode=True)  # = b64decode(validate=True), without its wrapping
