@@ -132,17 +132,23 @@ def open_text(value: str, case_id: str, event_type: str, where: str, key: DataKe
 def sealed_kids(data: Any) -> set[str]:
     """The key ids used anywhere in a stored payload."""
     kids: set[str] = set()
-    pending = [data]  # no copy and no places: this runs for every event read
-    while pending:
-        node = pending.pop()
-        if isinstance(node, dict):
-            if is_sealed(node):
-                kids.add(node["kid"])
-            else:
-                pending.extend(v for v in node.values() if isinstance(v, dict | list))
-        elif isinstance(node, list):
-            pending.extend(v for v in node if isinstance(v, dict | list))
+    _collect_kids(data, kids)
     return kids
+
+
+def _collect_kids(node: Any, kids: set[str]) -> None:
+    # No copy and no places: this runs for every event read.
+    if isinstance(node, dict):
+        if is_sealed(node):
+            kids.add(node["kid"])
+            return
+        for v in node.values():
+            if isinstance(v, (dict, list)):
+                _collect_kids(v, kids)
+    elif isinstance(node, list):
+        for v in node:
+            if isinstance(v, (dict, list)):
+                _collect_kids(v, kids)
 
 
 def open_sealed(data: dict[str, Any], case_id: str, event_type: str,
@@ -202,26 +208,22 @@ def _walk_sealed(node: Any, where: str, fn: Callable[[dict[str, Any], str], Any]
 
 def _walk(node: Any, path: list[str], fn: Callable[[dict[str, Any], str], Any]) -> Any:
     if isinstance(node, dict):
-        if is_sealed(node):
+        if len(node) == 4 and node.get("enc") == VERSION and node.keys() == _SEALED_KEYS:  # is_sealed
             return fn(node, ".".join(path))
-        out = {}
+        out = dict(node)
         for k, v in node.items():
-            if isinstance(v, dict | list):
+            if isinstance(v, (dict, list)):
                 path.append(k)
                 out[k] = _walk(v, path, fn)
                 path.pop()
-            else:
-                out[k] = v
         return out
     if isinstance(node, list):
-        items = []
+        items = list(node)
         for i, v in enumerate(node):
-            if isinstance(v, dict | list):
+            if isinstance(v, (dict, list)):
                 path.append(str(i))
-                items.append(_walk(v, path, fn))
+                items[i] = _walk(v, path, fn)
                 path.pop()
-            else:
-                items.append(v)
         return items
     return node
 
