@@ -85,8 +85,11 @@ class _Batches:
         sub = await self._nc.subscribe(inbox, cb=gather)
         try:
             await self._nc.publish(self._next, json.dumps({"batch": batch, "no_wait": True}).encode(), reply=inbox)
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(done.wait(), timeout)
+            except TimeoutError:
+                if msgs:  # the rest may still come, to an inbox about to go: count none of it as read
+                    raise Interrupted(f"a pull request unanswered in full after {timeout}s") from None
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -98,6 +101,10 @@ class _Batches:
         return msgs
 
 
+class Interrupted(RuntimeError):
+    """The replay's consumer must be replaced: it lost track of what it delivered."""
+
+
 def projection_store(service: str, url: str, schema: str | None = None) -> ProjectionStore:
     """A store for SERVICE's projection at URL (in ``schema`` on PostgreSQL, default the service's name)."""
     return service_store(Settings(), service, url=url, schema=schema or service)
@@ -105,7 +112,11 @@ def projection_store(service: str, url: str, schema: str | None = None) -> Proje
 
 async def replay_into(js: JetStreamContext, settings: Settings, store: ProjectionStore,
                       progress: Progress | None = None, keys_js: JetStreamContext | None = None) -> RebuildResult:
-    """``keys_js``: where the data keys are, when not on the log's server (a copy of the log)."""
+    """``keys_js``: where the data keys are, when not on the log's server (a copy of the log).
+
+    Events of types the projection ignores (``store.handles``) are counted as read and applied
+    without being decoded, so ``skipped_unreadable`` counts unreadable events among the others only.
+    """
     subjects = Subjects(settings.subject_prefix)
     # Personal fields are opened as the live consumers open them: erased cases replay erased.
     log = EventLog(js, settings.stream, subjects, personal=personal_data(keys_js or js, settings))
@@ -129,12 +140,20 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
                 filter_subject=subjects.all_events, ack_policy=api.AckPolicy.NONE, mem_storage=True,
                 inactive_threshold=30.0, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1))
             batches = _Batches(js, settings.stream, consumer.name)
+            delivered = 0  # the consumer's own count of messages sent: each must arrive, in order
             try:
                 while seq < last:
                     msgs = await batches.fetch(BATCH, timeout=5)
                     wanted: list[tuple[bytes, int]] = []
                     cases: list[str] = []
                     ignored = through = 0
+                    first, end = msgs[0].metadata.sequence.consumer, msgs[-1].metadata.sequence.consumer
+                    if first != delivered + 1 or end != delivered + len(msgs):
+                        # A message this consumer delivered never reached the replay: read on from
+                        # the last one that did, on a fresh consumer (nothing skipped, nothing twice).
+                        raise Interrupted(f"deliveries {delivered + 1}-{delivered + len(msgs)} expected, "
+                                          f"{first}-{end} received")
+                    delivered = end
                     for m in msgs:
                         seq = m.metadata.sequence.stream
                         if seq > last:
@@ -167,7 +186,7 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
                         progress(read, info.state.messages)
                     if msgs and msgs[-1].metadata.num_pending == 0:
                         seq = last
-            except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError) as exc:
+            except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError, Interrupted) as exc:
                 interruptions += 1
                 if interruptions > MAX_INTERRUPTIONS:
                     raise RuntimeError(

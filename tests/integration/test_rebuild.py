@@ -142,3 +142,35 @@ async def test_a_replay_interrupted_by_a_leader_change_resumes_where_it_stopped(
     total = (await js.stream_info(settings.stream)).state.messages
     assert result.events_read == total  # nothing read twice, nothing skipped
     assert _rows(rebuilt) == _rows(projection_store("meeting", settings.db_url("meeting")))
+
+
+async def test_a_message_lost_on_its_way_to_the_replay_is_read_again_from_a_fresh_consumer(
+        run_services, settings, nc, subjects, tmp_path, monkeypatch):
+    """The consumer counts what it delivered; a gap in that count (a message that reached an inbox
+    already gone) must not become an event missing from the rebuilt projection."""
+    import rethink.shared.rebuild as rebuild
+
+    running = await run_services(intake, scheduling, meeting, escalation)
+    async with Client(settings) as client:
+        await drive(client, lambda _: None)
+    js = nc.jetstream()
+    await wait_for(lambda: _caught_up(nc, subjects, js, settings.stream), what="all projections caught up")
+    for svc in running:
+        await svc.stop()
+
+    monkeypatch.setattr(rebuild, "BATCH", 5)
+    real_fetch, fetched = rebuild._Batches.fetch, []
+
+    async def fetch(batches, *a, **k):
+        msgs = await real_fetch(batches, *a, **k)
+        if not fetched:
+            fetched.append(1)
+            return msgs[:-1]  # the first batch's last message never arrives
+        return msgs
+    monkeypatch.setattr(rebuild._Batches, "fetch", fetch)
+    counting = LeaderMoves(js)
+    rebuilt = projection_store("scheduling", f"sqlite:///{tmp_path / 'scheduling-rebuilt.db'}")
+    result = await replay_into(counting, settings, rebuilt)
+    assert len(counting.consumers) == 2
+    assert result.events_read == (await js.stream_info(settings.stream)).state.messages
+    assert _rows(rebuilt) == _rows(projection_store("scheduling", settings.db_url("scheduling")))
