@@ -257,19 +257,18 @@ class ProjectionStore:
         with self.engine.begin() as conn:
             row = conn.execute(self._claim_cp, {"c": self.consumer}).first()
             last = start = row[0] if row else 0
-            writes = WriteBatch() if self._plan is not None else None
-            dialect = conn.dialect.name
+            plan, dialect = self._plan, conn.dialect.name
+            writes = WriteBatch()
             for recorded in batch:
                 if recorded.seq <= last:
                     continue
-                if writes is not None and self._plan is not None:
-                    writes.add(self._plan(dialect, recorded))
+                if plan is not None:
+                    writes.add(plan(dialect, recorded))
                 else:
                     self._apply(conn, recorded)
                 last = recorded.seq
                 applied += 1
-            if writes is not None:
-                writes.run(conn)
+            writes.run(conn)
             last = max(last, through)
             if row is None:
                 conn.execute(self._insert_cp, {"consumer": self.consumer, "last_seq": last})
