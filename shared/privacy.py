@@ -11,6 +11,7 @@ every read needs one. Erasure must beat the cache, so three things bound a stale
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -99,6 +100,16 @@ class PersonalData:
         if actor_kid is not None:
             update["actor"] = open_text(env.actor, env.case_id, env.type, ACTOR, keys[actor_kid])
         return env.model_copy(update=update)
+
+    async def prefetch(self, case_ids: Iterable[str]) -> None:
+        """Ask the store for many cases' keys at once, so that opening a batch of their events waits
+        for about one round trip instead of one per case (a replay). The keys are cached as
+        ``open`` would cache them; a case without a key is left to ``open`` to ask again."""
+        wanted = [c for c in dict.fromkeys(case_ids) if self._cached(c) is None][:self._size]
+        keys = await asyncio.gather(*(self.store.get(c) for c in wanted))
+        for case_id, key in zip(wanted, keys, strict=True):
+            if key is not None:
+                self._remember(case_id, key)
 
     async def erase(self, case_id: str) -> bool:
         self.forget(case_id)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -24,17 +26,26 @@ from sqlalchemy import (
     String,
     Table,
     TypeDecorator,
+    bindparam,
     create_engine,
     event,
     select,
     text,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.sql import Executable
 
 from .envelope import Recorded
 from .privacy import ERASURE
 
 Apply = Callable[[Connection, Recorded], None]
+# One row change: a prebuilt statement, its parameters, and its scopes: names for every row it may
+# touch (a case id, a meeting id). Two writes with no scope in common touch no row in common, so
+# they may run in either order; that is what lets a batch group them (``WriteBatch``).
+Write = tuple[Executable, dict[str, Any], tuple[Hashable, ...]]
+# What an event changes, as writes and nothing read first: the same writes serve one live event
+# (``run_writes``) and a batch of them (``WriteBatch``), so a rebuild can only equal the live path.
+Plan = Callable[[str, Recorded], Iterable[Write]]  # (dialect name, event)
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -120,17 +131,91 @@ def checkpoint_table(metadata: MetaData) -> Table:
     )
 
 
+def run_writes(conn: Connection, writes: Iterable[Write]) -> None:
+    """One event's writes, in order (the live path)."""
+    for statement, params, _ in writes:
+        conn.execute(statement, params)
+
+
+def applier(plan: Plan) -> Apply:
+    """The one-event ``apply`` of a projection written as a ``Plan``."""
+
+    def apply(conn: Connection, r: Recorded) -> None:
+        run_writes(conn, plan(conn.dialect.name, r))
+
+    return apply
+
+
+class WriteBatch:
+    """The writes of many events, run as a few ``executemany`` calls instead of one call each.
+
+    Each write joins the earliest group of the same statement (and columns) that comes *after*
+    every group holding an earlier write of one of its scopes; otherwise it opens a new group.
+    Groups run in the order they were opened, their rows in the order they were added. So two
+    writes that share a scope keep their order, in different groups; writes that share none may
+    change places, which the scopes say is harmless. A group never holds two writes of one scope:
+    a multi-row ``INSERT … ON CONFLICT DO UPDATE`` may not touch one row twice (PostgreSQL).
+    """
+
+    def __init__(self) -> None:
+        self._groups: list[tuple[Executable, list[dict[str, Any]]]] = []
+        self._by_shape: dict[tuple[Executable, tuple[str, ...]], list[int]] = {}
+        self._last: dict[Hashable, int] = {}  # scope -> the latest group holding one of its writes
+
+    def add(self, writes: Iterable[Write]) -> None:
+        for statement, params, scopes in writes:
+            after = max([self._last.get(s, -1) for s in scopes], default=-1) + 1
+            shape = (statement, tuple(params))  # executemany needs the same columns in every row
+            slots = self._by_shape.get(shape)
+            k = bisect_left(slots, after) if slots else 0
+            if slots and k < len(slots):
+                group = slots[k]
+            else:
+                group = len(self._groups)
+                self._groups.append((statement, []))
+                self._by_shape.setdefault(shape, []).append(group)
+            self._groups[group][1].append(params)
+            for s in scopes:
+                self._last[s] = group
+
+    def run(self, conn: Connection) -> int:
+        """Execute every group in order; returns how many statements that took."""
+        for statement, rows in self._groups:
+            conn.execute(statement, rows if len(rows) > 1 else rows[0])
+        return len(self._groups)
+
+    def __len__(self) -> int:
+        return sum(len(rows) for _, rows in self._groups)
+
+
 class ProjectionStore:
-    """Owns one service's tables; nobody else reads them."""
+    """Owns one service's tables; nobody else reads them.
+
+    ``plan``: the projection's writes per event (see ``Plan``); with it a batch runs as grouped
+    statements, without it event by event through ``apply``. ``handles``: the event types the
+    projection changes anything for (None: every type); a rebuild need not decode the others.
+    """
 
     def __init__(self, engine: Engine, metadata: MetaData, consumer: str, apply: Apply,
-                 schema: str | None = None) -> None:
+                 schema: str | None = None, *, plan: Plan | None = None,
+                 handles: Collection[str] | None = None) -> None:
         self.engine = engine
         self.schema = schema  # PostgreSQL schema it lives in (None on SQLite)
         self.metadata = metadata
         self.consumer = consumer
         self._apply = apply
-        self._checkpoint = metadata.tables["checkpoint"]
+        self._plan = plan
+        self.handles = frozenset(handles) if handles is not None else None
+        self._checkpoint = cp = metadata.tables["checkpoint"]
+        # Built once: constructing a statement costs more than running it on SQLite.
+        self._read_cp = select(cp.c.last_seq).where(cp.c.consumer == bindparam("c"))
+        # A batch claims the checkpoint row before it applies anything: on PostgreSQL a second
+        # writer of the same projection waits here, then sees what the first applied.
+        self._claim_cp = self._read_cp.with_for_update()
+        self._insert_cp = cp.insert()
+        self._set_cp = cp.update().where(cp.c.consumer == bindparam("c")).values(last_seq=bindparam("s"))
+        self._move_cp = (cp.update().where(cp.c.consumer == bindparam("c"), cp.c.last_seq < bindparam("s"))
+                         .values(last_seq=bindparam("s")))
 
     def create_schema(self) -> None:
         """Create the tables straight from the metadata: for ad-hoc test projections only.
@@ -161,23 +246,34 @@ class ProjectionStore:
             for table in reversed(self.metadata.sorted_tables):
                 conn.execute(table.delete())
 
-    def apply_batch(self, batch: list[Recorded]) -> int:
-        """Apply many events in one transaction (rebuilds); returns how many were new."""
-        cp = self._checkpoint
+    def apply_batch(self, batch: list[Recorded], through: int = 0) -> int:
+        """Apply many events, in log order, in one transaction; returns how many were new.
+
+        ``through``: the last stream sequence this batch stands for, when events the projection
+        ignores were left out of it (a rebuild does not decode them): the checkpoint moves there
+        as it would have, had they been applied. Those are not counted.
+        """
         applied = 0
         with self.engine.begin() as conn:
-            row = conn.execute(select(cp.c.last_seq).where(cp.c.consumer == self.consumer)).first()
-            last = row[0] if row else 0
+            row = conn.execute(self._claim_cp, {"c": self.consumer}).first()
+            last = start = row[0] if row else 0
+            plan, dialect = self._plan, conn.dialect.name
+            writes = WriteBatch()
             for recorded in batch:
                 if recorded.seq <= last:
                     continue
-                self._apply(conn, recorded)
+                if plan is not None:
+                    writes.add(plan(dialect, recorded))
+                else:
+                    self._apply(conn, recorded)
                 last = recorded.seq
                 applied += 1
+            writes.run(conn)
+            last = max(last, through)
             if row is None:
-                conn.execute(cp.insert().values(consumer=self.consumer, last_seq=last))
-            else:
-                conn.execute(cp.update().where(cp.c.consumer == self.consumer).values(last_seq=last))
+                conn.execute(self._insert_cp, {"consumer": self.consumer, "last_seq": last})
+            elif last != start:
+                conn.execute(self._set_cp, {"c": self.consumer, "s": last})
         if any(r.type == ERASURE for r in batch):
             self.scrub()
         return applied
@@ -193,14 +289,12 @@ class ProjectionStore:
         operator retries (``retrying_parked``): it was skipped, never applied, and the checkpoint
         has moved past it. It is applied now, and the checkpoint never moves back.
         """
-        cp = self._checkpoint
         with self.engine.begin() as conn:
-            moved = conn.execute(cp.update().where(cp.c.consumer == self.consumer, cp.c.last_seq < recorded.seq)
-                                 .values(last_seq=recorded.seq)).rowcount
+            moved = conn.execute(self._move_cp, {"c": self.consumer, "s": recorded.seq}).rowcount
             if not moved:
-                row = conn.execute(select(cp.c.last_seq).where(cp.c.consumer == self.consumer)).first()
+                row = conn.execute(self._read_cp, {"c": self.consumer}).first()
                 if row is None:
-                    conn.execute(cp.insert().values(consumer=self.consumer, last_seq=recorded.seq))
+                    conn.execute(self._insert_cp, {"consumer": self.consumer, "last_seq": recorded.seq})
                 elif recorded.seq != _RETRYING.get():
                     return False
             self._apply(conn, recorded)

@@ -6,6 +6,7 @@ escalations needs, and nothing personal.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -18,8 +19,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
@@ -29,7 +32,7 @@ from rethink.shared.events import (
     EscalationStageAdvanced,
     RequestSubmitted,
 )
-from rethink.shared.projection import UtcDateTime, checkpoint_table, iso
+from rethink.shared.projection import UtcDateTime, Write, applier, checkpoint_table, iso
 
 metadata = MetaData()
 checkpoint_table(metadata)
@@ -71,43 +74,68 @@ stages = Table(
 
 
 
-def apply(conn: Connection, r: Recorded) -> None:
+HANDLES = frozenset({"RequestSubmitted", "EscalationRaised", "EscalationStageAdvanced", "EscalationResolved",
+                     "CaseClosed"})  # the types that change this view
+
+
+class _Statements:
+    """Built once per dialect (SQLite and PostgreSQL each have their own ``INSERT … ON CONFLICT``)."""
+
+    def __init__(self, dialect: str) -> None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.open_case = insert(cases).on_conflict_do_nothing(index_elements=["case_id"])
+        close = insert(cases)
+        self.close_case = close.on_conflict_do_update(index_elements=["case_id"], set_={
+            "closed": close.excluded.closed, "closed_reason": close.excluded.closed_reason,
+            "closed_at": close.excluded.closed_at})
+        one = (escalations.c.case_id == bindparam("k_case_id")) & (
+            escalations.c.escalation_id == bindparam("k_escalation_id"))
+        self.raise_ = escalations.insert()
+        self.advance = escalations.update().where(one)
+        self.resolve = escalations.update().where(one).values(status="resolved")
+        self.enter_stage = stages.insert()
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(dialect: str) -> _Statements:
+    s = _STATEMENTS.get(dialect)
+    if s is None:
+        s = _STATEMENTS[dialect] = _Statements(dialect)
+    return s
+
+
+def plan(dialect: str, r: Recorded) -> Iterable[Write]:
     e, env = r.payload, r.envelope
-    at = env.occurred_at
+    s, case_id, at = _statements(dialect), env.case_id, env.occurred_at
+    scope = (case_id,)
     if isinstance(e, RequestSubmitted):
-        known = conn.execute(select(cases.c.case_id).where(cases.c.case_id == env.case_id)).first()
-        if known is None:
-            conn.execute(cases.insert().values(case_id=env.case_id, closed=False))
+        yield s.open_case, {"case_id": case_id, "closed": False}, scope
     elif isinstance(e, EscalationRaised):
-        conn.execute(escalations.insert().values(
-            case_id=env.case_id, escalation_id=e.escalation_id, trigger=e.trigger.value, stage=e.stage,
-            stage_name=e.stage_name, holder=e.holder, deadline=e.deadline, status="open", raised_at=at,
-        ))
-        _enter_stage(conn, env.case_id, e, at)
+        yield s.raise_, {
+            "case_id": case_id, "escalation_id": e.escalation_id, "trigger": e.trigger.value, "stage": e.stage,
+            "stage_name": e.stage_name, "holder": e.holder, "deadline": e.deadline, "status": "open",
+            "raised_at": at}, scope
+        yield _enter_stage(s, case_id, e, at)
     elif isinstance(e, EscalationStageAdvanced):
-        conn.execute(escalations.update().where(_one(env.case_id, e.escalation_id)).values(
-            stage=e.stage, stage_name=e.stage_name, holder=e.holder, deadline=e.deadline))
-        _enter_stage(conn, env.case_id, e, at)
+        yield s.advance, {"k_case_id": case_id, "k_escalation_id": e.escalation_id, "stage": e.stage,
+                          "stage_name": e.stage_name, "holder": e.holder, "deadline": e.deadline}, scope
+        yield _enter_stage(s, case_id, e, at)
     elif isinstance(e, EscalationResolved):
-        conn.execute(escalations.update().where(_one(env.case_id, e.escalation_id)).values(
-            status="resolved", resolved_at=at))
+        yield s.resolve, {"k_case_id": case_id, "k_escalation_id": e.escalation_id, "resolved_at": at}, scope
     elif isinstance(e, CaseClosed):
-        done = conn.execute(cases.update().where(cases.c.case_id == env.case_id).values(
-            closed=True, closed_reason=e.reason, closed_at=at))
-        if done.rowcount == 0:
-            conn.execute(cases.insert().values(case_id=env.case_id, closed=True, closed_reason=e.reason,
-                                               closed_at=at))
+        # A case closed before this service saw it submitted still gets its row.
+        yield s.close_case, {"case_id": case_id, "closed": True, "closed_reason": e.reason, "closed_at": at}, scope
 
 
-def _one(case_id: str, escalation_id: str):
-    return (escalations.c.case_id == case_id) & (escalations.c.escalation_id == escalation_id)
+def _enter_stage(s: _Statements, case_id: str, e: EscalationRaised | EscalationStageAdvanced, at: datetime) -> Write:
+    return s.enter_stage, {
+        "case_id": case_id, "escalation_id": e.escalation_id, "stage": e.stage, "name": e.stage_name,
+        "holder": e.holder, "deadline": e.deadline, "entered_at": at}, (case_id,)
 
 
-def _enter_stage(conn: Connection, case_id: str, e: EscalationRaised | EscalationStageAdvanced, at: datetime) -> None:
-    conn.execute(stages.insert().values(
-        case_id=case_id, escalation_id=e.escalation_id, stage=e.stage, name=e.stage_name, holder=e.holder,
-        deadline=e.deadline, entered_at=at,
-    ))
+apply = applier(plan)
 
 
 def _summary(row: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import (
@@ -12,12 +13,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     select,
 )
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import ChecksConfirmed, RequestSubmitted
-from rethink.shared.projection import UtcDateTime, checkpoint_table, iso
+from rethink.shared.projection import UtcDateTime, Write, applier, checkpoint_table, iso
 
 metadata = MetaData()
 checkpoint_table(metadata)
@@ -37,18 +39,27 @@ requests = Table(
 )
 
 
-def apply(conn: Connection, r: Recorded) -> None:
+HANDLES = frozenset({"RequestSubmitted", "ChecksConfirmed"})  # the types that change this view
+
+_submit = requests.insert()
+_confirm = requests.update().where(requests.c.case_id == bindparam("k_case_id")).values(
+    status="checks_confirmed", missing_checks="[]", confirmed_at=bindparam("confirmed_at"))
+
+
+def plan(dialect: str, r: Recorded) -> Iterable[Write]:
     e, env = r.payload, r.envelope
+    scope = (env.case_id,)
     if isinstance(e, RequestSubmitted):
-        missing = e.checks.missing()
-        conn.execute(requests.insert().values(
-            case_id=env.case_id, agency=env.producer, request_id=e.request_id,
-            case_reference=e.case_reference, reason=e.reason.value, agencies=json.dumps(e.agencies),
-            status="awaiting_checks", missing_checks=json.dumps(missing), submitted_at=env.occurred_at,
-        ))
+        yield _submit, {
+            "case_id": env.case_id, "agency": env.producer, "request_id": e.request_id,
+            "case_reference": e.case_reference, "reason": e.reason.value, "agencies": json.dumps(e.agencies),
+            "status": "awaiting_checks", "missing_checks": json.dumps(e.checks.missing()),
+            "submitted_at": env.occurred_at}, scope
     elif isinstance(e, ChecksConfirmed):
-        conn.execute(requests.update().where(requests.c.case_id == env.case_id).values(
-            status="checks_confirmed", missing_checks="[]", confirmed_at=env.occurred_at))
+        yield _confirm, {"k_case_id": env.case_id, "confirmed_at": env.occurred_at}, scope
+
+
+apply = applier(plan)
 
 
 def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:

@@ -5,6 +5,7 @@ Only this service reads these tables. Datetimes are stored in UTC (SQLite keeps 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
 from typing import Any
 
@@ -20,11 +21,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     select,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects import postgresql, sqlite
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
@@ -39,7 +40,7 @@ from rethink.shared.events import (
     MeetingScheduled,
     PersonalDataErased,
 )
-from rethink.shared.projection import UtcDateTime, checkpoint_table, iso
+from rethink.shared.projection import UtcDateTime, Write, applier, checkpoint_table, iso
 
 metadata = MetaData()
 checkpoint_table(metadata)
@@ -83,48 +84,84 @@ actions = Table(
 
 
 
-def _upsert(conn: Connection, table: Table, key: dict[str, Any], values: dict[str, Any], new: dict[str, Any]) -> None:
-    """Update the row at ``key``, or insert it with ``values`` plus the ``new``-row defaults.
+HANDLES = None  # every type: any event of a case gives the case its row
 
-    One ``INSERT … ON CONFLICT`` statement (SQLite and PostgreSQL both have it): this runs for
-    every event, and a read-then-write was two round trips to the database each time.
+
+class _Statements:
+    """Built once per dialect: statement construction cost more than SQLite's execution of them.
+
+    Upserts are one ``INSERT … ON CONFLICT`` statement (SQLite and PostgreSQL both have it): a
+    read-then-write was two round trips to the database for every event. On conflict they set
+    the columns named, to the values the insert carried (``excluded``).
     """
-    insert = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(table).values({**key, **new, **values})
-    if values:
-        conn.execute(insert.on_conflict_do_update(index_elements=list(key), set_=values))
-    else:
-        conn.execute(insert.on_conflict_do_nothing(index_elements=list(key)))
+
+    def __init__(self, dialect: str) -> None:
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self.touch_case = self._upsert(cases, ["case_id"], [])
+        self.close_case = self._upsert(cases, ["case_id"], ["closed"])
+        key = ["case_id", "meeting_id"]
+        self.schedule = self._upsert(meetings, key, ["status", "arranged_seq", "starts_at"])
+        self.reschedule = self._upsert(meetings, key, ["status", "starts_at"])
+        self.cancel = self._upsert(meetings, key, ["status"])
+        self.hold = self._upsert(meetings, key, ["status", "held_at", "outcome", "attendees"])
+        self.record = self._upsert(actions, ["case_id", "action_id"], [
+            "meeting_id", "description", "owner_name", "owner_agency", "owner_email", "due_date"])
+        one = (actions.c.case_id == bindparam("k_case_id")) & (actions.c.action_id == bindparam("k_action_id"))
+        self.complete = actions.update().where(one).values(status="completed")
+        self.overdue = actions.update().where(one).values(overdue_reported=True)
+        self.erase = actions.update().where(actions.c.case_id == bindparam("k_case_id")).values(
+            description=ERASED, owner_name=ERASED, owner_email=ERASED)
+
+    def _upsert(self, table: Table, key: list[str], update: list[str]) -> Any:
+        insert = self._insert(table)
+        if not update:
+            return insert.on_conflict_do_nothing(index_elements=key)
+        return insert.on_conflict_do_update(index_elements=key, set_={c: insert.excluded[c] for c in update})
 
 
-def apply(conn: Connection, r: Recorded) -> None:
-    e, case_id = r.payload, r.envelope.case_id
-    closed = isinstance(e, CaseClosed)
-    _upsert(conn, cases, {"case_id": case_id}, {"closed": True} if closed else {}, {"closed": closed})
-    key = {"case_id": case_id, "meeting_id": getattr(e, "meeting_id", None)}
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(dialect: str) -> _Statements:
+    s = _STATEMENTS.get(dialect)
+    if s is None:
+        s = _STATEMENTS[dialect] = _Statements(dialect)
+    return s
+
+
+def plan(dialect: str, r: Recorded) -> Iterable[Write]:
+    e, case_id, s = r.payload, r.envelope.case_id, _statements(dialect)
+    scope = (case_id,)
+    if isinstance(e, CaseClosed):
+        yield s.close_case, {"case_id": case_id, "closed": True}, scope
+    else:  # every event of a case makes sure the case has its row
+        yield s.touch_case, {"case_id": case_id, "closed": False}, scope
+    meeting = {"case_id": case_id, "meeting_id": getattr(e, "meeting_id", None)}
     if isinstance(e, MeetingScheduled):
-        _upsert(conn, meetings, key, {"status": "scheduled", "arranged_seq": r.seq, "starts_at": e.starts_at}, {})
+        yield s.schedule, {**meeting, "status": "scheduled", "arranged_seq": r.seq, "starts_at": e.starts_at}, scope
     elif isinstance(e, MeetingRescheduled):
-        _upsert(conn, meetings, key, {"status": "rescheduled", "starts_at": e.starts_at}, {"arranged_seq": r.seq})
+        yield s.reschedule, {**meeting, "arranged_seq": r.seq, "status": "rescheduled", "starts_at": e.starts_at}, scope
     elif isinstance(e, MeetingCancelled):
-        _upsert(conn, meetings, key, {"status": "cancelled"}, {"arranged_seq": r.seq})
+        yield s.cancel, {**meeting, "arranged_seq": r.seq, "status": "cancelled"}, scope
     elif isinstance(e, MeetingHeld):
-        _upsert(conn, meetings, key, {"status": "held", "held_at": e.held_at, "outcome": e.outcome.value,
-                                      "attendees": len(e.attendees)}, {"arranged_seq": r.seq})
+        yield s.hold, {**meeting, "arranged_seq": r.seq, "status": "held", "held_at": e.held_at,
+                       "outcome": e.outcome.value, "attendees": len(e.attendees)}, scope
     elif isinstance(e, ActionRecorded):
-        _upsert(conn, actions, {"case_id": case_id, "action_id": e.action_id}, {
-            "meeting_id": e.meeting_id, "description": e.description, "owner_name": e.owner.name,
-            "owner_agency": e.owner.agency, "owner_email": str(e.owner.email), "due_date": e.due_date,
-        }, {"recorded_seq": r.seq, "status": "open", "overdue_reported": False})
+        yield s.record, {
+            "case_id": case_id, "action_id": e.action_id, "recorded_seq": r.seq, "status": "open",
+            "overdue_reported": False, "meeting_id": e.meeting_id, "description": e.description,
+            "owner_name": e.owner.name, "owner_agency": e.owner.agency, "owner_email": str(e.owner.email),
+            "due_date": e.due_date}, scope
     elif isinstance(e, ActionCompleted):
-        conn.execute(actions.update().where(actions.c.case_id == case_id, actions.c.action_id == e.action_id)
-                     .values(status="completed", completed_on=e.completed_on))
+        yield s.complete, {"k_case_id": case_id, "k_action_id": e.action_id, "completed_on": e.completed_on}, scope
     elif isinstance(e, ActionOverdue):
-        conn.execute(actions.update().where(actions.c.case_id == case_id, actions.c.action_id == e.action_id)
-                     .values(overdue_reported=True, overdue_as_of=e.as_of))
+        yield s.overdue, {"k_case_id": case_id, "k_action_id": e.action_id, "overdue_as_of": e.as_of}, scope
     elif isinstance(e, PersonalDataErased):
         # The log's copy is unreadable now; this copy goes too (see docs/privacy.md).
-        conn.execute(actions.update().where(actions.c.case_id == case_id)
-                     .values(description=ERASED, owner_name=ERASED, owner_email=ERASED))
+        yield s.erase, {"k_case_id": case_id}, scope
+
+
+apply = applier(plan)
 
 
 def _action(row: Any, with_case: bool = False) -> dict[str, Any]:

@@ -5,6 +5,7 @@ holders and deadlines), from the events of the whole log that this service's con
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -21,8 +22,10 @@ from sqlalchemy import (
     Text,
     bindparam,
     func,
+    or_,
     select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
@@ -43,7 +46,7 @@ from rethink.shared.events import (
     PersonalDataErased,
     RequestSubmitted,
 )
-from rethink.shared.projection import UtcDateTime, checkpoint_table
+from rethink.shared.projection import UtcDateTime, Write, applier, checkpoint_table
 
 from .domain import Booking, Meeting
 from .reminders import ActionItem, Item, MeetingItem, StageItem
@@ -113,65 +116,119 @@ escalations = Table(
 
 
 
-def apply(conn: Connection, r: Recorded) -> None:
-    e, case_id = r.payload, r.envelope.case_id
+HANDLES = frozenset({
+    "RequestSubmitted", "FacilitatorAssigned", "MeetingScheduled", "MeetingRescheduled", "MeetingCancelled",
+    "MeetingHeld", "ActionRecorded", "ActionCompleted", "EscalationRaised", "EscalationStageAdvanced",
+    "EscalationResolved", "PersonalDataErased", "CaseClosed"})  # the types that change this view
+
+
+class _Statements:
+    """Built once per dialect: statement construction cost more than SQLite's execution of them."""
+
+    def __init__(self, dialect: str) -> None:
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        case = cases.c.case_id == bindparam("k_case_id")
+        meeting = meetings.c.meeting_id == bindparam("k_meeting_id")
+        of_case = meetings.c.case_id == bindparam("k_case_id")
+        action = (actions.c.case_id == bindparam("k_case_id")) & (actions.c.action_id == bindparam("k_action_id"))
+        escalation = (escalations.c.case_id == bindparam("k_case_id")) & (
+            escalations.c.escalation_id == bindparam("k_escalation_id"))
+        self.submit = cases.insert()
+        self.assign = cases.update().where(case)
+        self.schedule = meetings.insert()
+        self.first_revision = revisions.insert()
+        self.change_meeting = meetings.update().where(meeting)
+        revise = insert(revisions).values(sequence=1)
+        # The next notice's SEQUENCE, in one statement: 1 for a meeting with no revision row yet.
+        self.revise = revise.on_conflict_do_update(index_elements=["meeting_id"],
+                                                   set_={"sequence": revisions.c.sequence + 1})
+        self.record_action = actions.insert()
+        self.complete_action = actions.update().where(action).values(completed=True)
+        self.raise_ = escalations.insert()
+        self.advance = escalations.update().where(escalation)
+        self.resolve = escalations.update().where(escalation).values(resolved=True)
+        self.erase_facilitator = cases.update().where(case, cases.c.facilitator_id.is_not(None)).values(
+            facilitator_name=ERASED, facilitator_email=ERASED)
+        self.erase_invitees = meetings.update().where(of_case).values(invitees="[]")
+        self.erase_venues = meetings.update().where(of_case, meetings.c.venue.is_not(None)).values(venue=ERASED)
+        self.erase_owners = actions.update().where(actions.c.case_id == bindparam("k_case_id")).values(
+            owner=json.dumps({"name": ERASED, "agency": ERASED, "email": ERASED}))
+        self.mark_erased = insert(erased).on_conflict_do_nothing(index_elements=["case_id"])
+        self.close = cases.update().where(case).values(closed=True)
+        # A closed case's unheld meeting will not take place: it must stop blocking the facilitator.
+        # (``or_`` rather than ``in_``: an IN list is expanded per execution, which executemany refuses.)
+        self.cancel_active = meetings.update().where(
+            of_case, or_(*(meetings.c.status == status for status in ACTIVE))).values(status="cancelled")
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(dialect: str) -> _Statements:
+    s = _STATEMENTS.get(dialect)
+    if s is None:
+        s = _STATEMENTS[dialect] = _Statements(dialect)
+    return s
+
+
+def plan(dialect: str, r: Recorded) -> Iterable[Write]:
+    """Scopes: the case; a meeting's rows also by its id (a meeting belongs to the case whose events name it)."""
+    e, case_id, s = r.payload, r.envelope.case_id, _statements(dialect)
+    scope = (case_id,)
     if isinstance(e, RequestSubmitted):
-        conn.execute(cases.insert().values(case_id=case_id, case_reference=e.case_reference, closed=False))
+        yield s.submit, {"case_id": case_id, "case_reference": e.case_reference, "closed": False}, scope
     elif isinstance(e, FacilitatorAssigned):
-        conn.execute(cases.update().where(cases.c.case_id == case_id).values(
-            facilitator_id=e.facilitator_id, facilitator_name=e.facilitator_name,
-            facilitator_email=str(e.facilitator_email)))
+        yield s.assign, {"k_case_id": case_id, "facilitator_id": e.facilitator_id,
+                         "facilitator_name": e.facilitator_name,
+                         "facilitator_email": str(e.facilitator_email)}, scope
     elif isinstance(e, MeetingScheduled):
-        conn.execute(meetings.insert().values(
-            meeting_id=e.meeting_id, case_id=case_id, facilitator_id=e.facilitator_id,
-            starts_at=e.starts_at, duration_minutes=e.duration_minutes, mode=e.mode.value, venue=e.venue,
-            status="scheduled", invitees=json.dumps([p.model_dump(mode="json") for p in e.invitees]), seq=r.seq))
-        conn.execute(revisions.insert().values(meeting_id=e.meeting_id, sequence=0))
+        m = (case_id, ("meeting", e.meeting_id))
+        yield s.schedule, {
+            "meeting_id": e.meeting_id, "case_id": case_id, "facilitator_id": e.facilitator_id,
+            "starts_at": e.starts_at, "duration_minutes": e.duration_minutes, "mode": e.mode.value, "venue": e.venue,
+            "status": "scheduled", "invitees": json.dumps([p.model_dump(mode="json") for p in e.invitees]),
+            "seq": r.seq}, m
+        yield s.first_revision, {"meeting_id": e.meeting_id, "sequence": 0}, m
     elif isinstance(e, MeetingRescheduled):
-        conn.execute(meetings.update().where(meetings.c.meeting_id == e.meeting_id).values(
-            starts_at=e.starts_at, duration_minutes=e.duration_minutes, mode=e.mode.value, venue=e.venue,
-            status="rescheduled"))
-        _revise(conn, e.meeting_id)
+        m = (case_id, ("meeting", e.meeting_id))
+        yield s.change_meeting, {"k_meeting_id": e.meeting_id, "starts_at": e.starts_at,
+                                 "duration_minutes": e.duration_minutes, "mode": e.mode.value, "venue": e.venue,
+                                 "status": "rescheduled"}, m
+        yield s.revise, {"meeting_id": e.meeting_id}, m
     elif isinstance(e, MeetingCancelled):
-        conn.execute(meetings.update().where(meetings.c.meeting_id == e.meeting_id).values(status="cancelled"))
-        _revise(conn, e.meeting_id)
+        m = (case_id, ("meeting", e.meeting_id))
+        yield s.change_meeting, {"k_meeting_id": e.meeting_id, "status": "cancelled"}, m
+        yield s.revise, {"meeting_id": e.meeting_id}, m
     elif isinstance(e, ActionRecorded):
-        conn.execute(actions.insert().values(case_id=case_id, action_id=e.action_id, meeting_id=e.meeting_id,
-                                             owner=json.dumps(e.owner.model_dump(mode="json")),
-                                             due_date=e.due_date, completed=False))
+        yield s.record_action, {"case_id": case_id, "action_id": e.action_id, "meeting_id": e.meeting_id,
+                                "owner": json.dumps(e.owner.model_dump(mode="json")), "due_date": e.due_date,
+                                "completed": False}, scope
     elif isinstance(e, ActionCompleted):
-        conn.execute(actions.update().where(actions.c.case_id == case_id, actions.c.action_id == e.action_id)
-                     .values(completed=True))
+        yield s.complete_action, {"k_case_id": case_id, "k_action_id": e.action_id}, scope
     elif isinstance(e, EscalationRaised):
-        conn.execute(escalations.insert().values(case_id=case_id, escalation_id=e.escalation_id, stage=e.stage,
-                                                 stage_name=e.stage_name, holder=e.holder, deadline=e.deadline,
-                                                 resolved=False))
+        yield s.raise_, {"case_id": case_id, "escalation_id": e.escalation_id, "stage": e.stage,
+                         "stage_name": e.stage_name, "holder": e.holder, "deadline": e.deadline,
+                         "resolved": False}, scope
     elif isinstance(e, EscalationStageAdvanced):
-        conn.execute(escalations.update().where(escalations.c.case_id == case_id,
-                                                escalations.c.escalation_id == e.escalation_id)
-                     .values(stage=e.stage, stage_name=e.stage_name, holder=e.holder, deadline=e.deadline))
+        yield s.advance, {"k_case_id": case_id, "k_escalation_id": e.escalation_id, "stage": e.stage,
+                          "stage_name": e.stage_name, "holder": e.holder, "deadline": e.deadline}, scope
     elif isinstance(e, EscalationResolved):
-        conn.execute(escalations.update().where(escalations.c.case_id == case_id,
-                                                escalations.c.escalation_id == e.escalation_id)
-                     .values(resolved=True))
+        yield s.resolve, {"k_case_id": case_id, "k_escalation_id": e.escalation_id}, scope
     elif isinstance(e, MeetingHeld):
-        conn.execute(meetings.update().where(meetings.c.meeting_id == e.meeting_id).values(status="held"))
+        yield s.change_meeting, {"k_meeting_id": e.meeting_id, "status": "held"}, (case_id, ("meeting", e.meeting_id))
     elif isinstance(e, PersonalDataErased):
         # The log's copy is unreadable now; this copy goes too (see docs/privacy.md).
-        conn.execute(cases.update().where(cases.c.case_id == case_id, cases.c.facilitator_id.is_not(None))
-                     .values(facilitator_name=ERASED, facilitator_email=ERASED))
-        conn.execute(meetings.update().where(meetings.c.case_id == case_id).values(invitees="[]"))
-        conn.execute(meetings.update().where(meetings.c.case_id == case_id, meetings.c.venue.is_not(None))
-                     .values(venue=ERASED))
-        conn.execute(actions.update().where(actions.c.case_id == case_id)
-                     .values(owner=json.dumps({"name": ERASED, "agency": ERASED, "email": ERASED})))
-        if conn.execute(select(erased.c.case_id).where(erased.c.case_id == case_id)).first() is None:
-            conn.execute(erased.insert().values(case_id=case_id))
+        yield s.erase_facilitator, {"k_case_id": case_id}, scope
+        yield s.erase_invitees, {"k_case_id": case_id}, scope
+        yield s.erase_venues, {"k_case_id": case_id}, scope
+        yield s.erase_owners, {"k_case_id": case_id}, scope
+        yield s.mark_erased, {"case_id": case_id}, scope
     elif isinstance(e, CaseClosed):
-        conn.execute(cases.update().where(cases.c.case_id == case_id).values(closed=True))
-        # A closed case's unheld meeting will not take place: it must stop blocking the facilitator.
-        conn.execute(meetings.update().where(meetings.c.case_id == case_id, meetings.c.status.in_(ACTIVE))
-                     .values(status="cancelled"))
+        yield s.close, {"k_case_id": case_id}, scope
+        yield s.cancel_active, {"k_case_id": case_id}, scope
+
+
+apply = applier(plan)
 
 
 _APPLIED_UP_TO = select(checkpoint.c.last_seq).where(checkpoint.c.consumer == bindparam("consumer"))
@@ -266,14 +323,6 @@ def to_schedule(conn: Connection, facilitator_id: str | None, limit: int) -> lis
     rows = conn.execute(q.order_by(cases.c.case_id).limit(limit)).mappings()
     return [{"case_id": r["case_id"], "case_reference": r["case_reference"],
              "facilitator": {"id": r["facilitator_id"], "name": r["facilitator_name"]}} for r in rows]
-
-
-def _revise(conn: Connection, meeting_id: str) -> None:
-    current = revision(conn, meeting_id)
-    if conn.execute(select(revisions.c.meeting_id).where(revisions.c.meeting_id == meeting_id)).first() is None:
-        conn.execute(revisions.insert().values(meeting_id=meeting_id, sequence=current + 1))
-    else:
-        conn.execute(revisions.update().where(revisions.c.meeting_id == meeting_id).values(sequence=current + 1))
 
 
 def revision(conn: Connection, meeting_id: str) -> int:

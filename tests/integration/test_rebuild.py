@@ -94,30 +94,31 @@ async def test_a_rebuild_swaps_in_beside_the_live_sqlite_file_and_survives_a_wip
 
 class LeaderMoves:
     """The real JetStream context, except that the first replay consumer is lost after one batch
-    (what a clustered stream's leader change does to an ephemeral consumer: a 503)."""
+    (what a clustered stream's leader change does to an ephemeral consumer): it is deleted, so the
+    next pull request finds no one to answer it (a 503)."""
 
     def __init__(self, js) -> None:
         self._js = js
-        self.subscriptions = 0
+        self.consumers: list[str] = []
 
     def __getattr__(self, name):
         return getattr(self._js, name)
 
-    async def pull_subscribe(self, *args, **kwargs):
-        import nats.js.errors
+    async def add_consumer(self, *args, **kwargs):
+        info = await self._js.add_consumer(*args, **kwargs)
+        self.consumers.append(info.name)
+        return info
 
-        sub = await self._js.pull_subscribe(*args, **kwargs)
-        self.subscriptions += 1
-        if self.subscriptions == 1:
-            real_fetch, fetched = sub.fetch, []
+    def lose_the_first_consumer_after_one_batch(self, monkeypatch, rebuild) -> None:
+        real_fetch, fetched = rebuild._Batches.fetch, []
 
-            async def fetch(*a, **k):
-                if fetched:
-                    raise nats.js.errors.ServiceUnavailableError(code=503, description="No Responders")
+        async def fetch(batches, *a, **k):
+            msgs = await real_fetch(batches, *a, **k)
+            if not fetched:
                 fetched.append(1)
-                return await real_fetch(*a, **k)
-            sub.fetch = fetch
-        return sub
+                await self._js.delete_consumer(*batches._next.rsplit(".", 2)[-2:])
+            return msgs
+        monkeypatch.setattr(rebuild._Batches, "fetch", fetch)
 
 
 async def test_a_replay_interrupted_by_a_leader_change_resumes_where_it_stopped(
@@ -134,9 +135,42 @@ async def test_a_replay_interrupted_by_a_leader_change_resumes_where_it_stopped(
 
     monkeypatch.setattr(rebuild, "BATCH", 5)  # several batches, so the loss lands mid-replay
     moving = LeaderMoves(js)
+    moving.lose_the_first_consumer_after_one_batch(monkeypatch, rebuild)
     rebuilt = projection_store("meeting", f"sqlite:///{tmp_path / 'meeting-rebuilt.db'}")
     result = await replay_into(moving, settings, rebuilt)
-    assert moving.subscriptions == 2
+    assert len(moving.consumers) == 2
     total = (await js.stream_info(settings.stream)).state.messages
     assert result.events_read == total  # nothing read twice, nothing skipped
     assert _rows(rebuilt) == _rows(projection_store("meeting", settings.db_url("meeting")))
+
+
+async def test_a_message_lost_on_its_way_to_the_replay_is_read_again_from_a_fresh_consumer(
+        run_services, settings, nc, subjects, tmp_path, monkeypatch):
+    """The consumer counts what it delivered; a gap in that count (a message that reached an inbox
+    already gone) must not become an event missing from the rebuilt projection."""
+    import rethink.shared.rebuild as rebuild
+
+    running = await run_services(intake, scheduling, meeting, escalation)
+    async with Client(settings) as client:
+        await drive(client, lambda _: None)
+    js = nc.jetstream()
+    await wait_for(lambda: _caught_up(nc, subjects, js, settings.stream), what="all projections caught up")
+    for svc in running:
+        await svc.stop()
+
+    monkeypatch.setattr(rebuild, "BATCH", 5)
+    real_fetch, fetched = rebuild._Batches.fetch, []
+
+    async def fetch(batches, *a, **k):
+        msgs = await real_fetch(batches, *a, **k)
+        if not fetched:
+            fetched.append(1)
+            return msgs[:-1]  # the first batch's last message never arrives
+        return msgs
+    monkeypatch.setattr(rebuild._Batches, "fetch", fetch)
+    counting = LeaderMoves(js)
+    rebuilt = projection_store("scheduling", f"sqlite:///{tmp_path / 'scheduling-rebuilt.db'}")
+    result = await replay_into(counting, settings, rebuilt)
+    assert len(counting.consumers) == 2
+    assert result.events_read == (await js.stream_info(settings.stream)).state.messages
+    assert _rows(rebuilt) == _rows(projection_store("scheduling", settings.db_url("scheduling")))
