@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field
 
 from .clock import Clock, SystemClock
-from .consumer import GAP_RETRY_SECONDS, PULL_BATCH, LeasedPull, nothing_unacked_before
+from .consumer import GAP_RETRY_SECONDS, PULL_BATCH, Acks, LeasedPull, nothing_unacked_before
 from .delivery import DeadLetters, deliver
 from .envelope import Envelope, Recorded
 from .errors import Reason, Rejected
@@ -103,7 +103,7 @@ class RunningService:
         self._applying = asyncio.Lock()
         self.nc: NatsClient | None = None
         self.metrics: Metrics | None = None
-        self._on_event: Callable[[Msg, list[Msg], list[Msg]], Awaitable[bool]] | None = None
+        self._on_event: Callable[[Msg, list[Msg], Acks], Awaitable[bool]] | None = None
         self._consumer: asyncio.Task[None] | None = None
         self._fetching = False
 
@@ -253,12 +253,11 @@ class RunningService:
                 metrics.parked()
                 parked.add(seq)
 
-            async def on_event(raw: Msg, in_hand: list[Msg], handled: list[Msg]) -> bool:
+            async def on_event(raw: Msg, in_hand: list[Msg], acks: Acks) -> bool:
                 meta, started = raw.metadata, time.perf_counter()
 
                 async def keep_alive() -> None:  # a slow retry: tell JetStream every event in hand is still ours
-                    await _acknowledge(handled)
-                    handled.clear()
+                    await acks.flush()
                     for msg in in_hand:
                         await msg.in_progress()
 
@@ -313,19 +312,20 @@ class RunningService:
     async def _decode(self, env: Envelope, data: bytes, seq: int) -> Recorded:
         return (await self.event_log.decode([(data, seq)], [env]))[0]
 
-    async def _consume(self, on_event: Callable[[Msg, list[Msg], list[Msg]], Awaitable[bool]]) -> None:
+    async def _consume(self, on_event: Callable[[Msg, list[Msg], Acks], Awaitable[bool]]) -> None:
         """Apply the service's durable consumer in log order, many events in hand (see .consumer).
 
         Pulled straight with nats-py, not through FastStream: its per-message machinery
         (middlewares, dependency resolution, a worker-thread hop for the injected message) was a
-        fifth of a service's time per event. Events are acknowledged together once a batch is
-        handled; one still in hand when the service stops is given back (a nak), never lost.
+        fifth of a service's time per event. Handled events are acknowledged together, a few ms
+        later (``Acks``); one still in hand when the service stops is given back (a nak), never lost.
         """
         assert self.parts is not None and self.nc is not None
         name, stream, js = self.parts.name, self.settings.stream, self._js
         pull = LeasedPull(self.nc, js, stream, name)
         await pull.open()
         previous: int | None = None  # the last sequence handled, while in an unbroken run
+        acks = Acks()
         try:
             while not self.stopping.is_set():
                 self._fetching = True
@@ -339,7 +339,6 @@ class RunningService:
                     continue
                 finally:
                     self._fetching = False
-                handled: list[Msg] = []
                 i = 0
                 try:
                     for i, msg in enumerate(batch):
@@ -348,32 +347,34 @@ class RunningService:
                             break
                         seq = msg.metadata.sequence.stream
                         if previous is not None and seq <= previous:
-                            handled.append(msg)  # a copy of one handled in this run (redelivered meanwhile)
+                            acks.add(msg)  # a copy of one handled in this run (redelivered meanwhile)
                             continue
-                        if (previous is None or seq != previous + 1) and not await nothing_unacked_before(
-                                js, stream, name, self.subjects.all_events, seq):
-                            # An earlier event is still out (with a replica that lost the lease, or
-                            # given back on a stop): give these back until it has been handled.
-                            log.info("events_given_back_for_an_earlier_one", service=name, seq=seq,
-                                     count=len(batch) - i)
-                            await _give_back(batch[i:], GAP_RETRY_SECONDS)
-                            previous = None
-                            break
-                        if not await on_event(msg, batch[i:], handled):  # stopping mid-retry
+                        if previous is None or seq != previous + 1:
+                            await acks.flush()  # ours first: the server's ack floor is what is asked
+                            if not await nothing_unacked_before(js, stream, name, self.subjects.all_events, seq):
+                                # An earlier event is still out (with a replica that lost the lease, or
+                                # given back on a stop): give these back until it has been handled.
+                                log.info("events_given_back_for_an_earlier_one", service=name, seq=seq,
+                                         count=len(batch) - i)
+                                await _give_back(batch[i:], GAP_RETRY_SECONDS)
+                                previous = None
+                                break
+                        if not await on_event(msg, batch[i:], acks):  # stopping mid-retry
                             await _give_back(batch[i:], 1.0)
                             previous = None
                             break
-                        handled.append(msg)
+                        acks.add(msg)
                         previous = seq
-                    await _acknowledge(handled)
                 except Exception:  # parking, acking or asking failed (NATS away): the rest comes back, in order
                     log.exception("event_delivery_failed", service=name)
                     with contextlib.suppress(Exception):
-                        await _acknowledge(handled)
+                        await acks.flush()
                     with contextlib.suppress(Exception):
                         await _give_back(batch[i:], 1.0)  # a nak of one acked meanwhile changes nothing
                     previous = None
         finally:
+            with contextlib.suppress(Exception):  # before the lease goes: the next holder must not wait for them
+                await acks.flush()
             await pull.close(give_up_lease=self.stopping.is_set())
 
     async def _every(self, interval: float, job: Callable[[], Awaitable[Any]]) -> None:
@@ -462,12 +463,6 @@ async def _started_unless(signalled: asyncio.Event, service: RunningService) -> 
                         nats=service.settings.printable_nats_url())
     finally:
         waiting.cancel()
-
-
-async def _acknowledge(msgs: list[Msg]) -> None:
-    """Ack events handled (applied or parked); nats-py sends the acks queued meanwhile in one write."""
-    for msg in msgs:
-        await msg.ack()
 
 
 async def _give_back(msgs: list[Msg], delay: float) -> None:

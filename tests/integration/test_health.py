@@ -162,7 +162,8 @@ async def test_readyz_is_503_while_the_consumer_lags_beyond_its_bound(settings, 
             return list(applied)
 
         assert await wait_for(applied_so_far, lambda a: len(a) == 3, timeout=30, what="caught up") == [1, 2, 3]
-        assert (await get(health.port, "/readyz"))[0] == 200  # nothing pending any more
+        # Ready again once JetStream has the acks too (sent together, a few ms after applying).
+        await wait_for(lambda: get(health.port, "/readyz"), lambda r: r[0] == 200, what="nothing pending any more")
     finally:
         await health.stop()
         await svc.stop()
