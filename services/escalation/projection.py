@@ -6,6 +6,7 @@ escalations needs, and nothing personal.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
@@ -96,14 +97,7 @@ class _Statements:
         self.enter_stage = stages.insert()
 
 
-_STATEMENTS: dict[str, _Statements] = {}
-
-
-def _statements(dialect: str) -> _Statements:
-    s = _STATEMENTS.get(dialect)
-    if s is None:
-        s = _STATEMENTS[dialect] = _Statements(dialect)
-    return s
+_statements = functools.cache(_Statements)  # built once per dialect, on first use (no work at import)
 
 
 def plan(dialect: str, r: Recorded) -> Iterable[Write]:

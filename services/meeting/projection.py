@@ -5,6 +5,7 @@ Only this service reads these tables. Datetimes are stored in UTC (SQLite keeps 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from datetime import date
 from typing import Any
@@ -119,14 +120,7 @@ class _Statements:
         return insert.on_conflict_do_update(index_elements=key, set_={c: insert.excluded[c] for c in update})
 
 
-_STATEMENTS: dict[str, _Statements] = {}
-
-
-def _statements(dialect: str) -> _Statements:
-    s = _STATEMENTS.get(dialect)
-    if s is None:
-        s = _STATEMENTS[dialect] = _Statements(dialect)
-    return s
+_statements = functools.cache(_Statements)  # built once per dialect, on first use (no work at import)
 
 
 def plan(dialect: str, r: Recorded) -> Iterable[Write]:

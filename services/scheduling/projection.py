@@ -4,6 +4,7 @@ holders and deadlines), from the events of the whole log that this service's con
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from datetime import datetime
@@ -161,14 +162,7 @@ class _Statements:
             of_case, or_(*(meetings.c.status == status for status in ACTIVE))).values(status="cancelled")
 
 
-_STATEMENTS: dict[str, _Statements] = {}
-
-
-def _statements(dialect: str) -> _Statements:
-    s = _STATEMENTS.get(dialect)
-    if s is None:
-        s = _STATEMENTS[dialect] = _Statements(dialect)
-    return s
+_statements = functools.cache(_Statements)  # built once per dialect, on first use (no work at import)
 
 
 def plan(dialect: str, r: Recorded) -> Iterable[Write]:

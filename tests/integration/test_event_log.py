@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import date
 
 import pytest
@@ -275,8 +276,7 @@ async def test_an_append_never_reports_an_event_it_did_not_store_in_that_case(ev
 
 
 async def test_a_reaction_decides_on_the_cached_case_without_reading_it(nc, settings, event_log):
-    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
-                      cache=CaseCache())
+    cached = with_cache(nc, settings, event_log)
     case_id = new_case_id()
     [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
     await deliver_to_cache(cached, event_log, case_id)  # as the service's own consumer would
@@ -295,8 +295,7 @@ async def test_a_reaction_decides_on_the_cached_case_without_reading_it(nc, sett
 
 async def test_a_stale_cached_case_loses_the_append_and_the_reaction_decides_again_on_a_fresh_read(
         nc, settings, event_log):
-    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
-                      cache=CaseCache())
+    cached = with_cache(nc, settings, event_log)
     case_id = new_case_id()
     [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
     await deliver_to_cache(cached, event_log, case_id)  # as the service's own consumer would
@@ -319,18 +318,12 @@ async def test_a_stale_cached_case_loses_the_append_and_the_reaction_decides_aga
 
 
 async def test_a_command_decides_on_the_cached_case_once_the_log_confirms_it_is_current(nc, settings, event_log):
-    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
-                      cache=CaseCache())
+    cached = with_cache(nc, settings, event_log)
     case_id = new_case_id()
     await cached.append(case_id, envs(case_id, done("a1"), done("a2")), expected_last_seq=0)
     await deliver_to_cache(cached, event_log, case_id)
     reads = count_reads(cached)
-    seen: list[list[str]] = []
-
-    def decide(history: list[Recorded]) -> list[Envelope]:
-        seen.append([r.payload.action_id for r in history])
-        return []  # e.g. a rejection: it must be decided on the case as it is now
-
+    decide, seen = writes_nothing()  # e.g. a refusal: it must be decided on the case as it is now
     await decide_and_append(cached, case_id, decide)  # a command: no event seen to go by
 
     assert seen == [["a1", "a2"]] and reads == []
@@ -339,27 +332,20 @@ async def test_a_command_decides_on_the_cached_case_once_the_log_confirms_it_is_
 async def test_a_command_reads_the_log_when_the_case_moved_on_behind_the_cache(nc, settings, event_log):
     """Without the check a command would be refused (or decided) on an out-of-date case, since a
     decision that writes nothing is never checked by an append."""
-    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
-                      cache=CaseCache())
+    cached = with_cache(nc, settings, event_log)
     case_id = new_case_id()
     [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
     await deliver_to_cache(cached, event_log, case_id)
     await event_log.append(case_id, envs(case_id, done("elsewhere")), expected_last_seq=first)
     reads = count_reads(cached)
-    seen: list[list[str]] = []
-
-    def decide(history: list[Recorded]) -> list[Envelope]:
-        seen.append([r.payload.action_id for r in history])
-        return []
-
+    decide, seen = writes_nothing()
     await decide_and_append(cached, case_id, decide)
 
     assert seen == [["a1", "elsewhere"]] and reads == [case_id]
 
 
 async def test_a_command_on_a_case_with_no_events_yet_reads_nothing(nc, settings, event_log):
-    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
-                      cache=CaseCache())
+    cached = with_cache(nc, settings, event_log)
     case_id = new_case_id()
     reads = count_reads(cached)
     seen: list[list[Recorded]] = []
@@ -375,20 +361,31 @@ async def test_a_command_on_a_case_with_no_events_yet_reads_nothing(nc, settings
 
 
 async def test_a_command_on_a_case_not_held_in_the_cache_reads_it(nc, settings, event_log):
-    cached = EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
-                      cache=CaseCache())
+    cached = with_cache(nc, settings, event_log)
     case_id = new_case_id()
     await event_log.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)  # written elsewhere
     reads = count_reads(cached)
+    decide, seen = writes_nothing()
+    await decide_and_append(cached, case_id, decide)
+
+    assert seen == [["a1"]] and reads == [case_id]
+
+
+def writes_nothing() -> tuple[Callable[[list[Recorded]], list[Envelope]], list[list[str]]]:
+    """A decision that writes nothing (a refusal, say), and the histories it was shown."""
     seen: list[list[str]] = []
 
     def decide(history: list[Recorded]) -> list[Envelope]:
         seen.append([r.payload.action_id for r in history])
         return []
 
-    await decide_and_append(cached, case_id, decide)
+    return decide, seen
 
-    assert seen == [["a1"]] and reads == [case_id]
+
+def with_cache(nc, settings, event_log: EventLog) -> EventLog:
+    """The same log as a service sees it: with its own case cache."""
+    return EventLog(nc.jetstream(), settings.stream, event_log.subjects, personal=event_log.personal,
+                    cache=CaseCache())
 
 
 async def deliver_to_cache(cached: EventLog, reader: EventLog, case_id: str) -> None:

@@ -121,10 +121,8 @@ class LeaderMoves:
         monkeypatch.setattr(rebuild._Batches, "fetch", fetch)
 
 
-async def test_a_replay_interrupted_by_a_leader_change_resumes_where_it_stopped(
-        run_services, settings, nc, subjects, tmp_path, monkeypatch):
-    import rethink.shared.rebuild as rebuild
-
+async def _one_lifecycle_then_stopped(run_services, settings, nc, subjects):
+    """A case driven through its lifecycle, every projection caught up, then the services stopped."""
     running = await run_services(intake, scheduling, meeting, escalation)
     async with Client(settings) as client:
         await drive(client, lambda _: None)
@@ -132,6 +130,14 @@ async def test_a_replay_interrupted_by_a_leader_change_resumes_where_it_stopped(
     await wait_for(lambda: _caught_up(nc, subjects, js, settings.stream), what="all projections caught up")
     for svc in running:
         await svc.stop()
+    return js
+
+
+async def test_a_replay_interrupted_by_a_leader_change_resumes_where_it_stopped(
+        run_services, settings, nc, subjects, tmp_path, monkeypatch):
+    import rethink.shared.rebuild as rebuild
+
+    js = await _one_lifecycle_then_stopped(run_services, settings, nc, subjects)
 
     monkeypatch.setattr(rebuild, "BATCH", 5)  # several batches, so the loss lands mid-replay
     moving = LeaderMoves(js)
@@ -150,13 +156,7 @@ async def test_a_message_lost_on_its_way_to_the_replay_is_read_again_from_a_fres
     already gone) must not become an event missing from the rebuilt projection."""
     import rethink.shared.rebuild as rebuild
 
-    running = await run_services(intake, scheduling, meeting, escalation)
-    async with Client(settings) as client:
-        await drive(client, lambda _: None)
-    js = nc.jetstream()
-    await wait_for(lambda: _caught_up(nc, subjects, js, settings.stream), what="all projections caught up")
-    for svc in running:
-        await svc.stop()
+    js = await _one_lifecycle_then_stopped(run_services, settings, nc, subjects)
 
     monkeypatch.setattr(rebuild, "BATCH", 5)
     real_fetch, fetched = rebuild._Batches.fetch, []
