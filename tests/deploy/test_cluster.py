@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import nats
+import nats.errors
+import nats.js.errors
 import psycopg
 import pytest
 from sqlalchemy import create_engine, text
@@ -114,11 +116,13 @@ async def _stream_cluster_or_none(settings: Settings):
 
 
 async def _history(settings: Settings, case_id: str):
-    # A fresh connection each time: the one it had may have been to the node that died.
+    # A fresh connection each time: the one it had may have been to the node that died. While
+    # the stream elects a new leader a read may also get JetStream's 503 or no answer: try again.
     try:
         async with Client(settings) as c:
             return await c.history(case_id)
-    except CliError:
+    except (CliError, nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError,
+            nats.errors.TimeoutError):
         return []
 
 
