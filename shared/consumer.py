@@ -70,23 +70,17 @@ LEASE_KEYS = ("ack_wait", "max_ack_pending", "priority_groups", "priority_policy
 
 async def consumer_info_raw(js: JetStreamContext, stream: str, durable: str) -> dict[str, Any] | None:
     """The durable's info as the server sends it (with the priority-group fields), None if there is none."""
-    reply = await js._nc.request(f"{js._prefix}.CONSUMER.INFO.{stream}.{durable}", b"", timeout=js._timeout)
-    data = json.loads(reply.data)
-    if "error" in data:
-        if data["error"].get("err_code") == 10014:  # consumer not found
-            return None
-        raise nats.js.errors.APIError.from_error(data["error"])
-    return data
+    try:
+        return await js._api_request(f"{js._prefix}.CONSUMER.INFO.{stream}.{durable}", timeout=js._timeout)
+    except nats.js.errors.NotFoundError:
+        return None
 
 
 async def put_consumer(js: JetStreamContext, stream: str, config: dict[str, Any]) -> None:
     """Create the durable, or update it in place (same name): its delivery state is kept."""
     request = {"stream_name": stream, "config": config}
-    reply = await js._nc.request(f"{js._prefix}.CONSUMER.CREATE.{stream}.{config['durable_name']}",
-                                 json.dumps(request).encode(), timeout=js._timeout)
-    data = json.loads(reply.data)
-    if "error" in data:
-        raise nats.js.errors.APIError.from_error(data["error"])
+    await js._api_request(f"{js._prefix}.CONSUMER.CREATE.{stream}.{config['durable_name']}",
+                          json.dumps(request).encode(), timeout=js._timeout)
 
 
 async def ensure_consumer(js: JetStreamContext, stream: str, service: str, subjects: Subjects) -> str | None:
@@ -116,6 +110,15 @@ async def nothing_unacked_before(js: JetStreamContext, stream: str, durable: str
     except nats.js.errors.NotFoundError:
         return True
     return first.seq is not None and first.seq >= seq
+
+
+def pull_status(msg: Msg) -> str | None:
+    """What a message on a pull request's inbox is: None for an event, else the server's status
+    (100 heartbeat; 404/408 nothing more for now; 409 ended; 423 not the pin; 503 no consumer)."""
+    status = msg.headers.get("Status") if msg.headers else None
+    if status is None and not msg.reply:
+        return ""  # no status and nothing to ack: not an event either
+    return status
 
 
 class LeasedPull:
@@ -166,18 +169,15 @@ class LeasedPull:
         return batch
 
     def _is_event(self, msg: Msg) -> bool:
-        headers = msg.headers or {}
-        status = headers.get("Status")
-        if status is not None or not msg.reply:
-            # 100: heartbeat; 408: the request expired; 409: ended by the server (leader change,
-            # limits); 423: our pin is no longer the pin (another replica holds the lease now).
-            if status == "423":
+        status = pull_status(msg)
+        if status is not None:
+            if status == "423":  # another replica holds the lease now: ask afresh, without our old pin
                 self.pin = None
             if status != "100":
                 self._left = 0
             return False
         self._left -= 1
-        pin = headers.get("Nats-Pin-Id")
+        pin = (msg.headers or {}).get("Nats-Pin-Id")
         if pin:
             self.pin = pin
         return True
@@ -232,6 +232,3 @@ class Acks:
         held, self._held = self._held, []
         for msg in held:
             await msg.ack()
-
-    def __len__(self) -> int:
-        return len(self._held)

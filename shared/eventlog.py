@@ -184,10 +184,8 @@ class EventLog:
         there is no case yet (a submission), so nothing is read then either."""
         if self.cache is None:
             return await self.read_case(case_id)
-        if not _CASE_ID.fullmatch(case_id):  # the subject below must name one case, never a wildcard
-            raise ValueError(f"not a case id: {case_id[:40]!r} (expected RT- and ten letters or digits 2-7)")
         try:
-            last = (await self._js.get_msg(self.stream, subject=self.subjects.case(case_id))).seq
+            last = (await self._js.get_msg(self.stream, subject=self._one_case(case_id))).seq
         except NotFoundError:
             return []  # no event at all: a new case (an agency's submission), nothing to read
         held = self.cache.last_seq(case_id)
@@ -220,14 +218,19 @@ class EventLog:
             out.append(Recorded(env, seq, env.payload(opened.data), digest(data), opened=opened))
         return out
 
-    async def _read_raw(self, case_id: str) -> list[tuple[bytes, int]]:
+    def _one_case(self, case_id: str) -> str:
+        """The subjects of one case's events, for a read's filter. Checked here, where every read
+        builds it: a case id holding "*" or ">" would read every case."""
         if not _CASE_ID.fullmatch(case_id):
-            # Checked here, at the one place that builds the filter: "*" or ">" would read every case.
             raise ValueError(f"not a case id: {case_id[:40]!r} (expected RT- and ten letters or digits 2-7)")
+        return self.subjects.case(case_id)
+
+    async def _read_raw(self, case_id: str) -> list[tuple[bytes, int]]:
+        filter_subject = self._one_case(case_id)
         name = self._js._nc._nuid.next().decode()
         info = await self._js.add_consumer(self.stream, config=api.ConsumerConfig(
             name=name,
-            filter_subject=self.subjects.case(case_id),
+            filter_subject=filter_subject,
             ack_policy=api.AckPolicy.NONE,
             deliver_policy=api.DeliverPolicy.ALL,
             mem_storage=True,

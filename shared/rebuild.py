@@ -28,6 +28,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from .consumer import pull_status
 from .envelope import InvalidEvent, Recorded
 from .eventlog import EventLog, Subjects
 from .migrations import service_store, upgrade
@@ -71,8 +72,8 @@ class _Batches:
         done = asyncio.Event()
 
         async def gather(msg: Msg) -> None:
-            status = msg.headers.get("Status") if msg.headers else None
-            if status is not None or not msg.reply:
+            status = pull_status(msg)
+            if status is not None:
                 if status != "100":  # not an idle heartbeat: 404/408 no more for now, 409 ended, 503 no consumer
                     ended.append((status or "", (msg.headers or {}).get("Description", "")))
                     done.set()

@@ -166,7 +166,7 @@ class Outbox:
     def _enqueue_one(self, row: dict[str, Any], case_id: str | None) -> bool:
         try:
             with self.engine.begin() as conn:
-                if conn.execute(select(outbox.c.id).where(outbox.c.key == row["key"])).first() is not None:
+                if self._known(conn, [row["key"]]):
                     return False
                 conn.execute(_INSERT, [row])
                 if case_id is not None:
