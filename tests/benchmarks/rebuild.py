@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rethink.shared import natsheaders
 from rethink.shared.rebuild import projection_store, replay_into
 from rethink.shared.settings import SERVICES, Settings
 
@@ -83,6 +84,7 @@ class Postgres:
 async def _replay(js, settings: Settings, service: str, url: str, label: str,
                   profile_dir: Path | None = None) -> RebuildRun:
     store = projection_store(service, url)
+    natsheaders.install()  # as `rethink projections rebuild` does (its client installs it)
     profiler = cProfile.Profile() if profile_dir is not None else None
     try:
         start = now()
