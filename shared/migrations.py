@@ -153,7 +153,8 @@ def service_store(settings: Settings, service: str, *, url: str | None = None,
     url = url or settings.db_url(service)
     schema = None if is_sqlite(url) else (schema or settings.db_schema(service))
     return ProjectionStore(make_engine(url, schema), module.metadata, service, module.apply, schema,
-                           plan=module.plan, handles=module.HANDLES)
+                           plan=module.plan, handles=module.HANDLES,
+                           plan_unread=getattr(module, "plan_unread", None))
 
 
 def prepare(target: ProjectionStore | Target) -> None:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import re
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,21 @@ Write = tuple[Executable, dict[str, Any], tuple[Hashable, ...]]
 # What an event changes, as writes and nothing read first: the same writes serve one live event
 # (``run_writes``) and a batch of them (``WriteBatch``), so a rebuild can only equal the live path.
 Plan = Callable[[str, Recorded], Iterable[Write]]  # (dialect name, event)
+
+
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """An event a rebuild did not decode: what its subject and sequence say of it."""
+
+    seq: int
+    case_id: str
+    type: str
+
+
+# The writes for an event of a type outside a projection's ``HANDLES``, from the subject alone:
+# a projection that needs only the case id (or nothing) from some types saves a rebuild decoding
+# them. Its ``plan`` gives the same writes for those types (one definition serves both).
+PlanUnread = Callable[[str, Unread], Iterable[Write]]
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -193,12 +209,13 @@ class ProjectionStore:
 
     ``plan``: the projection's writes per event (see ``Plan``); with it a batch runs as grouped
     statements, without it event by event through ``apply``. ``handles``: the event types the
-    projection changes anything for (None: every type); a rebuild need not decode the others.
+    projection needs decoded (None: every type); a rebuild need not decode the others, and hands
+    them to ``plan_unread`` (as ``Unread``) when the projection writes anything for them.
     """
 
     def __init__(self, engine: Engine, metadata: MetaData, consumer: str, apply: Apply,
                  schema: str | None = None, *, plan: Plan | None = None,
-                 handles: Collection[str] | None = None) -> None:
+                 handles: Collection[str] | None = None, plan_unread: PlanUnread | None = None) -> None:
         self.engine = engine
         self.schema = schema  # PostgreSQL schema it lives in (None on SQLite)
         self.metadata = metadata
@@ -206,6 +223,7 @@ class ProjectionStore:
         self._apply = apply
         self._plan = plan
         self.handles = frozenset(handles) if handles is not None else None
+        self.plan_unread = plan_unread
         self._checkpoint = cp = metadata.tables["checkpoint"]
         # Built once: constructing a statement costs more than running it on SQLite.
         self._read_cp = select(cp.c.last_seq).where(cp.c.consumer == bindparam("c"))
@@ -246,12 +264,13 @@ class ProjectionStore:
             for table in reversed(self.metadata.sorted_tables):
                 conn.execute(table.delete())
 
-    def apply_batch(self, batch: list[Recorded], through: int = 0) -> int:
+    def apply_batch(self, batch: Sequence[Recorded | Unread], through: int = 0) -> int:
         """Apply many events, in log order, in one transaction; returns how many were new.
 
         ``through``: the last stream sequence this batch stands for, when events the projection
         ignores were left out of it (a rebuild does not decode them): the checkpoint moves there
-        as it would have, had they been applied. Those are not counted.
+        as it would have, had they been applied. Those are not counted. ``Unread`` events (outside
+        ``handles``, not decoded) are applied through ``plan_unread``, and counted.
         """
         applied = 0
         with self.engine.begin() as conn:
@@ -262,7 +281,10 @@ class ProjectionStore:
             for recorded in batch:
                 if recorded.seq <= last:
                     continue
-                if plan is not None:
+                if isinstance(recorded, Unread):
+                    if self.plan_unread is not None:
+                        writes.add(self.plan_unread(dialect, recorded))
+                elif plan is not None:
                     writes.add(plan(dialect, recorded))
                 else:
                     self._apply(conn, recorded)

@@ -33,7 +33,7 @@ from .envelope import InvalidEvent, Recorded
 from .eventlog import EventLog, Subjects
 from .migrations import service_store, upgrade
 from .privacy import ERASURE, personal_data
-from .projection import ProjectionStore, check_schema_name
+from .projection import ProjectionStore, Unread, check_schema_name
 from .settings import Settings
 
 BATCH = 500
@@ -115,8 +115,9 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
                       progress: Progress | None = None, keys_js: JetStreamContext | None = None) -> RebuildResult:
     """``keys_js``: where the data keys are, when not on the log's server (a copy of the log).
 
-    Events of types the projection ignores (``store.handles``) are counted as read and applied
-    without being decoded, so ``skipped_unreadable`` counts unreadable events among the others only.
+    Events of types outside the projection's ``store.handles`` are counted as read and applied
+    without being decoded (through ``store.plan_unread`` when it writes anything for them), so
+    ``skipped_unreadable`` counts unreadable events among the others only.
     """
     subjects = Subjects(settings.subject_prefix)
     # Personal fields are opened as the live consumers open them: erased cases replay erased.
@@ -126,7 +127,7 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
     upgrade(store)  # the target gets the same migrated tables as a live projection
     store.reset()
     read = applied = skipped = 0
-    handles = store.handles
+    handles, unread = store.handles, store.plan_unread is not None
     seq = 0
     interruptions = 0
     # The database writes of one batch run in a worker thread while the next batch is fetched and
@@ -145,7 +146,7 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
             try:
                 while seq < last:
                     msgs = await batches.fetch(BATCH, timeout=5)
-                    wanted: list[tuple[bytes, int]] = []
+                    wanted: list[tuple[bytes, int] | Unread] = []  # in log order
                     cases: list[str] = []
                     ignored = through = 0
                     first, end = msgs[0].metadata.sequence.consumer, msgs[-1].metadata.sequence.consumer
@@ -166,16 +167,22 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
                         # worth decoding. An erasure always is: reading it makes the key cache forget
                         # the case, as the live consumer's does.
                         if handles is not None and kind not in handles and kind != ERASURE:
-                            ignored += 1
+                            if unread:
+                                wanted.append(Unread(seq, case_id, kind))
+                            else:
+                                ignored += 1
                         else:
                             wanted.append((m.data, seq))
                             cases.append(case_id)
                     if log.personal is not None and cases:
                         await log.personal.prefetch(cases)
-                    batch: list[Recorded] = []
-                    for data, at in wanted:
+                    batch: list[Recorded | Unread] = []
+                    for item in wanted:
+                        if isinstance(item, Unread):
+                            batch.append(item)
+                            continue
                         try:
-                            batch.extend(await log.decode([(data, at)]))
+                            batch.extend(await log.decode([item]))
                         except InvalidEvent:
                             skipped += 1  # the live consumer skips these too (and logs them)
                     if writing is not None:

@@ -34,14 +34,13 @@ from rethink.shared.events import (
     ActionCompleted,
     ActionOverdue,
     ActionRecorded,
-    CaseClosed,
     MeetingCancelled,
     MeetingHeld,
     MeetingRescheduled,
     MeetingScheduled,
     PersonalDataErased,
 )
-from rethink.shared.projection import UtcDateTime, Write, applier, checkpoint_table, iso
+from rethink.shared.projection import Unread, UtcDateTime, Write, applier, checkpoint_table, iso
 
 metadata = MetaData()
 checkpoint_table(metadata)
@@ -85,7 +84,11 @@ actions = Table(
 
 
 
-HANDLES = None  # every type: any event of a case gives the case its row
+# The types whose payload this projection reads. Every other event of a case only gives the case
+# its row (and CaseClosed closes it): the case id says all of that, so a rebuild need not decode
+# them (``plan_unread``), and a RequestSubmitted's dozen sealed fields are the costliest to decode.
+HANDLES = frozenset({"MeetingScheduled", "MeetingRescheduled", "MeetingCancelled", "MeetingHeld", "ActionRecorded",
+                     "ActionCompleted", "ActionOverdue", "PersonalDataErased"})
 
 
 class _Statements:
@@ -123,13 +126,19 @@ class _Statements:
 _statements = functools.cache(_Statements)  # built once per dialect, on first use (no work at import)
 
 
+def plan_unread(dialect: str, u: Unread) -> Iterable[Write]:
+    """What any event writes to the case's row: from its case id and type alone."""
+    s = _statements(dialect)
+    if u.type == "CaseClosed":
+        yield s.close_case, {"case_id": u.case_id, "closed": True}, (u.case_id,)
+    else:  # every event of a case makes sure the case has its row
+        yield s.touch_case, {"case_id": u.case_id, "closed": False}, (u.case_id,)
+
+
 def plan(dialect: str, r: Recorded) -> Iterable[Write]:
     e, case_id, s = r.payload, r.envelope.case_id, _statements(dialect)
     scope = (case_id,)
-    if isinstance(e, CaseClosed):
-        yield s.close_case, {"case_id": case_id, "closed": True}, scope
-    else:  # every event of a case makes sure the case has its row
-        yield s.touch_case, {"case_id": case_id, "closed": False}, scope
+    yield from plan_unread(dialect, Unread(r.seq, case_id, r.type))
     meeting = {"case_id": case_id, "meeting_id": getattr(e, "meeting_id", None)}
     if isinstance(e, MeetingScheduled):
         yield s.schedule, {**meeting, "status": "scheduled", "arranged_seq": r.seq, "starts_at": e.starts_at}, scope
