@@ -10,17 +10,30 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, EmailStr, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, EmailStr, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .events import NOT_ASCII_LOCAL_PART, deliverable
 
 SERVICES = ("intake", "scheduling", "meeting", "escalation")
 WorkingDays = Annotated[int, Field(ge=0, le=60)]  # a reminder's distance from its deadline, in working days
 
 
+def _sendable(address: str) -> str:
+    if not deliverable(address):
+        raise ValueError(NOT_ASCII_LOCAL_PART)
+    return address
+
+
+# Mail goes to or from these: one the mail cannot carry (see ``events.deliverable``) stops the
+# service at start-up, where it is set, rather than failing each message.
+SendableEmail = Annotated[EmailStr, AfterValidator(_sendable)]
+
+
 class Facilitator(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9-]{1,40}$")
     name: str = Field(min_length=1, max_length=120)
-    email: EmailStr
+    email: SendableEmail
 
 
 DEFAULT_FACILITATORS = [
@@ -86,8 +99,8 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_FACILITATORS),
         description='JSON list of {"id", "name", "email"}; new cases go to the least loaded.',
     )
-    partnership_email: EmailStr = Field(default="rethink@example.org",
-                                        description="Sender of every email and ORGANIZER of calendar invitations.")
+    partnership_email: SendableEmail = Field(default="rethink@example.org",
+                                             description="Sender of every email and ORGANIZER of calendar invitations.")
     partnership_contact: str = Field(
         default="the Re-think coordinator at rethink@example.org", min_length=3, max_length=200,
         description="Whom recipients should contact, as the emails' footer names it.")

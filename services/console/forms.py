@@ -14,6 +14,9 @@ from zoneinfo import ZoneInfo
 LONDON = ZoneInfo("Europe/London")
 MAX_TEXT = 4000
 MAX_SHORT = 200
+# An address the services refuse as one the mail cannot carry (``events.NOT_ASCII_LOCAL_PART``), in plain words.
+UNSENDABLE_EMAIL = ("Email cannot be sent to an address with accented or non-Latin letters before the @; "
+                    "enter another work email address")
 
 
 def text(form: Mapping[str, Any], name: str) -> str:

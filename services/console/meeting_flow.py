@@ -13,6 +13,8 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from rethink.shared.events import deliverable
+
 from . import forms
 
 OUTCOMES = {
@@ -147,6 +149,9 @@ def add_item(c: Collection, form: Mapping[str, Any], draft: dict[str, Any], held
                 item[f.name] = validate_email(value, check_deliverability=False).normalized
             except EmailNotValidError:
                 errors[f.name] = "Enter an email address in the correct format, like name@example.org"
+            else:
+                if not deliverable(item[f.name]):  # as the meeting service would refuse it
+                    errors[f.name] = forms.UNSENDABLE_EMAIL
     if errors:
         draft[f"pending_{c.key}"] = item
         return errors

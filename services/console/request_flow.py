@@ -15,8 +15,9 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from rethink.shared.events import CaseReference, Person
+from rethink.shared.events import NOT_ASCII_LOCAL_PART, CaseReference, Person
 
+from .forms import UNSENDABLE_EMAIL
 from .users import PARTNERSHIP_AGENCIES, User
 
 Form = Mapping[str, Any]
@@ -160,6 +161,8 @@ def add_invitee(form: Form, draft: dict[str, Any], user: User) -> Errors:
         except ValidationError as exc:
             for err in exc.errors(include_url=False, include_input=False):
                 field = str(err["loc"][0])
+                if field == "email" and NOT_ASCII_LOCAL_PART in err["msg"]:
+                    errors.setdefault(field, UNSENDABLE_EMAIL)
                 errors.setdefault(field, "Enter an email address in the correct format, like name@example.org"
                                   if field == "email" else f"Check {field}: {err['msg']}")
     if not errors:

@@ -26,11 +26,13 @@ from rethink.shared.envelope import Origin, Recorded, derived_id
 from rethink.shared.errors import NotFound, Reason, rejected
 from rethink.shared.eventlog import EventLog
 from rethink.shared.events import (
+    NOT_ASCII_LOCAL_PART,
     ChecksConfirmed,
     MeetingCancelled,
     MeetingRescheduled,
     MeetingScheduled,
     PersonalDataErased,
+    deliverable,
 )
 from rethink.shared.logs import get_logger
 from rethink.shared.messaging import Route
@@ -168,6 +170,12 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
         if reference is None or facilitator is None or when is None:
             logger.error("meeting_notice_skipped_unknown_meeting", case_id=case_id, meeting_id=e.meeting_id)
             return []
+        # ``compose`` leaves out whom we cannot mail; said here by position (as in the message keys),
+        # not by address, so the others are told and nobody's address reaches the logs.
+        for i, person in enumerate(invitees):
+            if not deliverable(str(person.email)):
+                logger.warning("meeting_notice_skipped_undeliverable", case_id=case_id, meeting_id=e.meeting_id,
+                               event_type=r.type, invitee=i, reason=NOT_ASCII_LOCAL_PART)
         notice = Notice(
             kind=KINDS[r.type], case_id=case_id, case_reference=reference, meeting_id=e.meeting_id,
             starts_at=when.starts_at, duration_minutes=when.duration_minutes, mode=when.mode, venue=when.venue,
@@ -207,7 +215,13 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
         now = clock.now()
         with store.engine.connect() as conn:
             items = projection.reminder_items(conn)
-        due = reminders.due(items, now, timings, holidays)
+        due = []
+        for d in reminders.due(items, now, timings, holidays):
+            if deliverable(str(d.recipient.email)):
+                due.append(d)
+            else:  # as for invitations: the others are still reminded (the key names no one)
+                logger.warning("reminder_skipped_undeliverable", case_id=d.item.case_id, kind=d.kind, key=d.key,
+                               reason=NOT_ASCII_LOCAL_PART)
         added = sum(outbox.enqueue([compose_reminder(d, sender, contact, now)], "reminder", d.item.case_id)
                     for d in due)
         if added:

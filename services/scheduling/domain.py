@@ -17,6 +17,7 @@ from rethink.shared.commands import CaseCommand, case_not_found
 from rethink.shared.envelope import Recorded
 from rethink.shared.errors import rejected
 from rethink.shared.events import (
+    FROM_LOG,
     CaseClosed,
     ChecksConfirmed,
     Event,
@@ -152,8 +153,9 @@ def decide_assignment(history: Sequence[Recorded], choice: Facilitator) -> list[
 
 def invitees_for(request: RequestSubmitted) -> list[Person]:
     """The requester first, then everyone they named; one entry per email address."""
-    me = request.requester
-    return unique_people([Person(name=me.name, agency=me.agency, email=me.email), *request.invitees])
+    me = request.requester  # from the log, so read as the log is: an address refused today still reads
+    return unique_people([Person.model_validate({"name": me.name, "agency": me.agency, "email": me.email},
+                                                context=FROM_LOG), *request.invitees])
 
 
 def unique_people(people: Sequence[Person]) -> list[Person]:

@@ -22,7 +22,7 @@ from email.utils import format_datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from rethink.shared.events import MeetingMode, Person
+from rethink.shared.events import MeetingMode, Person, deliverable
 
 from . import ical
 from .reminders import ActionItem, MeetingItem, Reminder, StageItem
@@ -145,7 +145,11 @@ def _notice_content(n: Notice) -> _Content:
 
 def compose(notice: Notice, invitees: Sequence[Person], event_id: str, sender: str, sent_at: datetime,
             contact: str | None = None) -> list[Email]:
-    """One message per invitee; keys from the event id and position, so a redelivery repeats them."""
+    """One message per invitee; keys from the event id and position, so a redelivery repeats them.
+
+    An invitee this system cannot mail (``deliverable``: only ever from the log, as new ones are
+    refused) gets none; the others keep their positions, so their keys do not move.
+    """
     method: ical.Method = "CANCEL" if notice.kind == "cancelled" else "REQUEST"
     calendar = ical.meeting_calendar(
         method=method, uid=ical.meeting_uid(notice.case_id, notice.meeting_id, sender), sequence=notice.sequence,
@@ -155,7 +159,7 @@ def compose(notice: Notice, invitees: Sequence[Person], event_id: str, sender: s
     content = _notice_content(notice)
     page = _page(content, contact or sender)
     return [_email(f"{event_id}-{i:03d}", content, page, p, sender, sent_at, calendar, method)
-            for i, p in enumerate(invitees)]
+            for i, p in enumerate(invitees) if deliverable(str(p.email))]
 
 
 def _reminder_content(r: Reminder) -> _Content:

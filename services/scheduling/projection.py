@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
     ERASED,
+    FROM_LOG,
     ActionCompleted,
     ActionRecorded,
     CaseClosed,
@@ -259,9 +260,12 @@ def facilitator(conn: Connection, case_id: str) -> dict[str, str] | None:
     return {"id": row["facilitator_id"], "name": row["facilitator_name"], "email": row["facilitator_email"]}
 
 
+# The people here were read from the log, and read back as the log is (``FROM_LOG``): an address
+# refused as new input today (one the mail cannot carry) must not stop a change, a cancellation
+# or the reminders; the notifier leaves it out instead.
 def meeting_invitees(conn: Connection, meeting_id: str) -> list[Person]:
     raw = conn.execute(select(meetings.c.invitees).where(meetings.c.meeting_id == meeting_id)).scalar()
-    return [Person.model_validate(p) for p in json.loads(raw)] if raw else []
+    return [Person.model_validate(p, context=FROM_LOG) for p in json.loads(raw)] if raw else []
 
 
 def _meeting(row: Any) -> dict[str, Any]:
@@ -325,7 +329,7 @@ def revision(conn: Connection, meeting_id: str) -> int:
 
 
 def _people(raw: str) -> tuple[Person, ...]:
-    return tuple(Person.model_validate(p) for p in json.loads(raw))
+    return tuple(Person.model_validate(p, context=FROM_LOG) for p in json.loads(raw))
 
 
 def reminder_items(conn: Connection) -> list[Item]:
@@ -347,7 +351,7 @@ def reminder_items(conn: Connection) -> list[Item]:
         if case is None:
             continue
         items.append(ActionItem(a["case_id"], case["case_reference"], a["action_id"], a["meeting_id"],
-                                Person.model_validate(json.loads(a["owner"])), a["due_date"],
+                                Person.model_validate(json.loads(a["owner"]), context=FROM_LOG), a["due_date"],
                                 case["facilitator_name"] or "", case["facilitator_email"] or ""))
     for s in conn.execute(select(escalations).where(escalations.c.resolved.is_(False))).mappings():
         case = open_cases.get(s["case_id"])
@@ -355,8 +359,8 @@ def reminder_items(conn: Connection) -> list[Item]:
             continue
         people = list(latest_invitees.get(s["case_id"], ()))
         if case["facilitator_email"]:
-            people.insert(0, Person(name=case["facilitator_name"], agency="Re-think facilitator",
-                                    email=case["facilitator_email"]))
+            people.insert(0, Person.model_validate({"name": case["facilitator_name"], "agency": "Re-think facilitator",
+                                                    "email": case["facilitator_email"]}, context=FROM_LOG))
         if people:
             items.append(StageItem(s["case_id"], case["case_reference"], s["escalation_id"], s["stage"],
                                    s["stage_name"], s["holder"], s["deadline"], tuple(people)))

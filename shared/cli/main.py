@@ -301,6 +301,7 @@ def users_add(
 
     from rethink.console.accounts import Accounts
     from rethink.console.users import Role, User
+    from rethink.shared.events import NOT_ASCII_LOCAL_PART, deliverable
 
     try:
         role_value = Role(role)
@@ -310,6 +311,8 @@ def users_add(
         email = validate_email(email, check_deliverability=False).normalized
     except EmailNotValidError as exc:
         raise CliError(f"--email {email!r}: {exc}") from None
+    if not deliverable(email):  # the requester's address of every request this account makes
+        raise CliError(f"--email {email!r}: {NOT_ASCII_LOCAL_PART}")
     s = settings()
     user = User(id=name.strip().lower(), name=full_name.strip(), email=email, role=role_value, job_title=job_title,
                 agency=agency, agency_name=(agency_name or agency) if agency else None)

@@ -68,6 +68,9 @@ async def test_deeply_nested_json_is_refused_not_left_unanswered(agency, nc, sub
     pytest.param({"child_name": "A Child"}, "child_name", "Extra inputs are not permitted", id="unknown-field"),
     pytest.param({"invitees": [{"name": "Alex Social", "agency": "Children's Social Care", "email": "not-an-email"}]},
                  "invitees.0.email", "not a valid email", id="invalid-invitee-email"),
+    pytest.param({"invitees": [{"name": "Alex Social", "agency": "Children's Social Care", "email": "zoë@example.org"}]},
+                 "invitees.0.email", "the part before @ must be ASCII: internationalised local parts (SMTPUTF8) "
+                 "are not supported", id="invitee-email-the-mail-cannot-carry"),
     pytest.param({"invitees": [{k: REQUESTER[k] for k in ("name", "agency", "email")}]},
                  "(body)", "besides the requester", id="only-the-requester-invited"),
 ])
