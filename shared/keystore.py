@@ -7,15 +7,25 @@ personal fields. Destroying a case's key is what erases the case's personal data
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
+import re
+from collections.abc import Sequence
 
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from nats.js.kv import KeyValue
 
+from .envelope import CASE_ID_PATTERN
 from .fieldcrypt import DataKey
+
+MANY = 256  # cases per batched read: a request's subjects stay well inside a message's size
+MANY_TIMEOUT = 5.0
+_CASE_ID = re.compile(CASE_ID_PATTERN)  # one safe subject token: no wildcard, no dot
 
 
 class KeyStoreUnavailable(RuntimeError):
@@ -64,6 +74,54 @@ class KvKeyStore:
             except nats.js.errors.KeyNotFoundError:
                 return None
             return _decode(entry.value) if entry.value else None
+
+    async def get_many(self, case_ids: Sequence[str]) -> dict[str, DataKey]:
+        """The keys of many cases, in one request per ``MANY`` of them (a replay's batch).
+
+        A batched direct get (NATS 2.11+): the last message of each case's subject, then an
+        end-of-batch status. A case missing from the result has no key (never made, or erased:
+        an erased key's last message is the purge marker, which has no data).
+        """
+        found: dict[str, DataKey] = {}
+        async with self._guard("read"):
+            await self._bucket()  # a bucket that is not there says so, rather than leave the read unanswered
+            for i in range(0, len(case_ids), MANY):
+                chunk = [c for c in case_ids[i:i + MANY] if _CASE_ID.fullmatch(c)]
+                if chunk:
+                    found.update(await self._last_of(chunk))
+        return found
+
+    async def _last_of(self, case_ids: list[str]) -> dict[str, DataKey]:
+        nc = self._js._nc  # type: ignore[attr-defined]
+        subject = f"{self._js._prefix}.DIRECT.GET.KV_{self.bucket}"  # type: ignore[attr-defined]
+        prefix = f"$KV.{self.bucket}."
+        found: dict[str, DataKey] = {}
+        ended = asyncio.Event()
+        status: list[str] = []
+
+        async def arrived(msg: Msg) -> None:
+            headers = msg.headers or {}
+            if not msg.data:  # a status (204: end of batch; 404: none of them), or a deletion marker
+                if headers.get("Status"):
+                    status.append(f"{headers.get('Status')} {headers.get('Description', '')}".strip())
+                    ended.set()
+                return
+            name = headers.get("Nats-Subject", "")
+            if name.startswith(prefix) and headers.get("KV-Operation") is None:
+                found[name[len(prefix):]] = _decode(msg.data)
+
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=arrived)
+        try:
+            request = {"multi_last": [prefix + c for c in case_ids], "batch": len(case_ids)}
+            await nc.publish(subject, json.dumps(request).encode(), reply=inbox)
+            await asyncio.wait_for(ended.wait(), MANY_TIMEOUT)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        if status and not status[0].startswith(("204", "404")):
+            raise nats.js.errors.ServiceUnavailableError(description=f"batched key read answered {status[0]}")
+        return found
 
     async def create(self, case_id: str) -> DataKey:
         """The case's key: a new one, or the one another writer created first (both converge)."""

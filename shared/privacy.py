@@ -112,6 +112,13 @@ class PersonalData:
         for about one round trip instead of one per case (a replay). The keys are cached as
         ``open`` would cache them; a case without a key is left to ``open`` to ask again."""
         wanted = [c for c in dict.fromkeys(case_ids) if self._cached(c) is None][:self._size]
+        if not wanted:
+            return
+        many = getattr(self.store, "get_many", None)
+        if many is not None:  # one request for them all (the key-value store's batched read)
+            for case_id, key in (await many(wanted)).items():
+                self._remember(case_id, key)
+            return
         keys = await asyncio.gather(*(self.store.get(c) for c in wanted))
         for case_id, key in zip(wanted, keys, strict=True):
             if key is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -24,7 +23,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import natsheaders
+from . import gctune, natsheaders
 from .clock import Clock, SystemClock
 from .consumer import GAP_RETRY_SECONDS, PULL_BATCH, Acks, LeasedPull, nothing_unacked_before
 from .delivery import DeadLetters, deliver
@@ -433,8 +432,7 @@ async def serve_forever(factory: Factory, settings: Settings, clock: Clock | Non
             # Everything made while starting (modules, schemas, compiled statements) lives as long
             # as the process: out of the collector's sight, so a full collection walks only what
             # the work makes (a pause of tens of ms less; see docs/performance.md).
-            gc.collect()
-            gc.freeze()
+            gctune.settle()
             await done.wait()
     finally:
         if health is not None:

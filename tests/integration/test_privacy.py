@@ -248,3 +248,49 @@ async def test_events_sealed_at_once_by_two_processes_for_a_new_case_are_both_re
     assert sealed[0].data["note"]["kid"] == sealed[1].data["note"]["kid"]
     reader = personal_data(nc.jetstream(), settings)
     assert [(await reader.open(e)).data["note"] for e in sealed] == ["one", "two"]
+
+
+async def test_many_keys_are_read_in_batches_and_an_erased_or_unmade_key_is_absent(nc, nats_url, settings, stream,
+                                                                                  monkeypatch):
+    import rethink.shared.keystore as keystore
+
+    monkeypatch.setattr(keystore, "MANY", 16)  # 40 cases: three batched requests
+    store = KvKeyStore(nc.jetstream(), settings.keys_bucket)
+    made = [new_case_id() for _ in range(40)]
+    keys = {c: await store.create(c) for c in made}
+    erased, never = made[7], new_case_id()
+    await store.destroy(erased)
+    asked = [*made, never, "RT-*", "not.a.case"]  # what is not a case id is never put into a subject
+
+    found = await store.get_many(asked)
+
+    assert found == {c: k for c, k in keys.items() if c != erased}
+    assert all([found[c] == await store.get(c) for c in found])  # the same keys as one at a time
+
+    other = await nats.connect(nats_url)
+    await other.close()
+    with pytest.raises(KeyStoreUnavailable, match="unreachable"):
+        await KvKeyStore(other.jetstream(), settings.keys_bucket).get_many(made)
+    missing = KvKeyStore(nc.jetstream(), f"NOPE{uuid.uuid4().hex[:8]}")
+    with pytest.raises(KeyStoreUnavailable, match="does not exist"):
+        await missing.get_many(made)
+
+
+async def test_a_prefetch_reads_a_batch_of_keys_at_once_and_opening_then_asks_for_none(nc, settings, stream):
+    store = KvKeyStore(nc.jetstream(), settings.keys_bucket)
+    cases = [new_case_id() for _ in range(5)]
+    for c in cases:
+        await store.create(c)
+    reads: list[str] = []
+    one_by_one = store.get
+
+    async def counted(case_id: str):
+        reads.append(case_id)
+        return await one_by_one(case_id)
+
+    store.get = counted  # type: ignore[method-assign]
+    personal = PersonalData(store)
+    await personal.prefetch(cases)
+    assert reads == []  # one batched read, no per-case reads
+    assert all([await personal._key(c, (await one_by_one(c)).kid) is not None for c in cases])
+    assert reads == []  # every key came from the cache
