@@ -1,4 +1,4 @@
-"""A replay reads a message's stream sequence from its reply subject as nats-py does."""
+"""A replay reads a message's sequences from its reply subject as nats-py does."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.errors import NotJSMessageError
 
-from rethink.shared.rebuild import stream_seq
+from rethink.shared.rebuild import positions
 
 REPLIES = [
     "$JS.ACK.RETHINK.intake.1.4711.12.1732690000000000000.99",  # v1
@@ -16,13 +16,13 @@ REPLIES = [
 
 
 @pytest.mark.parametrize("reply", REPLIES)
-def test_the_sequence_is_nats_pys(reply):
-    msg = Msg(None, subject="rethink.events.RT-AAAAAAAAAA.CaseClosed", reply=reply)  # type: ignore[arg-type]
-    assert stream_seq(msg) == Msg.Metadata._from_reply(reply).sequence.stream
-    assert stream_seq(msg) in (4711, 4712, 4713)
+def test_the_sequences_are_nats_pys(reply):
+    meta = Msg.Metadata._from_reply(reply)
+    assert positions(reply) == (meta.sequence.stream, meta.sequence.consumer, meta.num_pending)
+    assert positions(reply)[0] in (4711, 4712, 4713)
 
 
 @pytest.mark.parametrize("reply", ["", "_INBOX.abc", "$JS.ACK.too.short"])
 def test_a_message_that_is_not_from_jetstream_is_refused_as_nats_py_refuses_it(reply):
     with pytest.raises(NotJSMessageError):
-        stream_seq(Msg(None, subject="x", reply=reply))  # type: ignore[arg-type]
+        positions(reply)
