@@ -353,6 +353,9 @@ def print_e2e_extras(e2e: E2EResult) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    for given in (args.compare, args.results):  # before a run of minutes, not after it
+        if given is not None and not given.is_file():
+            raise SystemExit(f"no results file at {given} (runs write bench-results/<UTC timestamp>.json)")
     if args.results is not None:
         if args.compare is None:
             raise SystemExit("--results is only used with --compare")
