@@ -69,8 +69,9 @@ class _Batches:
     nats-py's ``fetch`` takes every message through ``next_msg`` (a future, a timer and a uuid4
     each), ~50 µs of CPU per message; a callback subscription still builds a ``Msg``, parses its
     headers and awaits the callback from a task, ~20 µs. Here a raw subscription (``rawsub``)
-    keeps each message's bytes, ~9 µs: less than the baseline's ordered consumer pays, where
-    most events of the log are ones the projection ignores. Each request has an inbox of its own
+    keeps each message's bytes, ~9 µs, less than nats-py's ordered consumer spends on one: most
+    of a replay's events are ones its projection ignores, so this is most of what they cost.
+    Each request has an inbox of its own
     (one subscription per batch), so nothing left over from an earlier request is taken for part
     of a later one.
     """
