@@ -22,6 +22,8 @@ from email.utils import format_datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from email_validator import EmailNotValidError, validate_email
+
 from rethink.shared.events import MeetingMode, Person, deliverable
 
 from . import ical
@@ -126,8 +128,23 @@ def _page(c: _Content, contact: str) -> Callable[[Person], tuple[str, str]]:
 def _email(key: str, content: _Content, page: Callable[[Person], tuple[str, str]], person: Person, sender: str,
            sent_at: datetime, calendar: bytes | None = None, method: str | None = None) -> Email:
     text, body = page(person)
-    return Email(key=key, sender=sender, recipient=person, subject=content.subject, text=text, html=body,
+    return Email(key=key, sender=sender, recipient=mailable(person), subject=content.subject, text=text, html=body,
                  sent_at=sent_at, calendar=calendar, method=method)
+
+
+def mailable(person: Person) -> Person:
+    """The person with their address's domain in its ASCII form (``bücher.example.org`` ->
+    ``xn--bcher-kva.example.org``), as a To header and an SMTP recipient must carry it; the local
+    part is ASCII already (``deliverable``). Left as it is if it has no such form: the transport
+    then says what is wrong with it, for that message alone."""
+    address = str(person.email)
+    if address.isascii():
+        return person
+    try:
+        ascii_address = validate_email(address, check_deliverability=False).ascii_email
+    except EmailNotValidError:
+        return person
+    return person.model_copy(update={"email": ascii_address}) if ascii_address else person
 
 
 def _notice_content(n: Notice) -> _Content:

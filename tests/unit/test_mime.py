@@ -95,3 +95,15 @@ def messages(draw) -> Email:
 @given(st.lists(messages(), min_size=1, max_size=3))
 def test_any_message_renders_to_the_same_bytes(batch):
     same(batch)
+
+
+def test_a_domain_in_another_script_is_addressed_in_its_ascii_form():
+    # A To header (and an SMTP recipient) carries a domain as IDNA; as typed, the header would hold
+    # an encoded-word where the domain belongs, which no mail server reads as an address.
+    person = Person(name="Jo Bücher", agency="Community Health", email="jo@bücher.example.org")
+    [m] = compose(notice(), [person], "ev-idn", SENDER, STAMP, CONTACT)
+    assert m.recipient.email == "jo@xn--bcher-kva.example.org" and m.recipient.name == "Jo Bücher"
+    [data] = render([m])
+    to = next(line for line in data.splitlines() if line.startswith(b"To:"))
+    assert to.endswith(b"<jo@xn--bcher-kva.example.org>") and b"=?utf-8?" in to  # the name encoded, not the domain
+    same([m])
