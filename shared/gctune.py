@@ -1,12 +1,16 @@
-"""The garbage collector's settings for long work: a running service, a replay of the log.
+"""The garbage collector's settings for long work: a replay of the log, a running service.
 
-Both make many short-lived containers per event (messages, headers, decoded models, statement
-parameters). CPython's default collects the youngest objects every 700 allocations; here that
-was a third of a rebuild's CPU (measured with the collector on and off, docs/performance.md),
-so the youngest generation is collected every ``YOUNG`` allocations instead: collections an
-order of magnitude rarer, each over the few objects still alive (most die by reference count
-first). What lives for the whole run (modules, schemas, prebuilt statements) is frozen out of
-the collector's sight, so a full collection walks only what the work made.
+What lives for the whole run (modules, schemas, prebuilt statements) is frozen out of the
+collector's sight, so a full collection walks only what the work made: a running service's
+pauses were tens of ms shorter (docs/performance.md, third round).
+
+A replay also makes thousands of short-lived containers per batch (messages, payloads, models,
+statement parameters) that are still alive when CPython's default collects the youngest objects,
+every 700 allocations: that was a third of a replay's CPU (measured with the collector on and
+off, docs/performance.md, fourth round). A replay collects them every ``YOUNG`` allocations
+instead, an order of magnitude more rarely. A service keeps the default: its events come a few
+at a time, and a larger young generation would lengthen each pause on the path whose p99 is a
+target, where no gain was measured.
 """
 
 from __future__ import annotations
@@ -19,10 +23,9 @@ YOUNG = 10_000
 
 
 def settle() -> None:
-    """For a started service: freeze what starting made, and collect the young less often."""
+    """For a started service: freeze what starting made."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(YOUNG, *gc.get_threshold()[1:])
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""A replay tunes the collector for its own duration only; a started service for good."""
+"""A replay tunes the collector for its own duration only; a started service freezes what it made starting."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ def test_a_batch_job_collects_the_young_less_often_and_puts_everything_back_afte
         gc.set_threshold(*before)
 
 
-def test_settle_freezes_what_starting_made():
+def test_settle_freezes_what_starting_made_and_keeps_the_default_thresholds():
     before = gc.get_threshold()
     try:
         gctune.settle()
-        assert gc.get_threshold()[0] == gctune.YOUNG and gc.get_freeze_count() > 0
+        assert gc.get_threshold() == before and gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
