@@ -38,6 +38,7 @@ from .rawsub import description_of, status_of, subscribe_raw, unsubscribe_raw
 from .settings import Settings
 
 BATCH = 500
+FETCH_TIMEOUT = 5.0  # seconds for a pull request's answer; no answer at all: a fresh consumer
 MAX_INTERRUPTIONS = 10
 Progress = Callable[[int, int], None]  # (events read, events in the log)
 
@@ -184,7 +185,7 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
             delivered = 0  # the consumer's own count of messages sent: each must arrive, in order
             try:
                 while seq < last:
-                    msgs = await batches.fetch(BATCH, timeout=5)
+                    msgs = await batches.fetch(BATCH, timeout=FETCH_TIMEOUT)
                     wanted: list[tuple[bytes, int] | Unread] = []  # in log order
                     cases: list[str] = []
                     ignored = through = 0

@@ -174,3 +174,29 @@ async def test_a_message_lost_on_its_way_to_the_replay_is_read_again_from_a_fres
     assert len(counting.consumers) == 2
     assert result.events_read == (await js.stream_info(settings.stream)).state.messages
     assert _rows(rebuilt) == _rows(projection_store("scheduling", settings.db_url("scheduling")))
+
+
+async def test_a_pull_request_left_unanswered_is_asked_again_of_a_fresh_consumer(
+        run_services, settings, nc, subjects, tmp_path, monkeypatch):
+    """A request the server never answers (lost with its consumer, say) must not end the replay, nor
+    skip what it would have brought: the replay goes on from the same sequence on a fresh consumer."""
+    import rethink.shared.rebuild as rebuild
+
+    js = await _one_lifecycle_then_stopped(run_services, settings, nc, subjects)
+
+    monkeypatch.setattr(rebuild, "BATCH", 5)
+    monkeypatch.setattr(rebuild, "FETCH_TIMEOUT", 0.5)
+    real_subscribe, muted = rebuild.subscribe_raw, []
+
+    async def subscribe(client, subject, handler):
+        if not muted:  # the first request's answer never arrives
+            muted.append(subject)
+            return await real_subscribe(client, subject, lambda *_: None)
+        return await real_subscribe(client, subject, handler)
+    monkeypatch.setattr(rebuild, "subscribe_raw", subscribe)
+    counting = LeaderMoves(js)
+    rebuilt = projection_store("intake", f"sqlite:///{tmp_path / 'intake-rebuilt.db'}")
+    result = await replay_into(counting, settings, rebuilt)
+    assert muted and len(counting.consumers) == 2
+    assert result.events_read == (await js.stream_info(settings.stream)).state.messages
+    assert _rows(rebuilt) == _rows(projection_store("intake", settings.db_url("intake")))
