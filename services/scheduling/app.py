@@ -211,6 +211,8 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
                         event_type=r.type, recipients=len(messages), new=added)
         store.apply(r)
 
+    skipped_reminders: set[str] = set()  # said once per process, not at every check while it is due
+
     async def queue_reminders() -> int:
         now = clock.now()
         with store.engine.connect() as conn:
@@ -219,7 +221,8 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
         for d in reminders.due(items, now, timings, holidays):
             if deliverable(str(d.recipient.email)):
                 due.append(d)
-            else:  # as for invitations: the others are still reminded (the key names no one)
+            elif d.key not in skipped_reminders:  # as for invitations: the others are still reminded
+                skipped_reminders.add(d.key)  # (the key names no one)
                 logger.warning("reminder_skipped_undeliverable", case_id=d.item.case_id, kind=d.kind, key=d.key,
                                reason=NOT_ASCII_LOCAL_PART)
         added = sum(outbox.enqueue([compose_reminder(d, sender, contact, now)], "reminder", d.item.case_id)

@@ -146,3 +146,6 @@ async def test_an_undeliverable_invitee_in_the_log_is_skipped_and_every_other_in
     assert transport.recipients == others * 3
     assert [e["event"] for e in logs if "undeliverable" in e["event"]] == ["reminder_skipped_undeliverable"]
     assert address not in str(logs)
+    with capture_logs() as logs:  # the next check, the same reminder still due: nothing more to say
+        await jobs["queue_reminders"]()
+    assert not [e for e in logs if "undeliverable" in e["event"]]
