@@ -152,7 +152,7 @@ def service_store(settings: Settings, service: str, *, url: str | None = None,
     module = importlib.import_module(DATABASES[service][0])
     url = url or settings.db_url(service)
     schema = None if is_sqlite(url) else (schema or settings.db_schema(service))
-    return ProjectionStore(make_engine(url, schema), module.metadata, service, module.apply, schema,
+    return ProjectionStore(make_engine(url, schema), module.metadata, service, schema=schema,
                            plan=module.plan, handles=module.HANDLES,
                            plan_unread=getattr(module, "plan_unread", None))
 

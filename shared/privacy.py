@@ -89,8 +89,11 @@ class PersonalData:
             self.forget(env.case_id)
         cached = self._cached(env.case_id)
         if cached is not None and cached.kid not in destroyed:
+            # The usual case: one walk, every sealed value the case's cached key's (a case has one
+            # key; another appears only after an erasure). The general way walks twice: once to
+            # learn which keys to fetch, once to open.
             try:
-                return _open_with(env, cached)
+                return _opened(env, _only(cached))
             except _OtherKey:
                 pass  # sealed with a key the cache does not hold: the general way below
         kids = envelope_kids(env)
@@ -101,11 +104,7 @@ class PersonalData:
         keys: dict[str, DataKey | None] = {}
         for kid in kids:
             keys[kid] = None if kid in destroyed else await self._key(env.case_id, kid)
-        update: dict[str, Any] = {"data": open_sealed(env.data, env.case_id, env.type, keys)}
-        actor_kid = sealed_text_kid(env.actor)
-        if actor_kid is not None:
-            update["actor"] = open_text(env.actor, env.case_id, env.type, ACTOR, keys[actor_kid])
-        return env.model_copy(update=update)
+        return _opened(env, keys.__getitem__)
 
     async def prefetch(self, case_ids: Iterable[str]) -> None:
         """Ask the store for many cases' keys at once, so that opening a batch of their events waits
@@ -168,28 +167,36 @@ class _OtherKey(LookupError):
     """A sealed value whose key is not the one in hand."""
 
 
-def _open_with(env: Envelope, key: DataKey) -> Envelope:
-    """``open`` in one walk of the payload, for the usual case: every sealed value is the case's
-    cached key's (one key per case; another appears only after an erasure). The general way walks
-    twice: once to learn which keys to fetch, once to open."""
-    found = False
+def _only(key: DataKey) -> Callable[[str], DataKey]:
+    """``key`` for its own kid; any other stops the opening (``_OtherKey``)."""
 
-    def only(kid: str) -> DataKey:
-        nonlocal found
+    def key_for(kid: str) -> DataKey:
         if kid != key.kid:
             raise _OtherKey(kid)
-        found = True
         return key
 
+    return key_for
+
+
+def _opened(env: Envelope, key_for: Callable[[str], DataKey | None]) -> Envelope:
+    """The envelope with every sealed value opened with ``key_for(kid)`` (None: read as erased);
+    the envelope itself when nothing in it is sealed."""
     actor_kid = sealed_text_kid(env.actor)
-    if actor_kid is not None and actor_kid != key.kid:
-        raise _OtherKey(actor_kid)
-    data = open_sealed(env.data, env.case_id, env.type, only)
-    if not found and actor_kid is None:
-        return env  # nothing sealed: as the general way, the envelope itself
+    actor = (open_text(env.actor, env.case_id, env.type, ACTOR, key_for(actor_kid))
+             if actor_kid is not None else None)
+    found = False
+
+    def seen(kid: str) -> DataKey | None:
+        nonlocal found
+        found = True
+        return key_for(kid)
+
+    data = open_sealed(env.data, env.case_id, env.type, seen)
+    if not found and actor is None:
+        return env
     update: dict[str, Any] = {"data": data}
-    if actor_kid is not None:
-        update["actor"] = open_text(env.actor, env.case_id, env.type, ACTOR, key)
+    if actor is not None:
+        update["actor"] = actor
     return env.model_copy(update=update)
 
 

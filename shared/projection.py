@@ -153,7 +153,7 @@ def run_writes(conn: Connection, writes: Iterable[Write]) -> None:
         conn.execute(statement, params)
 
 
-def applier(plan: Plan) -> Apply:
+def _applier(plan: Plan) -> Apply:
     """The one-event ``apply`` of a projection written as a ``Plan``."""
 
     def apply(conn: Connection, r: Recorded) -> None:
@@ -200,27 +200,27 @@ class WriteBatch:
             conn.execute(statement, rows if len(rows) > 1 else rows[0])
         return len(self._groups)
 
-    def __len__(self) -> int:
-        return sum(len(rows) for _, rows in self._groups)
-
 
 class ProjectionStore:
     """Owns one service's tables; nobody else reads them.
 
-    ``plan``: the projection's writes per event (see ``Plan``); with it a batch runs as grouped
-    statements, without it event by event through ``apply``. ``handles``: the event types the
+    ``plan``: the projection's writes per event (see ``Plan``): one event runs them in order, a
+    batch as grouped statements. A projection without one (ad-hoc ones in tests) gives ``apply``,
+    and a batch runs it event by event. ``handles``: the event types the
     projection needs decoded (None: every type); a rebuild need not decode the others, and hands
     them to ``plan_unread`` (as ``Unread``) when the projection writes anything for them.
     """
 
-    def __init__(self, engine: Engine, metadata: MetaData, consumer: str, apply: Apply,
+    def __init__(self, engine: Engine, metadata: MetaData, consumer: str, apply: Apply | None = None,
                  schema: str | None = None, *, plan: Plan | None = None,
                  handles: Collection[str] | None = None, plan_unread: PlanUnread | None = None) -> None:
+        if (apply is None) == (plan is None):
+            raise ValueError("a projection store needs its projection's plan, or else an apply function")
         self.engine = engine
         self.schema = schema  # PostgreSQL schema it lives in (None on SQLite)
         self.metadata = metadata
         self.consumer = consumer
-        self._apply = apply
+        self._apply = apply if apply is not None else _applier(plan)  # type: ignore[arg-type]
         self._plan = plan
         self.handles = frozenset(handles) if handles is not None else None
         self.plan_unread = plan_unread

@@ -33,7 +33,7 @@ from rethink.shared.events import (
     EscalationStageAdvanced,
     RequestSubmitted,
 )
-from rethink.shared.projection import UtcDateTime, Write, applier, checkpoint_table, iso
+from rethink.shared.projection import UtcDateTime, Write, checkpoint_table, iso
 
 metadata = MetaData()
 checkpoint_table(metadata)
@@ -128,8 +128,6 @@ def _enter_stage(s: _Statements, case_id: str, e: EscalationRaised | EscalationS
         "case_id": case_id, "escalation_id": e.escalation_id, "stage": e.stage, "name": e.stage_name,
         "holder": e.holder, "deadline": e.deadline, "entered_at": at}, (case_id,)
 
-
-apply = applier(plan)
 
 
 def _summary(row: Any) -> dict[str, Any]:

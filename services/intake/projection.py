@@ -19,7 +19,7 @@ from sqlalchemy import (
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import ChecksConfirmed, RequestSubmitted
-from rethink.shared.projection import UtcDateTime, Write, applier, checkpoint_table, iso
+from rethink.shared.projection import UtcDateTime, Write, checkpoint_table, iso
 
 metadata = MetaData()
 checkpoint_table(metadata)
@@ -58,8 +58,6 @@ def plan(dialect: str, r: Recorded) -> Iterable[Write]:
     elif isinstance(e, ChecksConfirmed):
         yield _confirm, {"k_case_id": env.case_id, "confirmed_at": env.occurred_at}, scope
 
-
-apply = applier(plan)
 
 
 def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:

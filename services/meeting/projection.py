@@ -40,7 +40,7 @@ from rethink.shared.events import (
     MeetingScheduled,
     PersonalDataErased,
 )
-from rethink.shared.projection import Unread, UtcDateTime, Write, applier, checkpoint_table, iso
+from rethink.shared.projection import Unread, UtcDateTime, Write, checkpoint_table, iso
 
 metadata = MetaData()
 checkpoint_table(metadata)
@@ -163,8 +163,6 @@ def plan(dialect: str, r: Recorded) -> Iterable[Write]:
         # The log's copy is unreadable now; this copy goes too (see docs/privacy.md).
         yield s.erase, {"k_case_id": case_id}, scope
 
-
-apply = applier(plan)
 
 
 def _action(row: Any, with_case: bool = False) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from rethink.shared.events import (
     PersonalDataErased,
     RequestSubmitted,
 )
-from rethink.shared.projection import UtcDateTime, Write, applier, checkpoint_table
+from rethink.shared.projection import UtcDateTime, Write, checkpoint_table
 
 from .domain import Booking, Meeting
 from .reminders import ActionItem, Item, MeetingItem, StageItem
@@ -222,8 +222,6 @@ def plan(dialect: str, r: Recorded) -> Iterable[Write]:
         yield s.close, {"k_case_id": case_id}, scope
         yield s.cancel_active, {"k_case_id": case_id}, scope
 
-
-apply = applier(plan)
 
 
 _APPLIED_UP_TO = select(checkpoint.c.last_seq).where(checkpoint.c.consumer == bindparam("consumer"))

@@ -5,12 +5,14 @@ nats-server (loopback, a free port, a temp folder), appends ``--copies`` copies 
 interleaved three-case test log (``tests/unit/test_projection_batches``: every table of every
 service, personal fields sealed with each case's key, a person as actor), then per round times
 an ordered-consumer read of that log (nats-py alone: the baseline) and ``replay_into`` of each
-projection into a fresh SQLite file (and a fresh PostgreSQL database with ``--postgres``).
+projection into a fresh SQLite file (and, with ``--postgres``, its schema in a PostgreSQL database
+of its own, dropped at the end).
 It prints events/s, the ratio to the same round's ordered read, and CPU per event (both
 threads), with the median over the rounds. The ordered read parses headers as the replay does
 (``natsheaders``), so it is the faster baseline: without it, reading these messages (each has
-the four headers an append sends) costs nats-py about twice as much. The full benchmark (``make bench``) replays the
-end-to-end stage's log instead; this one isolates the replay, on a log as large as asked.
+the four headers an append sends) costs nats-py about twice as much. The full benchmark
+(``make bench``) replays the end-to-end stage's log instead; this one isolates the replay, on a
+log as large as asked.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ from rethink.shared.bootstrap import bootstrap
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.natsserver import EmbeddedNats, free_port
 from rethink.shared.privacy import personal_data
-from rethink.shared.rebuild import projection_store, replay_into
 from rethink.shared.settings import SERVICES, Settings
+
+from .baselines import ordered_read
+from .common import Cleanup
+from .rebuild import Postgres, RebuildRun, replay_once
 
 ACTOR = "sw@council.example.org"
 CASE_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -67,94 +72,39 @@ async def fill(js, s: Settings, copies: int) -> int:
     return (await js.stream_info(s.stream)).state.messages
 
 
-async def ordered_read(js, s: Settings, total: int) -> float:
-    done, seen = asyncio.Event(), 0
-
-    async def count(_msg) -> None:
-        nonlocal seen
-        seen += 1
-        if seen >= total:
-            done.set()
-
-    start = time.perf_counter()
-    sub = await js.subscribe(f"{s.subject_prefix}.>", cb=count, ordered_consumer=True)
-    await done.wait()
-    rate = total / (time.perf_counter() - start)
-    await sub.unsubscribe()
-    return rate
-
-
-async def replay(js, s: Settings, service: str, url: str) -> tuple[float, float]:
-    """(events/s, µs of CPU per event) of one replay into a fresh store at ``url``."""
-    store = projection_store(service, url)
-    try:
-        cpu, start = time.process_time(), time.perf_counter()
-        result = await replay_into(js, s, store)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    finally:
-        store.engine.dispose()
-    return result.events_read / seconds, cpu * 1e6 / result.events_read
-
-
-async def amain(args: argparse.Namespace, tmp: Path) -> None:
-    natsheaders.install()  # as `rethink projections rebuild` does
+async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
     server = EmbeddedNats(free_port(), tmp / "nats").start()
-    pg = None
-    try:
-        s = settings(server.url, tmp / "state")
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        await bootstrap(js, s)
-        started = time.perf_counter()
-        total = await fill(js, s, args.copies)
-        print(f"log: {total:,} events ({args.copies} copies of the test log) appended in "
-              f"{time.perf_counter() - started:.1f}s")
-        if args.postgres:
-            pg = _Postgres()
-        rows: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
-        reads: list[float] = []
-        for rnd in range(args.rounds):
-            read = await ordered_read(js, s, total)
-            reads.append(read)
-            targets = [("sqlite", lambda svc, r=rnd: f"sqlite:///{tmp / f'{svc}-{r}.db'}")]
-            if pg is not None:
-                targets.append(("postgresql", lambda _svc: pg.fresh()))
-            for label, url in targets:
-                for service in SERVICES:
-                    rate, cpu = await replay(js, s, service, url(service))
-                    rows.setdefault((label, service), []).append((rate, rate / read, cpu))
-            print(f"round {rnd + 1}: ordered read {read:,.0f} msgs/s")
-        await nc.close()
-        print(f"\nmedian of {args.rounds} rounds; ordered read of this log {statistics.median(reads):,.0f} msgs/s")
-        print(f"{'database':<11} {'projection':<11} {'events/s':>9} {'x read':>7} {'CPU/event':>10}")
-        for (label, service), runs in rows.items():
-            rate, ratio, cpu = (statistics.median(x[i] for x in runs) for i in range(3))
-            print(f"{label:<11} {service:<11} {rate:9,.0f} {ratio:6.2f}x {cpu:7.0f} µs")
-    finally:
-        if pg is not None:
-            pg.drop_all()
-        server.stop()
-
-
-class _Postgres:
-    """Fresh databases on 127.0.0.1:5432 (trust auth), each dropped at the end."""
-
-    def __init__(self) -> None:
-        import psycopg
-
-        self._psycopg, self.made = psycopg, []
-
-    def fresh(self) -> str:
-        name = f"rethink_replay_{uuid.uuid4().hex[:10]}"
-        with self._psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        self.made.append(name)
-        return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-
-    def drop_all(self) -> None:
-        with self._psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
-            for name in self.made:
-                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    cleanup.add("stop the nats-server", server.stop)
+    natsheaders.install()  # as `rethink projections rebuild` does, and before the baseline's read
+    s = settings(server.url, tmp / "state")
+    nc = await nats.connect(server.url)
+    js = nc.jetstream()
+    await bootstrap(js, s)
+    started = time.perf_counter()
+    total = await fill(js, s, args.copies)
+    print(f"log: {total:,} events ({args.copies} copies of the test log) appended in "
+          f"{time.perf_counter() - started:.1f}s")
+    targets = [("sqlite", lambda svc, r: f"sqlite:///{tmp / f'{svc}-{r}.db'}")]
+    if args.postgres:  # one database: each projection has its schema, and a replay starts by emptying it
+        url = Postgres("127.0.0.1", 5432, "test").create(cleanup)
+        targets.append(("postgresql", lambda _svc, _r: url))
+    rows: dict[tuple[str, str], list[RebuildRun]] = {}
+    reads: list[float] = []
+    for rnd in range(args.rounds):
+        reads.append(await ordered_read(js, Subjects(s.subject_prefix).all_events, s.stream, total))
+        for label, url_of in targets:
+            for service in SERVICES:
+                rows.setdefault((label, service), []).append(
+                    await replay_once(js, s, service, url_of(service, rnd), label))
+        print(f"round {rnd + 1}: ordered read {reads[-1]:,.0f} msgs/s")
+    await nc.close()
+    read = statistics.median(reads)
+    print(f"\nmedian of {args.rounds} rounds; ordered read of this log {read:,.0f} msgs/s")
+    print(f"{'database':<11} {'projection':<11} {'events/s':>9} {'x read':>7} {'CPU/event':>10}")
+    for (label, service), runs in rows.items():
+        rate = statistics.median(r.events_per_s for r in runs)
+        cpu = statistics.median(r.cpu_per_event_us for r in runs)
+        print(f"{label:<11} {service:<11} {rate:9,.0f} {rate / read:6.2f}x {cpu:7.0f} µs")
 
 
 def main() -> None:
@@ -163,8 +113,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres", action="store_true", help="also replay into PostgreSQL at 127.0.0.1:5432")
     args = parser.parse_args()
+    cleanup = Cleanup()
     with tempfile.TemporaryDirectory(prefix="rethink-replay-") as tmp:
-        asyncio.run(amain(args, Path(tmp)))
+        try:
+            asyncio.run(amain(args, Path(tmp), cleanup))
+        finally:
+            cleanup.run(print)
 
 
 if __name__ == "__main__":

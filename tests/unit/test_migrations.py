@@ -25,7 +25,7 @@ def test_a_service_on_sqlite_migrates_its_own_file_on_start(tmp_path):
 
 def test_a_sqlite_projection_made_before_migrations_is_adopted_with_its_rows(tmp_path):
     url = f"sqlite:///{tmp_path / 'intake.db'}"
-    legacy = ProjectionStore(make_engine(url), intake.metadata, "intake", intake.apply)
+    legacy = ProjectionStore(make_engine(url), intake.metadata, "intake", plan=intake.plan)
     legacy.create_schema()  # how projections were made before migrations existed
     legacy.apply(recorded(submitted(), case_id="RT-AAAAAAAAAA", seq=7))
     legacy.engine.dispose()
