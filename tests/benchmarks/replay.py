@@ -113,6 +113,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres", action="store_true", help="also replay into PostgreSQL at 127.0.0.1:5432")
     args = parser.parse_args()
+    if args.copies < 1 or args.rounds < 1:
+        parser.error("--copies and --rounds must be at least 1")
     cleanup = Cleanup()
     with tempfile.TemporaryDirectory(prefix="rethink-replay-") as tmp:
         try:
