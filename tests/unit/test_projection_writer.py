@@ -1,0 +1,150 @@
+"""``ProjectionStore.apply`` on the store's own connection (``Writer``) does what applying through the
+engine did, on SQLite and on PostgreSQL (the ``backend`` parameter): the same SQL and parameters
+reach the driver, errors come out as SQLAlchemy's, a broken connection is replaced, and whatever the
+direct way does not cover still goes through the engine.
+
+(That the rows are the same is also checked by ``test_projection_batches``, whose batches run on the
+engine, against events applied one at a time here.)
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, exc, select, text
+
+from rethink.shared.projection import ProjectionStore, Writer, checkpoint_table, compiled_write, retrying_parked
+from rethink.shared.settings import SERVICES
+from tests.unit.test_projection_batches import events, rows
+
+
+def test_every_write_of_every_projection_reaches_the_driver_as_sqlalchemy_sends_it(projection_db):
+    """Statement text and parameters (after bind processors such as ``UtcDateTime``'s, and defaults)."""
+    checked = 0
+    for service in SERVICES:
+        store = projection_db(service)
+        dialect = store.engine.dialect
+        sent: list[tuple[str, object]] = []
+
+        @event.listens_for(store.engine, "before_cursor_execute")
+        def capture(conn, cursor, statement, parameters, context, executemany):
+            sent.append((statement, parameters))
+
+        cp = {"c": store.consumer, "s": 5}
+        with store.engine.begin() as conn:
+            writes = [(store._move_cp, cp), (store._read_cp, {"c": store.consumer}),
+                      (store._insert_cp, {"consumer": store.consumer, "last_seq": 5})]
+            writes += [(s, p) for r in events() for s, p, _ in store._plan(dialect.name, r)]  # type: ignore[misc]
+            for statement, params in writes:
+                sent.clear()
+                conn.execute(statement, params)
+                direct = compiled_write(dialect, statement, params)
+                assert direct is not None, str(statement)
+                assert [direct.prepare(params)] == sent
+                assert type(direct.parameters(params)) is type(sent[0][1])
+                checked += 1
+            conn.rollback()
+        event.remove(store.engine, "before_cursor_execute", capture)
+    assert checked > 90  # every write of the test log, for the four
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_services_apply_on_the_writers_connection(projection_db, service):
+    store = projection_db(service)
+    assert store._writer is not None
+    recs = events()
+    assert [store._writer.apply(r) for r in recs[:3]] == [True] * 3  # not None: not handed to the engine
+    assert store._writer.apply(recs[1]) is False
+    assert store.last_seq() == 3
+
+
+def test_a_redelivered_event_changes_nothing_and_a_retried_parked_one_applies_once(projection_db):
+    store = projection_db("meeting")
+    recs = events()
+    for r in recs[:10]:
+        assert store.apply(r) is True
+    before = rows(store)
+    assert [store.apply(r) for r in recs[:10]] == [False] * 10
+    assert rows(store) == before
+    with retrying_parked(recs[7].seq):  # skipped once, applied now; the checkpoint stays where it was
+        assert store.apply(recs[7]) is True
+    assert store.last_seq() == 10
+
+
+def test_errors_are_sqlalchemys_and_the_connection_is_still_good_after_one(projection_db):
+    store = projection_db("meeting")
+    recs = events()
+    assert store.apply(recs[0]) is True
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE meeting_cases"))
+    with pytest.raises(exc.ProgrammingError if store.engine.dialect.name == "postgresql" else exc.OperationalError):
+        store.apply(recs[1])
+    assert store.last_seq() == 1  # rolled back with the write that failed
+    with store.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE meeting_cases (case_id VARCHAR(16) PRIMARY KEY, closed BOOLEAN NOT NULL)"))
+    assert store._writer is not None and store._writer.apply(recs[1]) is True
+    assert store.last_seq() == 2
+
+
+def test_a_connection_the_database_dropped_is_replaced_and_the_event_applied(projection_db, backend):
+    if backend != "postgresql":
+        pytest.skip("a SQLite file has no server to drop the connection")
+    store = projection_db("intake")
+    recs = events()
+    assert store.apply(recs[0]) is True
+    pid = store._writer._conn.info.backend_pid  # type: ignore[union-attr]
+    with store.engine.begin() as conn:
+        assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar() is True
+    assert store.apply(recs[1]) is True  # on a new connection, at once
+    assert store._writer._conn.info.backend_pid != pid  # type: ignore[union-attr]
+    assert store.last_seq() == 2
+
+
+def test_a_disposed_engine_gives_the_writer_a_new_connection(projection_db):
+    store = projection_db("escalation")
+    recs = events()
+    assert store.apply(recs[0]) is True
+    first = store._writer._conn  # type: ignore[union-attr]
+    store.engine.dispose()
+    assert store.apply(recs[1]) is True
+    assert store._writer._conn is not first  # type: ignore[union-attr]
+
+
+def test_another_thread_and_an_engine_with_listeners_apply_through_the_engine(projection_db):
+    store = projection_db("scheduling")
+    recs = events()
+    assert store.apply(recs[0]) is True  # this thread now owns the writer's connection
+    result: list[object] = []
+    worker = threading.Thread(target=lambda: result.append((store._writer.apply(recs[1]), store.apply(recs[1]))))
+    worker.start()
+    worker.join()
+    assert result == [(None, True)]
+    seen: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    assert store._writer.apply(recs[2]) is None
+    assert store.apply(recs[2]) is True
+    assert any("checkpoint" in s for s in seen)
+    assert store.last_seq() == 3
+
+
+def test_writes_the_direct_way_does_not_cover_run_through_the_engine(tmp_path):
+    metadata = MetaData()
+    checkpoint_table(metadata)
+    counter = iter(range(1, 1000))
+    t = Table("t", metadata, Column("seq", Integer, primary_key=True), Column("case_id", String(16)),
+              Column("n", Integer, default=lambda: next(counter)))  # a callable default: computed per execution
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    store = ProjectionStore(engine, metadata, "probe", plan=lambda _d, r: [
+        (t.insert(), {"seq": r.seq, "case_id": r.envelope.case_id}, (r.envelope.case_id,))])
+    store.create_schema()
+    assert Writer.suits(engine) and store._writer is not None
+    recs = events()[:3]
+    assert store._writer.apply(recs[0]) is None  # refused, nothing left behind
+    assert [store.apply(r) for r in recs] == [True] * 3
+    with engine.connect() as conn:
+        assert conn.execute(select(t.c.seq, t.c.n).order_by(t.c.seq)).all() == [(1, 1), (2, 2), (3, 3)]
+    assert store.last_seq() == 3
+    engine.dispose()
