@@ -22,10 +22,10 @@ from tests.unit.test_projection_batches import events, rows
 def test_every_write_of_every_projection_reaches_the_driver_as_sqlalchemy_sends_it(projection_db):
     """Statement text and parameters (after bind processors such as ``UtcDateTime``'s, and defaults)."""
     checked = 0
+    sent: list[tuple[str, object]] = []
     for service in SERVICES:
         store = projection_db(service)
         dialect = store.engine.dialect
-        sent: list[tuple[str, object]] = []
 
         @event.listens_for(store.engine, "before_cursor_execute")
         def capture(conn, cursor, statement, parameters, context, executemany):
