@@ -542,9 +542,10 @@ class Writer:
     def _transaction(self, recorded: Recorded, kept: bool) -> bool:
         store = self.store
         conn = self._connection()  # raises as the engine does when the database is away
-        cursor = conn.cursor()
-        sql, params, committing = self._move.sql, None, False
+        cursor: Any = None
+        sql, params, committing, planning = self._move.sql, None, False, False
         try:
+            cursor = conn.cursor()
             sql, params = self._move.prepare({"c": store.consumer, "s": recorded.seq})
             cursor.execute(sql, params)
             if cursor.rowcount != 1:
@@ -558,13 +559,21 @@ class Writer:
                     sql, params, committing = "COMMIT", None, True
                     conn.commit()
                     return False
-            for statement, values, _ in store._plan(self.dialect.name, recorded):  # type: ignore[misc]
+            writes = iter(store._plan(self.dialect.name, recorded))  # type: ignore[misc]
+            while True:
+                planning = True  # the projection's own code: what it raises is raised as it is
+                try:
+                    statement, values, _ = next(writes)
+                except StopIteration:
+                    break
+                planning = False
                 try:
                     write = self.compiled(statement, values)
                 except Exception:  # let the engine say what is wrong with it, as it always did
                     raise _Fallback from None
                 if write is None:
                     raise _Fallback
+                sql, params = write.sql, [values]  # what an error names, as SQLAlchemy names it
                 sql, params = write.prepare(values)
                 cursor.execute(sql, params)
             sql, params, committing = "COMMIT", None, True
@@ -581,14 +590,15 @@ class Writer:
                 self._rollback(conn)
             if disconnect and kept and not committing:
                 raise _Stale from e
-            if not isinstance(e, Exception) or isinstance(e, sa_exc.StatementError):
+            if planning or not isinstance(e, Exception) or isinstance(e, sa_exc.StatementError):
                 raise
             raise sa_exc.DBAPIError.instance(sql, params, e, self._dbapi_error,
                                              hide_parameters=self.engine.hide_parameters,
                                              connection_invalidated=disconnect, dialect=self.dialect) from e
         finally:
-            with contextlib.suppress(Exception):
-                cursor.close()
+            if cursor is not None:
+                with contextlib.suppress(Exception):
+                    cursor.close()
 
     def _rollback(self, conn: Any) -> None:
         try:

@@ -78,9 +78,12 @@ def test_errors_are_sqlalchemys_and_the_connection_is_still_good_after_one(proje
     assert store.apply(recs[0]) is True
     with store.engine.begin() as conn:
         conn.execute(text("DROP TABLE meeting_cases"))
-    with pytest.raises(exc.ProgrammingError if store.engine.dialect.name == "postgresql" else exc.OperationalError):
+    with pytest.raises(exc.ProgrammingError if store.engine.dialect.name == "postgresql" else exc.OperationalError) as direct:
         store.apply(recs[1])
     assert store.last_seq() == 1  # rolled back with the write that failed
+    with pytest.raises(exc.DBAPIError) as engined:
+        store._apply_on_engine(recs[1])
+    assert (type(direct.value), str(direct.value)) == (type(engined.value), str(engined.value))
     with store.engine.begin() as conn:
         conn.execute(text("CREATE TABLE meeting_cases (case_id VARCHAR(16) PRIMARY KEY, closed BOOLEAN NOT NULL)"))
     assert store._writer is not None and store._writer.apply(recs[1]) is True
@@ -147,4 +150,35 @@ def test_writes_the_direct_way_does_not_cover_run_through_the_engine(tmp_path):
     with engine.connect() as conn:
         assert conn.execute(select(t.c.seq, t.c.n).order_by(t.c.seq)).all() == [(1, 1), (2, 2), (3, 3)]
     assert store.last_seq() == 3
+    engine.dispose()
+
+
+def test_what_the_projection_or_a_bind_processor_raises_is_raised_as_through_the_engine(tmp_path):
+    from datetime import datetime
+
+    from sqlalchemy import create_engine
+
+    from rethink.shared.projection import UtcDateTime
+
+    metadata = MetaData()
+    checkpoint_table(metadata)
+    t = Table("t", metadata, Column("seq", Integer, primary_key=True), Column("at", UtcDateTime()))
+
+    def plan(_dialect, r):
+        if r.seq == 2:
+            raise KeyError("a bug in the projection")
+        yield t.insert(), {"seq": r.seq, "at": datetime(2026, 1, 1)}, ()  # naive: UtcDateTime refuses it
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    store = ProjectionStore(engine, metadata, "probe", plan=plan)
+    store.create_schema()
+    recs = events()
+    for r in recs[:2]:
+        with pytest.raises(Exception) as direct:
+            store._writer.apply(r)  # type: ignore[union-attr]
+        with pytest.raises(Exception) as engined:
+            store._apply_on_engine(r)
+        assert (type(direct.value), str(direct.value)) == (type(engined.value), str(engined.value))
+        assert type(direct.value) is (exc.StatementError if r.seq == 1 else KeyError)
+    assert store.last_seq() == 0
     engine.dispose()
