@@ -382,7 +382,6 @@ class CompiledWrite:
     slots: tuple[_Slot, ...]  # positional: in order; named: one per name
     names: tuple[str, ...]  # named: the (escaped) parameter names, in the order of ``slots``
     sequence: Callable[[list[Any]], Any]  # the dialect's execute_sequence_format
-    result: _Processor = None  # a SELECT's first column's result processor
 
     def parameters(self, params: dict[str, Any]) -> Any:
         values = [(params[key] if key is not None else const) if proc is None
@@ -405,8 +404,6 @@ def compiled_write(dialect: Dialect, statement: Executable, params: dict[str, An
     if (compiled.effective_returning or compiled.literal_execute_params or compiled.post_compile_params
             or compiled.schema_translate_map or getattr(compiled, "_collected_params", None)
             or (compiled.positional and not compiled.positiontup)):
-        return None
-    if not dml and len(compiled._result_columns) != 1:
         return None
     defaults: dict[str, Any] = {}
     if compiled.insert_prefetch or compiled.update_prefetch:
@@ -438,10 +435,7 @@ def compiled_write(dialect: Dialect, statement: Executable, params: dict[str, An
         escaped = compiled.escaped_bind_names or {}
         names = tuple(escaped.get(n, n) for n in order)
     slots = tuple((*sources[n], processors.get(n)) for n in order)
-    result = None
-    if not dml:
-        result = compiled._result_columns[0][3].result_processor(dialect, None)
-    return CompiledWrite(compiled.string, compiled.positional, slots, names, dialect.execute_sequence_format, result)
+    return CompiledWrite(compiled.string, compiled.positional, slots, names, dialect.execute_sequence_format)
 
 
 class _Fallback(Exception):
@@ -502,9 +496,9 @@ class Writer:
             return self._cache[key]
         except KeyError:
             pass
-        found = compiled_write(self.dialect, statement, params)
-        if len(self._cache) < self.CACHE_LIMIT:
-            self._cache[key] = found
+        if len(self._cache) >= self.CACHE_LIMIT:
+            return None  # statements made per event? The engine's cache, keyed by their structure, suits them
+        found = self._cache[key] = compiled_write(self.dialect, statement, params)
         return found
 
     def apply(self, recorded: Recorded) -> bool | None:
@@ -543,12 +537,14 @@ class Writer:
         store = self.store
         conn = self._connection()  # raises as the engine does when the database is away
         cursor: Any = None
-        sql, params, committing, planning = self._move.sql, None, False, False
+        sql: str | None = self._move.sql
+        params: Any = None
+        committing = planning = False
         try:
             cursor = conn.cursor()
             sql, params = self._move.prepare({"c": store.consumer, "s": recorded.seq})
             cursor.execute(sql, params)
-            if cursor.rowcount != 1:
+            if not cursor.rowcount:
                 sql, params = self._read.prepare({"c": store.consumer})
                 cursor.execute(sql, params)
                 rows = cursor.fetchall()
@@ -556,7 +552,7 @@ class Writer:
                     sql, params = self._insert.prepare({"consumer": store.consumer, "last_seq": recorded.seq})
                     cursor.execute(sql, params)
                 elif recorded.seq != _RETRYING.get():
-                    sql, params, committing = "COMMIT", None, True
+                    sql, params, committing = None, None, True  # SQLAlchemy names no statement for a commit
                     conn.commit()
                     return False
             writes = iter(store._plan(self.dialect.name, recorded))  # type: ignore[misc]
@@ -576,7 +572,7 @@ class Writer:
                 sql, params = write.sql, [values]  # what an error names, as SQLAlchemy names it
                 sql, params = write.prepare(values)
                 cursor.execute(sql, params)
-            sql, params, committing = "COMMIT", None, True
+            sql, params, committing = None, None, True
             conn.commit()
             return True
         except _Fallback:
