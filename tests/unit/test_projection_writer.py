@@ -182,3 +182,30 @@ def test_what_the_projection_or_a_bind_processor_raises_is_raised_as_through_the
         assert type(direct.value) is (exc.StatementError if r.seq == 1 else KeyError)
     assert store.last_seq() == 0
     engine.dispose()
+
+
+def test_a_locked_sqlite_database_is_a_transient_failure_and_the_next_try_applies(tmp_path):
+    import sqlite3
+
+    from sqlalchemy import create_engine
+
+    from rethink.shared.delivery import is_transient
+
+    metadata = MetaData()
+    checkpoint_table(metadata)
+    t = Table("t", metadata, Column("seq", Integer, primary_key=True))
+    engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}", connect_args={"timeout": 0.1})
+    store = ProjectionStore(engine, metadata, "probe", plan=lambda _d, r: [(t.insert(), {"seq": r.seq}, ())])
+    store.create_schema()
+    recs = events()
+    assert store.apply(recs[0]) is True
+    other = sqlite3.connect(tmp_path / "p.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the database
+    with pytest.raises(exc.OperationalError) as locked:
+        store.apply(recs[1])
+    assert is_transient(locked.value) and "locked" in str(locked.value)
+    other.execute("ROLLBACK")
+    other.close()
+    assert store._writer is not None and store._writer.apply(recs[1]) is True  # the same connection, still good
+    assert store.last_seq() == 2
+    engine.dispose()
