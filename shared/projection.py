@@ -447,10 +447,11 @@ class Writer:
 
     ``ProjectionStore.apply`` through the engine costs a pool checkout (a ping on PostgreSQL), an
     execution context per statement and a pool return: several times what the database spends on
-    the transaction. Here one DB-API connection, taken from the engine's pool when first needed and
-    detached from it (the pool does not count it, nor close it on ``dispose``; the engine's
-    ``engine_disposed`` event does), runs the same statements with the same parameters
-    (``compiled_write``, cached per statement and parameter names), then commits.
+    the transaction. Here one DB-API connection, taken from the engine's pool when first needed
+    (with the pool's connect events and pre-ping) and detached from it, so the pool keeps its size
+    for queries, runs the same statements with the same parameters (``compiled_write``, cached per
+    statement and parameter names), then commits. After ``engine.dispose()`` (a new pool) the next
+    event closes it and takes another.
 
     - Errors are raised as SQLAlchemy raises them (``DBAPIError.instance``: ``OperationalError``,
       ``IntegrityError``...), so the delivery layer's transient ones stay transient.
