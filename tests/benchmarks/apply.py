@@ -34,8 +34,9 @@ from typing import Any
 from rethink.shared.envelope import Recorded
 from rethink.shared.migrations import service_store, upgrade
 from rethink.shared.privacy import ERASURE
-from rethink.shared.projection import ProjectionStore, compiled_write
+from rethink.shared.projection import ProjectionStore
 from rethink.shared.settings import SERVICES, Settings
+from rethink.shared.sqlwriter import compiled_write
 
 from .common import Cleanup
 from .rebuild import Postgres

@@ -14,8 +14,9 @@ import threading
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, event, exc, select, text
 
-from rethink.shared.projection import ProjectionStore, Writer, checkpoint_table, compiled_write, retrying_parked
+from rethink.shared.projection import ProjectionStore, checkpoint_table, retrying_parked
 from rethink.shared.settings import SERVICES
+from rethink.shared.sqlwriter import Writer, compiled_write
 from tests.unit.test_projection_batches import events, rows
 
 
@@ -54,8 +55,8 @@ def test_the_services_apply_on_the_writers_connection(projection_db, service):
     store = projection_db(service)
     assert store._writer is not None
     recs = events()
-    assert [store._writer.apply(r) for r in recs[:3]] == [True] * 3  # not None: not handed to the engine
-    assert store._writer.apply(recs[1]) is False
+    assert [store._writer.apply(r, None) for r in recs[:3]] == [True] * 3  # not None: not handed to the engine
+    assert store._writer.apply(recs[1], None) is False
     assert store.last_seq() == 3
 
 
@@ -86,7 +87,7 @@ def test_errors_are_sqlalchemys_and_the_connection_is_still_good_after_one(proje
     assert (type(direct.value), str(direct.value)) == (type(engined.value), str(engined.value))
     with store.engine.begin() as conn:
         conn.execute(text("CREATE TABLE meeting_cases (case_id VARCHAR(16) PRIMARY KEY, closed BOOLEAN NOT NULL)"))
-    assert store._writer is not None and store._writer.apply(recs[1]) is True
+    assert store._writer is not None and store._writer.apply(recs[1], None) is True
     assert store.last_seq() == 2
 
 
@@ -119,13 +120,13 @@ def test_another_thread_and_an_engine_with_listeners_apply_through_the_engine(pr
     recs = events()
     assert store.apply(recs[0]) is True  # this thread now owns the writer's connection
     result: list[object] = []
-    worker = threading.Thread(target=lambda: result.append((store._writer.apply(recs[1]), store.apply(recs[1]))))
+    worker = threading.Thread(target=lambda: result.append((store._writer.apply(recs[1], None), store.apply(recs[1]))))
     worker.start()
     worker.join()
     assert result == [(None, True)]
     seen: list[str] = []
     event.listen(store.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
-    assert store._writer.apply(recs[2]) is None
+    assert store._writer.apply(recs[2], None) is None
     assert store.apply(recs[2]) is True
     assert any("checkpoint" in s for s in seen)
     assert store.last_seq() == 3
@@ -145,7 +146,7 @@ def test_writes_the_direct_way_does_not_cover_run_through_the_engine(tmp_path):
     store.create_schema()
     assert Writer.suits(engine) and store._writer is not None
     recs = events()[:3]
-    assert store._writer.apply(recs[0]) is None  # refused, nothing left behind
+    assert store._writer.apply(recs[0], None) is None  # refused, nothing left behind
     assert [store.apply(r) for r in recs] == [True] * 3
     with engine.connect() as conn:
         assert conn.execute(select(t.c.seq, t.c.n).order_by(t.c.seq)).all() == [(1, 1), (2, 2), (3, 3)]
@@ -175,7 +176,7 @@ def test_what_the_projection_or_a_bind_processor_raises_is_raised_as_through_the
     recs = events()
     for r in recs[:2]:
         with pytest.raises(Exception) as direct:
-            store._writer.apply(r)  # type: ignore[union-attr]
+            store._writer.apply(r, None)  # type: ignore[union-attr]
         with pytest.raises(Exception) as engined:
             store._apply_on_engine(r)
         assert (type(direct.value), str(direct.value)) == (type(engined.value), str(engined.value))
@@ -206,6 +207,6 @@ def test_a_locked_sqlite_database_is_a_transient_failure_and_the_next_try_applie
     assert is_transient(locked.value) and "locked" in str(locked.value)
     other.execute("ROLLBACK")
     other.close()
-    assert store._writer is not None and store._writer.apply(recs[1]) is True  # the same connection, still good
+    assert store._writer is not None and store._writer.apply(recs[1], None) is True  # the same connection, still good
     assert store.last_seq() == 2
     engine.dispose()
