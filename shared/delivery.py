@@ -137,8 +137,10 @@ async def deliver(
         log.error("event_unreadable_parked", service=service, seq=seq, error=str(exc))
         await park(service, seq, data, f"unreadable: {exc}", 0)
         return True
-    bound = log.bind(service=service, seq=seq, case_id=env.case_id, event_id=str(env.event_id),
-                     event_type=env.type, correlation_id=str(env.correlation_id))
+    def bound() -> Any:  # bound only when something is to be said: binding per event cost more than it said
+        return log.bind(service=service, seq=seq, case_id=env.case_id, event_id=str(env.event_id),
+                        event_type=env.type, correlation_id=str(env.correlation_id))
+
     delay, failures, observed = first_delay, 0, False
     while True:
         try:
@@ -147,7 +149,7 @@ async def deliver(
                 # transient and waits, like a database that is down.
                 recorded = await decode(env, data, seq)
             except InvalidEvent as exc:
-                bound.error("event_unreadable_parked", error=str(exc))
+                bound().error("event_unreadable_parked", error=str(exc))
                 await park(service, seq, data, f"unreadable: {exc}", 0)
                 return True
             if observe is not None and not observed:
@@ -162,10 +164,10 @@ async def deliver(
             if not is_transient(exc):
                 failures += 1
                 if failures >= max_attempts:
-                    bound.error("event_parked", error=error, attempts=failures)
+                    bound().error("event_parked", error=error, attempts=failures)
                     await park(service, seq, data, error, failures)
                     return True
-            bound.warning("event_handler_failed_retrying", error=error, retry_in=delay,
+            bound().warning("event_handler_failed_retrying", error=error, retry_in=delay,
                           transient=is_transient(exc))
         with contextlib.suppress(Exception):
             await keep_alive()  # tell JetStream we are still working on it, so it is not redelivered
