@@ -209,13 +209,18 @@ class ProjectionStore:
     and a batch runs it event by event. ``handles``: the event types the
     projection needs decoded (None: every type); a rebuild need not decode the others, and hands
     them to ``plan_unread`` (as ``Unread``) when the projection writes anything for them.
+    ``unopened``: the types whose writes read none of their personal fields; a rebuild decodes
+    them without opening any (``EventLog.decode_unopened``: each reads as an erased case's).
     """
 
     def __init__(self, engine: Engine, metadata: MetaData, consumer: str, apply: Apply | None = None,
                  schema: str | None = None, *, plan: Plan | None = None,
-                 handles: Collection[str] | None = None, plan_unread: PlanUnread | None = None) -> None:
+                 handles: Collection[str] | None = None, plan_unread: PlanUnread | None = None,
+                 unopened: Collection[str] = ()) -> None:
         if (apply is None) == (plan is None):
             raise ValueError("a projection store needs its projection's plan, or else an apply function")
+        if ERASURE in unopened:  # reading one must make the key cache forget its case
+            raise ValueError(f"{ERASURE} is always decoded with its personal data opened")
         self.engine = engine
         self.schema = schema  # PostgreSQL schema it lives in (None on SQLite)
         self.metadata = metadata
@@ -224,6 +229,7 @@ class ProjectionStore:
         self._plan = plan
         self.handles = frozenset(handles) if handles is not None else None
         self.plan_unread = plan_unread
+        self.unopened = frozenset(unopened)
         self._checkpoint = cp = metadata.tables["checkpoint"]
         # Built once: constructing a statement costs more than running it on SQLite.
         self._read_cp = select(cp.c.last_seq).where(cp.c.consumer == bindparam("c"))

@@ -151,7 +151,8 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
 
     Events of types outside the projection's ``store.handles`` are counted as read and applied
     without being decoded (through ``store.plan_unread`` when it writes anything for them), so
-    ``skipped_unreadable`` counts unreadable events among the others only.
+    ``skipped_unreadable`` counts unreadable events among the others only. Events of the types in
+    ``store.unopened`` are decoded with no personal field opened (and their cases' keys not fetched).
     """
     with gctune.batch_job():  # the collector's defaults were a third of a replay's CPU
         return await _replay_into(js, settings, store, progress, keys_js)
@@ -160,14 +161,15 @@ async def replay_into(js: JetStreamContext, settings: Settings, store: Projectio
 async def _replay_into(js: JetStreamContext, settings: Settings, store: ProjectionStore,
                        progress: Progress | None, keys_js: JetStreamContext | None) -> RebuildResult:
     subjects = Subjects(settings.subject_prefix)
-    # Personal fields are opened as the live consumers open them: erased cases replay erased.
+    # Personal fields are opened as the live consumers open them: erased cases replay erased. The
+    # types whose writes read none (``store.unopened``) read as erased throughout: the same writes.
     log = EventLog(js, settings.stream, subjects, personal=personal_data(keys_js or js, settings))
     info = await js.stream_info(settings.stream)
     last = info.state.last_seq
     upgrade(store)  # the target gets the same migrated tables as a live projection
     store.reset()
     read = applied = skipped = 0
-    handles, unread = store.handles, store.plan_unread is not None
+    handles, unread, unopened = store.handles, store.plan_unread is not None, store.unopened
     seq = 0
     interruptions = 0
     # The database writes of one batch run in a worker thread while the next batch is fetched and
@@ -186,7 +188,7 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
             try:
                 while seq < last:
                     msgs = await batches.fetch(BATCH, timeout=FETCH_TIMEOUT)
-                    wanted: list[tuple[bytes, int] | Unread] = []  # in log order
+                    wanted: list[tuple[bytes, int, bool] | Unread] = []  # in log order; bool: opened
                     cases: list[str] = []
                     ignored = through = 0
                     first, end = msgs[0].delivered, msgs[-1].delivered
@@ -211,8 +213,10 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
                                 wanted.append(Unread(seq, case_id, kind))
                             else:
                                 ignored += 1
+                        elif kind in unopened:  # its writes read no personal field: no key needed
+                            wanted.append((m.data, seq, False))
                         else:
-                            wanted.append((m.data, seq))
+                            wanted.append((m.data, seq, True))
                             cases.append(case_id)
                     if log.personal is not None and cases:
                         await log.personal.prefetch(cases)
@@ -221,8 +225,10 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
                         if isinstance(item, Unread):
                             batch.append(item)
                             continue
+                        data, at, opened = item
                         try:
-                            batch.extend(await log.decode([item]))
+                            batch.extend(await log.decode([(data, at)]) if opened else
+                                         [log.decode_unopened(data, at)])
                         except InvalidEvent:
                             skipped += 1  # the live consumer skips these too (and logs them)
                     if writing is not None:

@@ -89,6 +89,10 @@ actions = Table(
 # them (``plan_unread``), and a RequestSubmitted's dozen sealed fields are the costliest to decode.
 HANDLES = frozenset({"MeetingScheduled", "MeetingRescheduled", "MeetingCancelled", "MeetingHeld", "ActionRecorded",
                      "ActionCompleted", "ActionOverdue", "PersonalDataErased"})
+# The types whose writes read none of their personal fields: a rebuild decodes them without opening
+# any (``ProjectionStore.unopened``). Only an action's description and owner are written here; a
+# MeetingHeld's fifteen or so sealed values (the stages, who attended) are counted, never read.
+UNOPENED = HANDLES - {"ActionRecorded", "PersonalDataErased"}
 
 
 class _Statements:
