@@ -62,6 +62,7 @@ class Unread:
 # a projection that needs only the case id (or nothing) from some types saves a rebuild decoding
 # them. Its ``plan`` gives the same writes for those types (one definition serves both).
 PlanUnread = Callable[[str, Unread], Iterable[Write]]
+REPEATABLE = "rethink_repeatable"  # the execution option that ``repeatable`` sets
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -147,6 +148,14 @@ def checkpoint_table(metadata: MetaData) -> Table:
     )
 
 
+def repeatable(statement: Any) -> Any:
+    """``statement`` marked as a write that changes nothing when it runs again with the same
+    parameters, whatever ran in between: an insert that does nothing on conflict, of a row that no
+    write deletes (meeting gives a case its row at every event of the case). A batch runs it once
+    for each distinct set of parameters (``WriteBatch``); one event at a time runs it every time."""
+    return statement.execution_options(**{REPEATABLE: True})
+
+
 def run_writes(conn: Connection, writes: Iterable[Write]) -> None:
     """One event's writes, in order (the live path)."""
     for statement, params, _ in writes:
@@ -171,15 +180,27 @@ class WriteBatch:
     writes that share a scope keep their order, in different groups; writes that share none may
     change places, which the scopes say is harmless. A group never holds two writes of one scope:
     a multi-row ``INSERT … ON CONFLICT DO UPDATE`` may not touch one row twice (PostgreSQL).
+    A ``repeatable`` write already in the batch with the same parameters is left out: running it
+    again would change nothing.
     """
 
     def __init__(self) -> None:
         self._groups: list[tuple[Executable, list[dict[str, Any]]]] = []
         self._by_shape: dict[tuple[Executable, tuple[str, ...]], list[int]] = {}
         self._last: dict[Hashable, int] = {}  # scope -> the latest group holding one of its writes
+        self._repeats: dict[Executable, bool] = {}  # statement -> is it ``repeatable``
+        self._done: set[tuple[Any, ...]] = set()  # the repeatable writes in the batch, with their parameters
 
     def add(self, writes: Iterable[Write]) -> None:
         for statement, params, scopes in writes:
+            repeats = self._repeats.get(statement)
+            if repeats is None:
+                repeats = self._repeats[statement] = bool(statement.get_execution_options().get(REPEATABLE))
+            if repeats:
+                done = (statement, *params.items())
+                if done in self._done:
+                    continue
+                self._done.add(done)
             after = max([self._last.get(s, -1) for s in scopes], default=-1) + 1
             shape = (statement, tuple(params))  # executemany needs the same columns in every row
             slots = self._by_shape.get(shape)
