@@ -19,6 +19,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import nats.errors
 import nats.js.errors
@@ -53,14 +54,13 @@ class RebuildResult:
     target: str
 
 
-@dataclass(frozen=True, slots=True)
-class _Delivered:
-    """One message of a replay's pull request, as far as the replay reads it."""
+class _Delivered(NamedTuple):
+    """One message of a replay's pull request, as far as the replay reads it: its sequences are
+    read from ``reply`` where they are needed (every message's place in the stream, ``stream_seq``;
+    the consumer's counts of a batch's first and last message only, ``positions``)."""
 
-    seq: int  # in the stream
-    delivered: int  # the consumer's count of what it sent
-    pending: int  # left in the consumer after this one
     subject: str
+    reply: bytes
     data: bytes
 
 
@@ -115,7 +115,7 @@ class _Batches:
             raise nats.js.errors.ServiceUnavailableError(code=int(ended[0][0]), description=ended[0][1])
         if not got:  # as nats-py's fetch: a replay short of the log's last sequence must not spin
             raise nats.errors.TimeoutError
-        return [_Delivered(*positions(reply.decode()), subject.decode(), data) for subject, reply, data in got]
+        return [_Delivered(subject.decode(), reply, data) for subject, reply, data in got]
 
 
 def positions(reply: str) -> tuple[int, int, int]:
@@ -134,6 +134,18 @@ def positions(reply: str) -> tuple[int, int, int]:
             return int(tokens[7]), int(tokens[8]), int(tokens[10])
     meta = Msg.Metadata._from_reply(reply)
     return meta.sequence.stream, meta.sequence.consumer, meta.num_pending
+
+
+def stream_seq(reply: bytes) -> int:
+    """``positions(reply)[0]`` alone, from the bytes: a replay needs every message's place in the
+    stream, and the other two numbers of only a batch's first and last message."""
+    tokens = reply.split(b".")
+    if tokens[0] == b"$JS" and len(tokens) > 1 and tokens[1] == b"ACK":
+        if len(tokens) == 9:
+            return int(tokens[5])
+        if len(tokens) >= 11:
+            return int(tokens[7])
+    return positions(reply.decode())[0]
 
 
 class Interrupted(RuntimeError):
@@ -191,7 +203,8 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
                     wanted: list[tuple[bytes, int, bool] | Unread] = []  # in log order; bool: opened
                     cases: list[str] = []
                     ignored = through = 0
-                    first, end = msgs[0].delivered, msgs[-1].delivered
+                    first = positions(msgs[0].reply.decode())[1]
+                    _, end, pending = positions(msgs[-1].reply.decode())
                     if first != delivered + 1 or end != delivered + len(msgs):
                         # A message this consumer delivered never reached the replay: read on from
                         # the last one that did, on a fresh consumer (nothing skipped, nothing twice).
@@ -199,7 +212,7 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
                                           f"{first}-{end} received")
                     delivered = end
                     for m in msgs:
-                        seq = m.seq
+                        seq = stream_seq(m.reply)
                         if seq > last:
                             break
                         read += 1
@@ -238,7 +251,7 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
                     writing = asyncio.ensure_future(asyncio.to_thread(store.apply_batch, batch, through))
                     if progress:
                         progress(read, info.state.messages)
-                    if msgs and msgs[-1].pending == 0:
+                    if pending == 0:
                         seq = last
             except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError, Interrupted) as exc:
                 interruptions += 1
