@@ -188,6 +188,10 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
     # decoded: the driver waits on the database (a round trip per statement on PostgreSQL) without
     # the GIL, so the two overlap. One batch is in the database at a time, so batches commit in order.
     writing: asyncio.Future[int] | None = None
+    # Not on SQLite: its writes are this process's CPU, nearly all of it under the GIL, so a thread
+    # overlapped little, and handing the GIL to and fro (the driver lets go of it at every row) cost
+    # more CPU than writing in turn (measured: 1-4 µs less per event, and no slower, in turn).
+    beside = store.engine.dialect.name != "sqlite"
     try:
         while seq < last:
             # A clustered stream may move its leader mid-replay, and the ephemeral consumer goes
@@ -248,7 +252,10 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
                         applied += await writing
                     # Ignored events are applied too, as far as the checkpoint goes (it moves past them).
                     applied += ignored
-                    writing = asyncio.ensure_future(asyncio.to_thread(store.apply_batch, batch, through))
+                    if beside:
+                        writing = asyncio.ensure_future(asyncio.to_thread(store.apply_batch, batch, through))
+                    else:
+                        applied += store.apply_batch(batch, through)
                     if progress:
                         progress(read, info.state.messages)
                     if pending == 0:
