@@ -225,7 +225,8 @@ class EventLog:
         would have got from ``decode``, with no key fetched and nothing decrypted (a rebuild's
         projection, for the types it declares). Only for such readers: ``digest`` is left empty and
         ``opened`` None (nothing to show a person). An erasure is never read this way: reading one
-        makes the key cache forget its case (``PersonalData.open``)."""
+        makes the key cache forget its case (``PersonalData.open``). An upcaster sees the data
+        erased too, so one that derived a field from a personal value would differ here."""
         env = Envelope.from_bytes(data)
         if env.type == ERASURE:
             # Its subject named another type (the caller chose by it): the log contradicts itself.

@@ -20,6 +20,7 @@ from rethink.shared.fieldcrypt import DataKey, erase_sealed, personal_paths, sea
 from rethink.shared.privacy import ERASURE
 from rethink.shared.projection import ProjectionStore, Unread
 from rethink.shared.settings import SERVICES
+from rethink.shared.upcasting import UPCASTERS
 from tests.support import recorded
 from tests.unit import test_projection_batches as batches
 
@@ -80,6 +81,15 @@ def test_each_type_a_projection_opens_writes_some_personal_value(service):
         of_kind = [r for r in events() if r.type == kind]
         assert of_kind, kind
         assert any(writes(module, unopened(r)) != writes(module, r) for r in of_kind), kind
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_no_upcaster_reads_a_declared_type_s_data(service):
+    """An old event is upcast from the data as decoded: unopened, its personal values are erased
+    there. The test log has no old events, so the comparisons above would not see an upcaster that
+    derives a field from one; an upcaster for a declared type must be checked, and this relaxed."""
+    module = importlib.import_module(f"rethink.{service}.projection")
+    assert not [key for key in UPCASTERS if key[0] in module.UNOPENED]
 
 
 def test_an_unopened_event_reads_as_an_erased_one_and_never_as_ciphertext():
