@@ -20,7 +20,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
 
 from .envelope import CASE_ID_PATTERN, Envelope, InvalidEvent, Recorded, digest
-from .fieldcrypt import UnreadableCiphertext
+from .fieldcrypt import UnreadableCiphertext, erase_sealed
 from .privacy import ERASURE, PersonalData, erased_kids, open_without_keys
 
 WRONG_LAST_SEQUENCE = 10071
@@ -217,6 +217,21 @@ class EventLog:
                 raise InvalidEvent(str(exc)) from exc
             out.append(Recorded(env, seq, env.payload(opened.data), digest(data), opened=opened))
         return out
+
+    @staticmethod
+    def decode_unopened(data: bytes, seq: int) -> Recorded:
+        """A stored message as an event with none of its personal fields opened: each reads as an
+        erased case's does (``erase_sealed``), so a reader that reads none of them gets what it
+        would have got from ``decode``, with no key fetched and nothing decrypted (a rebuild's
+        projection, for the types it declares). Only for such readers: ``digest`` is left empty and
+        ``opened`` None (nothing to show a person). An erasure is never read this way: reading one
+        makes the key cache forget its case (``PersonalData.open``). An upcaster sees the data
+        erased too, so one that derived a field from a personal value would differ here."""
+        env = Envelope.from_bytes(data)
+        if env.type == ERASURE:
+            # Its subject named another type (the caller chose by it): the log contradicts itself.
+            raise InvalidEvent(f"{ERASURE} of {env.case_id} at {seq} read as a type whose personal data is not opened")
+        return Recorded(env, seq, env.payload(erase_sealed(env.data)))
 
     def _one_case(self, case_id: str) -> str:
         """The subjects of one case's events, for a read's filter. Checked here, where every read

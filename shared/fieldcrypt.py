@@ -186,6 +186,34 @@ def open_sealed(data: dict[str, Any], case_id: str, event_type: str,
     return _walk_sealed(data, "", decrypt)
 
 
+def erase_sealed(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with every sealed value read as ``ERASED``, none decrypted: the payload an
+    erased case's event reads as, for a reader that reads none of its personal values (a rebuild's
+    projection of the types it declares so). No key, no decryption, no place names: each of those
+    was most of what opening an event cost. A ciphertext altered in the log is not noticed here,
+    since it is not read; the hash chain is what finds that (``rethink.shared.audit``)."""
+    return _erased(data)
+
+
+def _erased(node: dict[str, Any] | list[Any]) -> Any:
+    """A copy of the (unsealed) container ``node`` with ``ERASED`` for each sealed value in it."""
+    if isinstance(node, dict):
+        out: Any = dict(node)
+        items: Any = node.items()
+    else:
+        out = list(node)
+        items = enumerate(node)
+    for k, v in items:
+        if isinstance(v, dict):
+            if len(v) == 4 and v.get("enc") == VERSION and v.keys() == _SEALED_KEYS:  # is_sealed, inline
+                out[k] = ERASED
+            else:
+                out[k] = _erased(v)
+        elif isinstance(v, list):
+            out[k] = _erased(v)
+    return out
+
+
 def _map_paths(data: Any, paths: tuple[tuple[str, ...], ...],
                fn: Callable[[Any, str], Any]) -> Any:
     def go(node: Any, rest: tuple[str, ...], where: list[str]) -> Any:

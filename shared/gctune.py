@@ -8,7 +8,10 @@ A replay also makes thousands of short-lived containers per batch (messages, pay
 statement parameters) that are still alive when CPython's default collects the youngest objects,
 every 700 allocations: that was a third of a replay's CPU (measured with the collector on and
 off, docs/performance.md, fourth round). A replay collects them every ``YOUNG`` allocations
-instead, an order of magnitude more rarely. A service keeps the default: its events come a few
+instead: about what the batch it holds makes (``rebuild.BATCH``; two on PostgreSQL, one decoded
+while one is written), so a collection comes a few times per replay rather than once per batch,
+each walking the whole batch (~5 µs per event for scheduling at 10,000 and batches of 500; the
+fifth round). A service keeps the default: its events come a few
 at a time, and a larger young generation would lengthen each pause on the path whose p99 is a
 target, where no gain was measured.
 """
@@ -19,7 +22,7 @@ import contextlib
 import gc
 from collections.abc import Iterator
 
-YOUNG = 10_000
+YOUNG = 100_000
 
 
 def settle() -> None:

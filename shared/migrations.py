@@ -154,7 +154,8 @@ def service_store(settings: Settings, service: str, *, url: str | None = None,
     schema = None if is_sqlite(url) else (schema or settings.db_schema(service))
     return ProjectionStore(make_engine(url, schema), module.metadata, service, schema=schema,
                            plan=module.plan, handles=module.HANDLES,
-                           plan_unread=getattr(module, "plan_unread", None))
+                           plan_unread=getattr(module, "plan_unread", None),
+                           unopened=getattr(module, "UNOPENED", ()))
 
 
 def prepare(target: ProjectionStore | Target) -> None:

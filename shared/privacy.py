@@ -57,8 +57,11 @@ def erased_kids(envelopes: Iterable[Envelope]) -> frozenset[str]:
     return frozenset(e.data["kid"] for e in envelopes if e.type == ERASURE and e.data.get("kid"))
 
 
+CACHE_SIZE = 1024  # cases whose keys a process keeps
+
+
 class PersonalData:
-    def __init__(self, store: KeyStore, cache_seconds: float = 60.0, cache_size: int = 1024,
+    def __init__(self, store: KeyStore, cache_seconds: float = 60.0, cache_size: int = CACHE_SIZE,
                  now: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self._ttl = cache_seconds
@@ -208,8 +211,10 @@ def open_without_keys(env: Envelope) -> Envelope:
     return env
 
 
-def personal_data(js: Any, settings: Any) -> PersonalData:
-    """The composition roots' one way to build it: keys from the settings' bucket."""
+def personal_data(js: Any, settings: Any, at_once: int = 0) -> PersonalData:
+    """The composition roots' one way to build it: keys from the settings' bucket. ``at_once``: how
+    many cases' keys the cache must hold together (a replay's batch prefetches all of its cases')."""
     from .keystore import KvKeyStore
 
-    return PersonalData(KvKeyStore(js, settings.keys_bucket), settings.key_cache_seconds)
+    return PersonalData(KvKeyStore(js, settings.keys_bucket), settings.key_cache_seconds,
+                        max(CACHE_SIZE, at_once))

@@ -63,6 +63,7 @@ class Unread:
 # a projection that needs only the case id (or nothing) from some types saves a rebuild decoding
 # them. Its ``plan`` gives the same writes for those types (one definition serves both).
 PlanUnread = Callable[[str, Unread], Iterable[Write]]
+REPEATABLE = "rethink_repeatable"  # the execution option that ``repeatable`` sets
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -148,6 +149,14 @@ def checkpoint_table(metadata: MetaData) -> Table:
     )
 
 
+def repeatable(statement: Any) -> Any:
+    """``statement`` marked as a write that changes nothing when it runs again with the same
+    parameters, whatever ran in between: an insert that does nothing on conflict, of a row that no
+    write deletes (meeting gives a case its row at every event of the case). A batch runs it once
+    for each distinct set of parameters (``WriteBatch``); one event at a time runs it every time."""
+    return statement.execution_options(**{REPEATABLE: True})
+
+
 def run_writes(conn: Connection, writes: Iterable[Write]) -> None:
     """One event's writes, in order (the live path)."""
     for statement, params, _ in writes:
@@ -172,15 +181,27 @@ class WriteBatch:
     writes that share a scope keep their order, in different groups; writes that share none may
     change places, which the scopes say is harmless. A group never holds two writes of one scope:
     a multi-row ``INSERT … ON CONFLICT DO UPDATE`` may not touch one row twice (PostgreSQL).
+    A ``repeatable`` write already in the batch with the same parameters is left out: running it
+    again would change nothing.
     """
 
     def __init__(self) -> None:
         self._groups: list[tuple[Executable, list[dict[str, Any]]]] = []
         self._by_shape: dict[tuple[Executable, tuple[str, ...]], list[int]] = {}
         self._last: dict[Hashable, int] = {}  # scope -> the latest group holding one of its writes
+        self._repeats: dict[Executable, bool] = {}  # statement -> is it ``repeatable``
+        self._done: set[tuple[Any, ...]] = set()  # the repeatable writes in the batch, with their parameters
 
     def add(self, writes: Iterable[Write]) -> None:
         for statement, params, scopes in writes:
+            repeats = self._repeats.get(statement)
+            if repeats is None:
+                repeats = self._repeats[statement] = bool(statement.get_execution_options().get(REPEATABLE))
+            if repeats:
+                done = (statement, *params.items())
+                if done in self._done:
+                    continue
+                self._done.add(done)
             after = max([self._last.get(s, -1) for s in scopes], default=-1) + 1
             shape = (statement, tuple(params))  # executemany needs the same columns in every row
             slots = self._by_shape.get(shape)
@@ -210,13 +231,18 @@ class ProjectionStore:
     and a batch runs it event by event. ``handles``: the event types the
     projection needs decoded (None: every type); a rebuild need not decode the others, and hands
     them to ``plan_unread`` (as ``Unread``) when the projection writes anything for them.
+    ``unopened``: the types whose writes read none of their personal fields; a rebuild decodes
+    them without opening any (``EventLog.decode_unopened``: each reads as an erased case's).
     """
 
     def __init__(self, engine: Engine, metadata: MetaData, consumer: str, apply: Apply | None = None,
                  schema: str | None = None, *, plan: Plan | None = None,
-                 handles: Collection[str] | None = None, plan_unread: PlanUnread | None = None) -> None:
+                 handles: Collection[str] | None = None, plan_unread: PlanUnread | None = None,
+                 unopened: Collection[str] = ()) -> None:
         if (apply is None) == (plan is None):
             raise ValueError("a projection store needs its projection's plan, or else an apply function")
+        if ERASURE in unopened:  # reading one must make the key cache forget its case
+            raise ValueError(f"{ERASURE} is always decoded with its personal data opened")
         self.engine = engine
         self.schema = schema  # PostgreSQL schema it lives in (None on SQLite)
         self.metadata = metadata
@@ -225,6 +251,7 @@ class ProjectionStore:
         self._plan = plan
         self.handles = frozenset(handles) if handles is not None else None
         self.plan_unread = plan_unread
+        self.unopened = frozenset(unopened)
         self._checkpoint = cp = metadata.tables["checkpoint"]
         # Built once: constructing a statement costs more than running it on SQLite.
         self._read_cp = select(cp.c.last_seq).where(cp.c.consumer == bindparam("c"))

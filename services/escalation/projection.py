@@ -77,6 +77,9 @@ stages = Table(
 
 HANDLES = frozenset({"RequestSubmitted", "EscalationRaised", "EscalationStageAdvanced", "EscalationResolved",
                      "CaseClosed"})  # the types that change this view
+# The types whose writes read none of their personal fields (this view holds nothing personal): a
+# rebuild decodes them without opening any (``ProjectionStore.unopened``).
+UNOPENED = HANDLES
 
 
 class _Statements:

@@ -40,6 +40,9 @@ requests = Table(
 
 
 HANDLES = frozenset({"RequestSubmitted", "ChecksConfirmed"})  # the types that change this view
+# The types whose writes read none of their personal fields (a request's people, description and
+# notes stay in the log): a rebuild decodes them without opening any (``ProjectionStore.unopened``).
+UNOPENED = HANDLES
 
 _submit = requests.insert()
 _confirm = requests.update().where(requests.c.case_id == bindparam("k_case_id")).values(

@@ -40,7 +40,7 @@ from rethink.shared.events import (
     MeetingScheduled,
     PersonalDataErased,
 )
-from rethink.shared.projection import Unread, UtcDateTime, Write, checkpoint_table, iso
+from rethink.shared.projection import Unread, UtcDateTime, Write, checkpoint_table, iso, repeatable
 
 metadata = MetaData()
 checkpoint_table(metadata)
@@ -89,6 +89,10 @@ actions = Table(
 # them (``plan_unread``), and a RequestSubmitted's dozen sealed fields are the costliest to decode.
 HANDLES = frozenset({"MeetingScheduled", "MeetingRescheduled", "MeetingCancelled", "MeetingHeld", "ActionRecorded",
                      "ActionCompleted", "ActionOverdue", "PersonalDataErased"})
+# The types whose writes read none of their personal fields: a rebuild decodes them without opening
+# any (``ProjectionStore.unopened``). Only an action's description and owner are written here; a
+# MeetingHeld's fifteen or so sealed values (the stages, who attended) are counted, never read.
+UNOPENED = HANDLES - {"ActionRecorded", "PersonalDataErased"}
 
 
 class _Statements:
@@ -101,7 +105,9 @@ class _Statements:
 
     def __init__(self, dialect: str) -> None:
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        self.touch_case = self._upsert(cases, ["case_id"], [])
+        # Every event of a case asks for its row; a batch needs to ask once per case (no write
+        # deletes a case's row, and closing it is an update the touch leaves alone).
+        self.touch_case = repeatable(self._upsert(cases, ["case_id"], []))
         self.close_case = self._upsert(cases, ["case_id"], ["closed"])
         key = ["case_id", "meeting_id"]
         self.schedule = self._upsert(meetings, key, ["status", "arranged_seq", "starts_at"])

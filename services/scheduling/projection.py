@@ -122,6 +122,11 @@ HANDLES = frozenset({
     "RequestSubmitted", "FacilitatorAssigned", "MeetingScheduled", "MeetingRescheduled", "MeetingCancelled",
     "MeetingHeld", "ActionRecorded", "ActionCompleted", "EscalationRaised", "EscalationStageAdvanced",
     "EscalationResolved", "PersonalDataErased", "CaseClosed"})  # the types that change this view
+# The types whose writes read none of their personal fields: a rebuild decodes them without opening
+# any (``ProjectionStore.unopened``). A request gives only its reference, a held meeting only its id;
+# the people this view keeps come from the assignment, the meetings and the actions.
+UNOPENED = frozenset({"RequestSubmitted", "MeetingCancelled", "MeetingHeld", "ActionCompleted", "EscalationRaised",
+                      "EscalationStageAdvanced", "EscalationResolved", "CaseClosed"})
 
 
 class _Statements:

@@ -107,14 +107,16 @@ async def replay_once(js, settings: Settings, service: str, url: str, label: str
 
 
 # Where a replay's time goes on its event loop: the share spent under each of these (cumulative).
-# The database writes run in a worker thread, which cProfile does not see: the CPU per event
-# printed beside each rebuild counts both.
+# On PostgreSQL the database writes run in a worker thread, which cProfile does not see (on SQLite
+# they run in turn, and are seen): the CPU per event printed beside each rebuild counts both.
 REBUILD_PARTS = {
     "fetch from JetStream (_Batches.fetch)": ("rebuild.py", "fetch"),
     "data keys (PersonalData.prefetch)": ("privacy.py", "prefetch"),
-    "decode (EventLog.decode)": ("eventlog.py", "decode"),
+    "decode, personal fields opened (EventLog.decode)": ("eventlog.py", "decode"),
     "  of which opening personal fields (PersonalData.open)": ("privacy.py", "open"),
-    "  of which payload validation (Envelope.payload)": ("envelope.py", "payload"),
+    "decode, none opened (EventLog.decode_unopened)": ("eventlog.py", "decode_unopened"),
+    "payload validation, both ways (Envelope.payload)": ("envelope.py", "payload"),
+    "database writes (ProjectionStore.apply_batch)": ("projection.py", "apply_batch"),
 }
 
 

@@ -91,3 +91,22 @@ async def test_a_value_that_decrypts_to_no_json_is_unreadable_not_a_crash():
     await reader.prefetch([env.case_id])
     with pytest.raises(UnreadableCiphertext, match="description"):
         await reader.open(env.model_copy(update={"data": bad}))
+
+
+async def test_a_replay_keeps_every_key_its_batch_prefetched():
+    """A batch's cases' keys are fetched before its events are opened: a cache smaller than a batch
+    would drop some first, and each of those would cost a round trip to the key store."""
+    from rethink.shared.privacy import CACHE_SIZE, personal_data
+    from rethink.shared.rebuild import BATCH
+    from rethink.shared.settings import Settings
+
+    store = Keys()
+    cases = [f"RT-{n:010d}" for n in range(max(BATCH, CACHE_SIZE + 1))]
+    for case_id in cases:
+        await store.create(case_id)
+    reader = personal_data(None, Settings(), BATCH)
+    reader.store = store
+    await reader.prefetch(cases[:BATCH])
+    reads = store.reads
+    assert all(reader._cached(c) is store.keys[c] for c in cases[:BATCH])
+    assert store.reads == reads

@@ -11,7 +11,8 @@ import importlib
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, create_engine, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, create_engine, event, select
+from sqlalchemy.dialects import sqlite
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
@@ -27,7 +28,7 @@ from rethink.shared.events import (
     Person,
     PersonalDataErased,
 )
-from rethink.shared.projection import Unread, WriteBatch
+from rethink.shared.projection import Unread, WriteBatch, repeatable
 from rethink.shared.settings import SERVICES
 from tests.support import recorded
 from tests.unit.test_escalation_domain import advanced, raised, resolved
@@ -141,6 +142,38 @@ def test_writes_that_share_a_scope_keep_their_order_and_others_share_statements(
         assert sorted(conn.execute(select(t)).all()) == [("a", 3), ("b", 3), ("c", 3)]
     assert statements == 4  # one insert of three rows, then three rounds of updates, three rows each
     engine.dispose()
+
+
+def test_a_repeatable_write_runs_once_per_batch_for_the_same_parameters(tmp_path):
+    metadata = MetaData()
+    t = Table("t", metadata, Column("k", String(8), primary_key=True), Column("v", Integer))
+    touch = repeatable(sqlite.insert(t).on_conflict_do_nothing(index_elements=["k"]))
+    update = t.update().where(t.c.k == bindparam("key"))
+    engine = create_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    metadata.create_all(engine)
+    ran = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, sql, params, _ctx, many: ran.append(
+        (sql.split()[0], len(params) if many else 1)))
+    batch = WriteBatch()
+    for n in range(3):
+        for k in "ab":
+            batch.add([(touch, {"k": k, "v": 0}, (k,)), (update, {"key": k, "v": n + 1}, (k,))])
+    with engine.begin() as conn:
+        batch.run(conn)
+        assert ran == [("INSERT", 2), ("UPDATE", 2), ("UPDATE", 2), ("UPDATE", 2)]
+        assert sorted(conn.execute(select(t)).all()) == [("a", 3), ("b", 3)]  # the later touches changed nothing
+    engine.dispose()
+
+
+def test_meeting_gives_each_case_its_row_once_per_batch(projection_db):
+    """Every event of a case touches its row; a batch of the whole log does so once per case."""
+    store = projection_db("meeting")
+    touches = []
+    event.listen(store.engine, "before_cursor_execute", lambda _c, _cur, sql, params, _ctx, many: touches.append(
+        len(params) if many else 1) if sql.startswith("INSERT INTO meeting_cases") and "DO NOTHING" in sql else None)
+    recs = events()
+    store.apply_batch(recs)
+    assert sum(touches) == len({r.envelope.case_id for r in recs}) < len(recs)
 
 
 @pytest.mark.parametrize("service", SERVICES)
