@@ -38,7 +38,7 @@ from sqlalchemy.sql import Executable
 
 from .envelope import Recorded
 from .privacy import ERASURE
-from .sqlwriter import Writer
+from .sqlwriter import REPEATABLE, Writer
 
 Apply = Callable[[Connection, Recorded], None]
 # One row change: a prebuilt statement, its parameters, and its scopes: names for every row it may
@@ -63,7 +63,6 @@ class Unread:
 # a projection that needs only the case id (or nothing) from some types saves a rebuild decoding
 # them. Its ``plan`` gives the same writes for those types (one definition serves both).
 PlanUnread = Callable[[str, Unread], Iterable[Write]]
-REPEATABLE = "rethink_repeatable"  # the execution option that ``repeatable`` sets
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 

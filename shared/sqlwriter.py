@@ -22,6 +22,8 @@ from sqlalchemy.sql import Executable
 
 from .envelope import Recorded
 
+REPEATABLE = "rethink_repeatable"  # the execution option ``projection.repeatable`` sets
+
 if TYPE_CHECKING:
     from .projection import ProjectionStore
 
@@ -60,7 +62,9 @@ class CompiledWrite:
 def compiled_write(dialect: Dialect, statement: Executable, params: dict[str, Any]) -> CompiledWrite | None:
     """``statement`` compiled as ``Connection.execute(statement, params)`` compiles it (one row), or None
     when running it directly would not be exactly what SQLAlchemy does."""
-    if getattr(statement, "_execution_options", None) or not hasattr(statement, "compile"):
+    options = dict(getattr(statement, "_execution_options", None) or {})
+    options.pop(REPEATABLE, None)  # ours, for a batch (``repeatable``): nothing SQLAlchemy acts on
+    if options or not hasattr(statement, "compile"):
         return None
     compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(params), for_executemany=False)
     dml = compiled.isinsert or compiled.isupdate or compiled.isdelete
