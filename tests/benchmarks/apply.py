@@ -61,20 +61,12 @@ def copies_of_test_log(copies: int) -> list[Recorded]:
 
 
 def engine_apply(store: ProjectionStore, recorded: Recorded) -> bool:
-    """``apply`` as it was: a pool checkout and SQLAlchemy's execution per statement (the A/B's "before")."""
-    with store.engine.begin() as conn:
-        moved = conn.execute(store._move_cp, {"c": store.consumer, "s": recorded.seq}).rowcount
-        if not moved:
-            row = conn.execute(store._read_cp, {"c": store.consumer}).first()
-            if row is None:
-                conn.execute(store._insert_cp, {"consumer": store.consumer, "last_seq": recorded.seq})
-            else:
-                return False
-        for statement, params, _ in store._plan(conn.dialect.name, recorded):  # type: ignore[misc]
-            conn.execute(statement, params)
-    if recorded.type == ERASURE:
+    """``apply`` as it was: a pool checkout and SQLAlchemy's execution per statement (the A/B's "before");
+    the store keeps that way for what its own connection does not cover."""
+    applied = store._apply_on_engine(recorded)
+    if applied and recorded.type == ERASURE:
         store.scrub()
-    return True
+    return applied
 
 
 def raw_applier(store: ProjectionStore, events: list[Recorded]) -> tuple[Callable[[Recorded], bool], Callable[[], None]]:
