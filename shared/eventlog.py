@@ -174,6 +174,22 @@ class EventLog:
         cached = self.cache.get(case_id, seq) if self.cache is not None else None
         return cached if cached is not None else await self.read_case(case_id)
 
+    def held(self, case_id: str) -> list[Recorded] | None:
+        """The copy of the case this process holds, as it is, unconfirmed: [] when it holds none
+        (most often a new case); None without a cache. See ``decide_and_append`` for its use."""
+        self._one_case(case_id)  # a hostile id is refused here as a read would refuse it
+        if self.cache is None:
+            return None
+        last = self.cache.last_seq(case_id)
+        return (self.cache.get(case_id, last) or []) if last is not None else []
+
+    async def ends_at(self, case_id: str, seq: int) -> bool:
+        """Is ``seq`` the case's last event in the log (0: has it none)? One small request."""
+        try:
+            return (await self._js.get_msg(self.stream, subject=self._one_case(case_id))).seq == seq
+        except NotFoundError:
+            return seq == 0
+
     async def current_history(self, case_id: str) -> list[Recorded]:
         """The case's whole history as of now: the cached copy when the log confirms the case ends
         where that copy ends, else a full read.
@@ -359,17 +375,36 @@ async def decide_and_append(log: EventLog, case_id: str, decide: Decide, attempt
     Events already in the log (same id: a redelivery or a retried command) are not
     appended twice. Returns the events written now. With ``seen_seq`` (a reaction to the event
     at that sequence) the first try may decide on the cached history, if it reaches that far.
+
+    A command (no ``seen_seq``) decides first on the copy of the case this process holds, without
+    asking the log: an append proves that copy current, since it expects the case's last event
+    to be the copy's last (case-wide), and loses otherwise. Only an outcome that appends nothing
+    (a refusal, a repeat) is checked by asking the log where the case ends; a refusal is never
+    given on a copy the log has moved past. That saves a command its round trip to the log.
     """
+    held = log.held(case_id) if seen_seq is None else None
     for attempt in range(attempts):
-        if attempt == 0:  # then a conflict means the cache was behind: read the log itself
-            history = (await log.history_for(case_id, seen_seq) if seen_seq is not None
-                       else await log.current_history(case_id))
+        if held is not None:
+            history, held = held, None
+            try:
+                new = _new_events(history, decide)
+            except Exception:
+                if await log.ends_at(case_id, _last_seq(history)):
+                    raise  # decided on the case as it is
+                continue  # the case moved on: read it and decide again
+            if not new:
+                if await log.ends_at(case_id, _last_seq(history)):
+                    return []
+                continue
         else:
-            history = await log.read_case(case_id)
-        seen = {r.envelope.event_id for r in history}
-        new = [e for e in decide(history) if e.event_id not in seen]
-        if not new:
-            return []
+            if attempt == 0:  # a reaction; or a command whose log has no cache
+                history = (await log.history_for(case_id, seen_seq) if seen_seq is not None
+                           else await log.current_history(case_id))
+            else:  # a conflict means the copy was behind: read the log itself
+                history = await log.read_case(case_id)
+            new = _new_events(history, decide)
+            if not new:
+                return []
         try:
             last = history[-1] if history else None
             await log.append(case_id, new, last.seq if last else 0, after=last)
@@ -378,3 +413,12 @@ async def decide_and_append(log: EventLog, case_id: str, decide: Decide, attempt
             # Read again: an event already stored by an earlier attempt is then filtered out.
             continue
     raise ConcurrencyConflict(f"case {case_id} kept changing; gave up after {attempts} attempts")
+
+
+def _new_events(history: list[Recorded], decide: Decide) -> list[Envelope]:
+    seen = {r.envelope.event_id for r in history}
+    return [e for e in decide(history) if e.event_id not in seen]
+
+
+def _last_seq(history: list[Recorded]) -> int:
+    return history[-1].seq if history else 0

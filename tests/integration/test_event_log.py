@@ -341,7 +341,78 @@ async def test_a_command_reads_the_log_when_the_case_moved_on_behind_the_cache(n
     decide, seen = writes_nothing()
     await decide_and_append(cached, case_id, decide)
 
-    assert seen == [["a1", "elsewhere"]] and reads == [case_id]
+    # Decided first on the copy held; the log says the case moved on; decided again on the log's.
+    assert seen == [["a1"], ["a1", "elsewhere"]] and reads == [case_id]
+
+
+async def test_a_command_that_appends_on_a_current_copy_asks_the_log_nothing_first(nc, settings, event_log):
+    cached = with_cache(nc, settings, event_log)
+    case_id = new_case_id()
+    await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
+    await deliver_to_cache(cached, event_log, case_id)
+    reads, asked = count_reads(cached), count_ends_at(cached)
+    seen: list[list[str]] = []
+
+    def decide(history: list[Recorded]) -> list[Envelope]:
+        seen.append([r.payload.action_id for r in history])
+        return envs(case_id, done("a2"))
+
+    await decide_and_append(cached, case_id, decide)  # a command
+
+    assert seen == [["a1"]] and reads == [] and asked == []  # the append itself proved the copy current
+    assert [r.payload.action_id for r in await event_log.read_case(case_id)] == ["a1", "a2"]
+
+
+async def test_a_command_that_appends_on_a_copy_the_case_moved_past_loses_and_decides_again_on_the_log(
+        nc, settings, event_log):
+    cached = with_cache(nc, settings, event_log)
+    case_id = new_case_id()
+    [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
+    await deliver_to_cache(cached, event_log, case_id)
+    await event_log.append(case_id, envs(case_id, done("elsewhere")), expected_last_seq=first)
+    reads = count_reads(cached)
+    seen: list[list[str]] = []
+
+    def decide(history: list[Recorded]) -> list[Envelope]:
+        seen.append([r.payload.action_id for r in history])
+        return envs(case_id, done(f"after-{history[-1].payload.action_id}"))
+
+    await decide_and_append(cached, case_id, decide)
+
+    assert seen == [["a1"], ["a1", "elsewhere"]] and reads == [case_id]
+    history = await event_log.read_case(case_id)
+    assert [r.payload.action_id for r in history] == ["a1", "elsewhere", "after-elsewhere"]
+
+
+async def test_a_refusal_on_a_current_copy_is_given_once_the_log_confirms_it(nc, settings, event_log):
+    cached = with_cache(nc, settings, event_log)
+    case_id = new_case_id()
+    await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
+    await deliver_to_cache(cached, event_log, case_id)
+    reads, asked = count_reads(cached), count_ends_at(cached)
+
+    def refuse(history: list[Recorded]) -> list[Envelope]:
+        raise ValueError(f"refused on {[r.payload.action_id for r in history]}")
+
+    with pytest.raises(ValueError, match=r"refused on \['a1'\]"):
+        await decide_and_append(cached, case_id, refuse)
+    assert asked == [case_id] and reads == []
+
+
+async def test_a_refusal_on_a_copy_the_case_moved_past_is_decided_again_on_the_log(nc, settings, event_log):
+    cached = with_cache(nc, settings, event_log)
+    case_id = new_case_id()
+    [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
+    await deliver_to_cache(cached, event_log, case_id)
+    await event_log.append(case_id, envs(case_id, done("a2")), expected_last_seq=first)
+
+    def needs_a2(history: list[Recorded]) -> list[Envelope]:  # refused on the copy, accepted on the log
+        if history[-1].payload.action_id != "a2":
+            raise ValueError("a2 not done yet")
+        return envs(case_id, done("a3"))
+
+    await decide_and_append(cached, case_id, needs_a2)
+    assert [r.payload.action_id for r in await event_log.read_case(case_id)] == ["a1", "a2", "a3"]
 
 
 async def test_a_command_on_a_case_with_no_events_yet_reads_nothing(nc, settings, event_log):
@@ -368,7 +439,8 @@ async def test_a_command_on_a_case_not_held_in_the_cache_reads_it(nc, settings, 
     decide, seen = writes_nothing()
     await decide_and_append(cached, case_id, decide)
 
-    assert seen == [["a1"]] and reads == [case_id]
+    # Decided first on nothing held (most often a new case); the log says the case exists: read it.
+    assert seen == [[], ["a1"]] and reads == [case_id]
 
 
 def writes_nothing() -> tuple[Callable[[list[Recorded]], list[Envelope]], list[list[str]]]:
@@ -392,6 +464,19 @@ async def deliver_to_cache(cached: EventLog, reader: EventLog, case_id: str) -> 
     assert cached.cache is not None
     for r in await reader.read_case(case_id):
         cached.cache.observe(r)
+
+
+def count_ends_at(log: EventLog) -> list[str]:
+    """Record every case ``log`` asks the log where it ends."""
+    asked: list[str] = []
+    real = log.ends_at
+
+    async def ends_at(case_id: str, seq: int) -> bool:
+        asked.append(case_id)
+        return await real(case_id, seq)
+
+    log.ends_at = ends_at  # type: ignore[method-assign]
+    return asked
 
 
 def count_reads(log: EventLog) -> list[str]:
