@@ -38,7 +38,7 @@ from sqlalchemy.sql import Executable
 
 from .envelope import Recorded
 from .privacy import ERASURE
-from .sqlwriter import REPEATABLE, Writer
+from .sqlwriter import REPEATABLE, CompiledWrite, Writer, run_on_cursor
 
 Apply = Callable[[Connection, Recorded], None]
 # One row change: a prebuilt statement, its parameters, and its scopes: names for every row it may
@@ -63,6 +63,8 @@ class Unread:
 # a projection that needs only the case id (or nothing) from some types saves a rebuild decoding
 # them. Its ``plan`` gives the same writes for those types (one definition serves both).
 PlanUnread = Callable[[str, Unread], Iterable[Write]]
+# A statement's compiled form for one set of parameter names, or None (``Writer.compiled``).
+Compiled = Callable[[Executable, dict[str, Any]], CompiledWrite | None]
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -215,10 +217,28 @@ class WriteBatch:
             for s in scopes:
                 self._last[s] = group
 
-    def run(self, conn: Connection) -> int:
-        """Execute every group in order; returns how many statements that took."""
-        for statement, rows in self._groups:
-            conn.execute(statement, rows if len(rows) > 1 else rows[0])
+    def run(self, conn: Connection, compiled: Compiled | None = None) -> int:
+        """Execute every group in order; returns how many statements that took.
+
+        ``compiled``: a statement's compiled form for a set of parameter names (``Writer.compiled``),
+        or None for one it does not cover. A group it covers runs on the DB-API cursor of ``conn``'s
+        transaction (``run_on_cursor``): SQLAlchemy's processing of each row's parameters was half of
+        what a batch's writes cost (fifth round). The others run through ``conn`` as before.
+        """
+        cursor = None
+        try:
+            for statement, rows in self._groups:
+                write = compiled(statement, rows[0]) if compiled is not None else None
+                if write is None:
+                    conn.execute(statement, rows if len(rows) > 1 else rows[0])
+                    continue
+                if cursor is None:
+                    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                run_on_cursor(conn, cursor, write, rows)
+        finally:
+            if cursor is not None:
+                with contextlib.suppress(Exception):
+                    cursor.close()
         return len(self._groups)
 
 
@@ -318,7 +338,7 @@ class ProjectionStore:
                     self._apply(conn, recorded)
                 last = recorded.seq
                 applied += 1
-            writes.run(conn)
+            writes.run(conn, self._batch_compiled())
             last = max(last, through)
             if row is None:
                 conn.execute(self._insert_cp, {"consumer": self.consumer, "last_seq": last})
@@ -327,6 +347,16 @@ class ProjectionStore:
         if any(r.type == ERASURE for r in batch):
             self.scrub()
         return applied
+
+    def _batch_compiled(self) -> Compiled | None:
+        """How a batch's groups may run on the cursor (``WriteBatch.run``): on SQLite only. On
+        PostgreSQL SQLAlchemy's executemany of an INSERT batches rows into multi-row statements
+        ("insertmanyvalues"), which one compiled row's SQL is not; and there the writes run in a
+        thread of their own, waiting on the network, where the rows' processing costs less."""
+        writer = self._writer
+        if writer is None or self.engine.dialect.name != "sqlite" or writer.hooked():
+            return None
+        return writer.compiled
 
     def apply(self, recorded: Recorded) -> bool:
         """Apply once. Returns False when the event was already applied.
