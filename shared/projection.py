@@ -194,28 +194,36 @@ class WriteBatch:
         self._done: set[tuple[Any, ...]] = set()  # the repeatable writes in the batch, with their parameters
 
     def add(self, writes: Iterable[Write]) -> None:
+        # Every write of a rebuild passes here: locals rather than attributes, a loop rather than
+        # max() of a list, and a new group opened without a search when the shape's last is too early.
+        groups, by_shape, last, repeats_of, done = self._groups, self._by_shape, self._last, self._repeats, self._done
         for statement, params, scopes in writes:
-            repeats = self._repeats.get(statement)
+            repeats = repeats_of.get(statement)
             if repeats is None:
-                repeats = self._repeats[statement] = bool(statement.get_execution_options().get(REPEATABLE))
+                repeats = repeats_of[statement] = bool(statement.get_execution_options().get(REPEATABLE))
             if repeats:
-                done = (statement, *params.items())
-                if done in self._done:
+                key = (statement, *params.items())
+                if key in done:
                     continue
-                self._done.add(done)
-            after = max([self._last.get(s, -1) for s in scopes], default=-1) + 1
-            shape = (statement, tuple(params))  # executemany needs the same columns in every row
-            slots = self._by_shape.get(shape)
-            k = bisect_left(slots, after) if slots else 0
-            if slots and k < len(slots):
-                group = slots[k]
-            else:
-                group = len(self._groups)
-                self._groups.append((statement, []))
-                self._by_shape.setdefault(shape, []).append(group)
-            self._groups[group][1].append(params)
+                done.add(key)
+            after = 0  # the first group this write may join: after every group holding one of its scopes
             for s in scopes:
-                self._last[s] = group
+                g = last.get(s, -1)
+                if g >= after:
+                    after = g + 1
+            shape = (statement, tuple(params))  # executemany needs the same columns in every row
+            slots = by_shape.get(shape)
+            if slots is None:
+                slots = by_shape[shape] = []
+            if slots and slots[-1] >= after:
+                group = slots[bisect_left(slots, after)]
+            else:
+                group = len(groups)
+                groups.append((statement, []))
+                slots.append(group)
+            groups[group][1].append(params)
+            for s in scopes:
+                last[s] = group
 
     def run(self, conn: Connection, compiled: Compiled | None = None) -> int:
         """Execute every group in order; returns how many statements that took.
