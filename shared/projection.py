@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import re
 from bisect import bisect_left
-from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -320,13 +320,14 @@ class ProjectionStore:
             for table in reversed(self.metadata.sorted_tables):
                 conn.execute(table.delete())
 
-    def apply_batch(self, batch: Sequence[Recorded | Unread], through: int = 0) -> int:
+    def apply_batch(self, batch: Iterable[Recorded | Unread], through: int = 0) -> int:
         """Apply many events, in log order, in one transaction; returns how many were new.
 
         ``through``: the last stream sequence this batch stands for, when events the projection
         ignores were left out of it (a rebuild does not decode them): the checkpoint moves there
         as it would have, had they been applied. Those are not counted. ``Unread`` events (outside
-        ``handles``, not decoded) are applied through ``plan_unread``, and counted.
+        ``handles``, not decoded) are applied through ``plan_unread``, and counted. ``batch`` is
+        taken once, each event dropped once its writes are had: a rebuild decodes each as it is taken.
         """
         applied = 0
         with self.engine.begin() as conn:
@@ -334,7 +335,9 @@ class ProjectionStore:
             last = start = row[0] if row else 0
             plan, dialect = self._plan, conn.dialect.name
             writes = WriteBatch()
+            erasure = False  # noted on the way: the batch is read once
             for recorded in batch:
+                erasure = erasure or recorded.type == ERASURE
                 if recorded.seq <= last:
                     continue
                 if isinstance(recorded, Unread):
@@ -352,7 +355,7 @@ class ProjectionStore:
                 conn.execute(self._insert_cp, {"consumer": self.consumer, "last_seq": last})
             elif last != start:
                 conn.execute(self._set_cp, {"c": self.consumer, "s": last})
-        if any(r.type == ERASURE for r in batch):
+        if erasure:
             self.scrub()
         return applied
 
