@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Dialect, Engine, Select
@@ -49,14 +50,40 @@ class CompiledWrite:
     slots: tuple[_Slot, ...]  # positional: in order; named: one per name
     names: tuple[str, ...]  # named: the (escaped) parameter names, in the order of ``slots``
     sequence: Callable[[list[Any]], Any]  # the dialect's execute_sequence_format
+    _values: Callable[[dict[str, Any]], Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_values", _values_of(self.slots))
 
     def parameters(self, params: dict[str, Any]) -> Any:
-        values = [(params[key] if key is not None else const) if proc is None
-                  else proc(params[key] if key is not None else const) for key, const, proc in self.slots]
-        return self.sequence(values) if self.positional else dict(zip(self.names, values, strict=True))
+        values = self._values(params)
+        if self.positional:
+            return values if type(values) is self.sequence else self.sequence(values)
+        return dict(zip(self.names, values, strict=True))
 
     def prepare(self, params: dict[str, Any]) -> tuple[str, Any]:
         return self.sql, self.parameters(params)
+
+
+def _values_of(slots: tuple[_Slot, ...]) -> Callable[[dict[str, Any]], Any]:
+    """How a row's values are made, in ``slots`` order. Every row of a rebuild's batch passes here:
+    where each is a value by name, one ``itemgetter`` call takes them all (then the processors run
+    on theirs), about half the CPU of a loop over the slots."""
+    if len(slots) < 2 or any(key is None for key, _, _ in slots):
+        return lambda params: [(params[key] if key is not None else const) if proc is None
+                               else proc(params[key] if key is not None else const) for key, const, proc in slots]
+    take = itemgetter(*(key for key, _, _ in slots))  # a tuple of two or more
+    processed = tuple((i, proc) for i, (_, _, proc) in enumerate(slots) if proc is not None)
+    if not processed:
+        return take
+
+    def values(params: dict[str, Any]) -> list[Any]:
+        row = list(take(params))
+        for i, proc in processed:
+            row[i] = proc(row[i])
+        return row
+
+    return values
 
 
 def compiled_write(dialect: Dialect, statement: Executable, params: dict[str, Any]) -> CompiledWrite | None:
