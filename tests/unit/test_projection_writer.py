@@ -3,8 +3,8 @@ engine did, on SQLite and on PostgreSQL (the ``backend`` parameter): the same SQ
 reach the driver, errors come out as SQLAlchemy's, a broken connection is replaced, and whatever the
 direct way does not cover still goes through the engine.
 
-(That the rows are the same is also checked by ``test_projection_batches``, whose batches run on the
-engine, against events applied one at a time here.)
+(That the rows are the same is also checked by ``test_projection_batches``, against events applied one
+at a time here. A batch runs its groups on the cursor too, on SQLite: the ``cursor`` tests below.)
 """
 
 from __future__ import annotations
