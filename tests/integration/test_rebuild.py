@@ -6,7 +6,7 @@ The ``backend`` parameter puts the services' projections on that database (see c
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from rethink.escalation.app import build as escalation
 from rethink.intake.app import build as intake
@@ -200,3 +200,35 @@ async def test_a_pull_request_left_unanswered_is_asked_again_of_a_fresh_consumer
     assert muted and len(counting.consumers) == 2
     assert result.events_read == (await js.stream_info(settings.stream)).state.messages
     assert _rows(rebuilt) == _rows(projection_store("intake", settings.db_url("intake")))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_unreadable_events_are_counted_and_skipped_however_they_are_decoded(backend, settings, stream, nc,
+                                                                                   subjects):
+    """An event that cannot be read is skipped and counted, whether it is decoded with its personal
+    fields opened (on the event loop) or without (as the store takes it: in the writer's thread on
+    PostgreSQL, in turn on SQLite)."""
+    import importlib
+
+    from tests.benchmarks.replay import fill
+
+    js = nc.jetstream()
+    await fill(js, settings, 2)
+    garbage = {"RequestSubmitted": "RT-AAAAAAAAAA", "MeetingScheduled": "RT-BBBBBBBBBB"}  # scheduling: unopened, opened
+    for kind, case_id in garbage.items():
+        await js.publish(subjects.event(case_id, kind), b"not an event")
+    for service in SERVICES:
+        module = importlib.import_module(f"rethink.{service}.projection")
+        unreadable = [k for k in garbage if module.HANDLES is None or k in module.HANDLES]
+        plan = rebuild_plan(settings, service)  # a side file, or a side schema
+        store = plan.store()
+        result = await replay_into(js, settings, store)
+        if plan.schema is not None:
+            with store.engine.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {plan.schema} CASCADE"))
+        store.engine.dispose()
+        assert result.skipped_unreadable == len(unreadable), service
+        assert result.applied == result.events_read - len(unreadable) == 52 - len(unreadable), service
+        if service == "scheduling":
+            assert set(unreadable) == set(garbage) and "MeetingScheduled" not in module.UNOPENED
+            assert "RequestSubmitted" in module.UNOPENED
