@@ -387,7 +387,7 @@ class ProjectionStore:
         applied = self._writer.apply(recorded, _RETRYING.get()) if self._writer is not None else None
         if applied is None:
             applied = self._apply_on_engine(recorded)
-        if applied and recorded.type == ERASURE:
+        if recorded.type == ERASURE:  # a redelivered one too: a crash may have come between commit and scrub
             self.scrub()
         return applied
 

@@ -53,13 +53,12 @@ async def _raw_body(msg: NatsMessage) -> bytes:
 
 
 async def _subject_and_body(msg: NatsMessage) -> tuple[str, bytes]:
+    """What request handlers take, instead of the message from FastStream's context: resolving a
+    context parameter runs in a worker thread, a thread hand-off per request that was a tenth of a
+    service's CPU (issue 7)."""
     return msg.raw_message.subject, msg.body
 
 
-# Request handlers take (subject, body) from this decoder, not the message from FastStream's
-# context: resolving a context parameter runs in a worker thread, a thread hand-off per request
-# that was a tenth of a service's CPU.
-_BARE: dict[str, Any] = {"decoder": _subject_and_body}
 
 
 class _Empty(BaseModel):
@@ -198,7 +197,7 @@ class RunningService:
 
         if parts.commands and not parts.intake_subject:
             @broker.subscriber(s.command(name, "*"), queue=f"{name}-commands", max_workers=COMMAND_WORKERS,
-                               **_BARE)
+                               decoder=_subject_and_body)
             async def on_command(request: Any) -> dict[str, Any]:
                 subject, body = request
                 structlog.contextvars.clear_contextvars()
@@ -209,7 +208,8 @@ class RunningService:
 
         queries = {**parts.queries, "ping": Route(_Empty, ping, "Is the service up?")}
 
-        @broker.subscriber(s.query(name, "*"), queue=f"{name}-queries", max_workers=COMMAND_WORKERS, **_BARE)
+        @broker.subscriber(s.query(name, "*"), queue=f"{name}-queries", max_workers=COMMAND_WORKERS,
+                           decoder=_subject_and_body)
         async def on_query(request: Any) -> dict[str, Any]:
             subject, body = request
             return await self._timed(queries, subject.rsplit(".", 1)[-1], body)
@@ -224,7 +224,7 @@ class RunningService:
                 return receipt_for(reply, agency, command, body, received_at, max_bytes)
 
             @broker.subscriber(s.intake("*", "*"), queue=f"{name}-agencies", max_workers=COMMAND_WORKERS,
-                               **_BARE)
+                               decoder=_subject_and_body)
             async def on_agency(request: Any) -> dict[str, Any]:
                 receipt = await receive(*request)
                 # Every message gets a receipt, kept durably for an agency that is not listening now.
@@ -296,7 +296,7 @@ class RunningService:
             retry = {"retry_parked": Route(RetryParked, lambda cmd: self._retry_parked(handler, cmd),
                                            "Apply a parked event again (after its cause was fixed)")}
 
-            @broker.subscriber(f"{s.prefix}.ops.{name}.*", queue=f"{name}-ops", **_BARE)
+            @broker.subscriber(f"{s.prefix}.ops.{name}.*", queue=f"{name}-ops", decoder=_subject_and_body)
             async def on_ops(request: Any) -> dict[str, Any]:
                 subject, body = request
                 return await dispatch(retry, subject.rsplit(".", 1)[-1], body, max_bytes)

@@ -143,23 +143,31 @@ def run_on_cursor(conn: Connection, cursor: Any, write: CompiledWrite, rows: lis
     naming the rows as sent (a connection it finds broken invalidated)."""
     sql, many = write.sql, len(rows) > 1
     dialect = conn.dialect
-    dbapi_error = dialect.loaded_dbapi.Error
     try:
         params: Any = [write.parameters(p) for p in rows] if many else write.parameters(rows[0])
     except Exception as e:
-        raise sa_exc.DBAPIError.instance(sql, rows, e, dbapi_error, hide_parameters=conn.engine.hide_parameters,
-                                         dialect=dialect) from e
+        raise as_sqlalchemy_error(conn.engine, sql, rows, e) from e
     try:
         if many:
             cursor.executemany(sql, params)
         else:
             cursor.execute(sql, params)
-    except dbapi_error as e:
+    except dialect.loaded_dbapi.Error as e:
         disconnect = dialect.is_disconnect(e, conn.connection.dbapi_connection, cursor)
         if disconnect:
             conn.invalidate(e)
-        raise sa_exc.DBAPIError.instance(sql, params, e, dbapi_error, hide_parameters=conn.engine.hide_parameters,
-                                         connection_invalidated=disconnect, dialect=dialect) from e
+        raise as_sqlalchemy_error(conn.engine, sql, params, e, disconnect) from e
+
+
+def as_sqlalchemy_error(engine: Engine, sql: str | None, params: Any, error: Exception,
+                        invalidated: bool = False) -> Exception:
+    """``error`` as ``Connection.execute`` raises it: a driver's error as its ``DBAPIError`` (an
+    ``OperationalError``, an ``IntegrityError``...), anything else as a ``StatementError``; the
+    same class and message (tested), so what the delivery layer retries stays retried."""
+    dialect = engine.dialect
+    return sa_exc.DBAPIError.instance(sql, params, error, dialect.loaded_dbapi.Error,
+                                      hide_parameters=engine.hide_parameters, connection_invalidated=invalidated,
+                                      dialect=dialect)
 
 
 class _Fallback(Exception):
@@ -313,9 +321,7 @@ class Writer:
                 raise _Stale from e
             if planning or not isinstance(e, Exception) or isinstance(e, sa_exc.StatementError):
                 raise
-            raise sa_exc.DBAPIError.instance(sql, params, e, self._dbapi_error,
-                                             hide_parameters=self.engine.hide_parameters,
-                                             connection_invalidated=disconnect, dialect=self.dialect) from e
+            raise as_sqlalchemy_error(self.engine, sql, params, e, disconnect) from e
         finally:
             if cursor is not None:
                 with contextlib.suppress(Exception):

@@ -132,7 +132,6 @@ def _enter_stage(s: _Statements, case_id: str, e: EscalationRaised | EscalationS
         "holder": e.holder, "deadline": e.deadline, "entered_at": at}, (case_id,)
 
 
-
 def _summary(row: Any) -> dict[str, Any]:
     return {
         "case_id": row["case_id"], "escalation_id": row["escalation_id"], "trigger": row["trigger"],

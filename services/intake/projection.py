@@ -62,7 +62,6 @@ def plan(dialect: str, r: Recorded) -> Iterable[Write]:
         yield _confirm, {"k_case_id": env.case_id, "confirmed_at": env.occurred_at}, scope
 
 
-
 def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(requests).where(requests.c.case_id == case_id)).mappings().first()
     if row is None:

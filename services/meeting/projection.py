@@ -170,7 +170,6 @@ def plan(dialect: str, r: Recorded) -> Iterable[Write]:
         yield s.erase, {"k_case_id": case_id}, scope
 
 
-
 def _action(row: Any, with_case: bool = False) -> dict[str, Any]:
     out = {"case_id": row["case_id"]} if with_case else {}
     out |= {
@@ -199,7 +198,6 @@ def case_view(conn: Connection, case_id: str) -> dict[str, Any] | None:
                         .order_by(actions.c.recorded_seq)).mappings()
     return {"case_id": case_id, "closed": bool(case["closed"]), "meeting": meeting,
             "actions": [_action(r) for r in rows]}
-
 
 
 def list_view(conn: Connection, overdue_only: bool, owner_email: str | None, limit: int,

@@ -228,7 +228,6 @@ def plan(dialect: str, r: Recorded) -> Iterable[Write]:
         yield s.cancel_active, {"k_case_id": case_id}, scope
 
 
-
 _APPLIED_UP_TO = select(checkpoint.c.last_seq).where(checkpoint.c.consumer == bindparam("consumer"))
 
 

@@ -17,6 +17,7 @@ from datetime import UTC
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, exc, select, text
 
+from rethink.shared.privacy import ERASURE
 from rethink.shared.projection import ProjectionStore, WriteBatch, checkpoint_table, retrying_parked
 from rethink.shared.settings import SERVICES
 from rethink.shared.sqlwriter import Writer, compiled_write
@@ -339,3 +340,14 @@ def test_a_batchs_errors_on_the_cursor_are_the_engines_and_leave_nothing_behind(
     other.close()
     assert store.apply_batch(events()[:3]) == 3
     engine.dispose()
+
+
+def test_an_erasure_delivered_again_is_scrubbed_again(projection_db):
+    """A crash between an erasure's commit and its scrub would leave the old pages in SQLite's
+    write-ahead log: its redelivery, applied before, still scrubs."""
+    store = projection_db("meeting")
+    erasure = next(r for r in events() if r.type == ERASURE)
+    scrubbed: list[bool] = []
+    store.scrub = lambda: scrubbed.append(True)  # type: ignore[method-assign]
+    assert (store.apply(erasure), store.apply(erasure)) == (True, False)
+    assert scrubbed == [True, True]
