@@ -19,6 +19,7 @@ from typing import Any
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
 
+from . import unopened
 from .envelope import CASE_ID_PATTERN, Envelope, InvalidEvent, Recorded, digest
 from .fieldcrypt import UnreadableCiphertext, erase_sealed
 from .privacy import ERASURE, PersonalData, erased_kids, open_without_keys
@@ -235,14 +236,21 @@ class EventLog:
         return out
 
     @staticmethod
-    def decode_unopened(data: bytes, seq: int) -> Recorded:
+    def decode_unopened(data: bytes, seq: int, kind: str | None = None) -> Recorded:
         """A stored message as an event with none of its personal fields opened: each reads as an
         erased case's does (``erase_sealed``), so a reader that reads none of them gets what it
         would have got from ``decode``, with no key fetched and nothing decrypted (a rebuild's
         projection, for the types it declares). Only for such readers: ``digest`` is left empty and
         ``opened`` None (nothing to show a person). An erasure is never read this way: reading one
         makes the key cache forget its case (``PersonalData.open``). An upcaster sees the data
-        erased too, so one that derived a field from a personal value would differ here."""
+        erased too, so one that derived a field from a personal value would differ here.
+
+        ``kind``: the type its subject names. Given, the event is decoded in one pass where that
+        gives the same (``unopened.decode``), and its envelope's ``data`` is left empty."""
+        if kind is not None:
+            fast = unopened.decode(data, seq, kind)
+            if fast is not None:
+                return fast
         env = Envelope.from_bytes(data)
         if env.type == ERASURE:
             # Its subject named another type (the caller chose by it): the log contradicts itself.

@@ -235,9 +235,9 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
                             else:
                                 ignored += 1
                         elif kind in unopened:  # its writes read no personal field: no key needed
-                            wanted.append((m.data, seq, False))
+                            wanted.append((m.data, seq, False, kind))
                         else:
-                            wanted.append((m.data, seq, True))
+                            wanted.append((m.data, seq, True, kind))
                             cases.append(case_id)
                     if log.personal is not None and cases:
                         await log.personal.prefetch(cases)
@@ -284,8 +284,9 @@ def _counted(applied: int, skipped: int, done: tuple[int, int]) -> tuple[int, in
 
 
 # A batch's event as the replay hands it on: undecoded (``Unread``), decoded, to be decoded (its bytes,
-# stream sequence and whether its personal fields are opened), or None (unreadable, or handed on).
-_Wanted = Unread | Recorded | tuple[bytes, int, bool] | None
+# stream sequence, whether its personal fields are opened, and the type its subject names), or None
+# (unreadable, or handed on).
+_Wanted = Unread | Recorded | tuple[bytes, int, bool, str] | None
 
 
 class _Decoding:
@@ -323,7 +324,7 @@ class _Decoding:
             if isinstance(item, tuple):
                 wanted[i] = None
                 try:
-                    yield decode(item[0], item[1])
+                    yield decode(item[0], item[1], item[3])  # one pass, where that reads the same
                 except InvalidEvent:
                     self.unreadable += 1
             elif item is not None:

@@ -34,8 +34,8 @@ class _Log:
             raise InvalidEvent("not ours")
         return [_Event(seq, "opened")]
 
-    def decode_unopened(self, data: bytes, seq: int) -> _Event:
-        self.done.append(("unopened", seq))
+    def decode_unopened(self, data: bytes, seq: int, kind: str) -> _Event:
+        self.done.append(("unopened", seq, kind))
         if data != b"ok":
             raise InvalidEvent("not ours")
         return _Event(seq, "unopened")
@@ -43,8 +43,8 @@ class _Log:
 
 def test_a_batch_is_decoded_in_log_order_the_opened_first_the_others_as_taken():
     done: list[object] = []
-    wanted = [(b"ok", 1, False), Unread(2, "RT-AAAAAAAAAA", "X"), (b"ok", 3, True), (b"bad", 4, False),
-              (b"bad", 5, True), (b"ok", 6, True), (b"ok", 7, False)]
+    wanted = [(b"ok", 1, False, "T1"), Unread(2, "RT-AAAAAAAAAA", "X"), (b"ok", 3, True, "T3"),
+              (b"bad", 4, False, "T4"), (b"bad", 5, True, "T5"), (b"ok", 6, True, "T6"), (b"ok", 7, False, "T7")]
     decoding = _Decoding(_Log(done), wanted)  # type: ignore[arg-type]
     asyncio.run(decoding.open())
     assert done == [("opened", 3), ("opened", 5), ("opened", 6)]
@@ -61,8 +61,9 @@ def test_a_batch_is_decoded_in_log_order_the_opened_first_the_others_as_taken():
         # Nothing but the taker holds an event: each is freed when the taker is done with it.
         assert [r() for r in alive] == [None] * len(alive)
     assert taken == [(1, "unopened"), (2, "unread"), (3, "opened"), (6, "opened"), (7, "unopened")]
-    assert done[3:] == [("unopened", 1), ("taken", 1), ("taken", 2), ("taken", 3), ("unopened", 4),
-                        ("taken", 6), ("unopened", 7), ("taken", 7)]
+    # Each decoded as the type its subject named (the one-pass decoding is typed by it).
+    assert done[3:] == [("unopened", 1, "T1"), ("taken", 1), ("taken", 2), ("taken", 3), ("unopened", 4, "T4"),
+                        ("taken", 6), ("unopened", 7, "T7"), ("taken", 7)]
     assert decoding.unreadable == 2
 
 
