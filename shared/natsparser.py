@@ -32,6 +32,7 @@ _ORIGINAL = Parser.__dict__["parse"]
 # is (whitespace and) digits and a CRLF: the line's sizes become reply and header size. Lines
 # followed by any of these bytes go to nats-py's parse, which decides.
 _READS_ON = frozenset(b" \t\n\r\x0b\x0c0123456789")
+_NOT_RAW: tuple[Any, rawsub.Deliver] = (None, lambda *_: False)  # a client without raw subscriptions
 
 
 async def parse(self: Parser, data: bytes = b"") -> None:
@@ -57,8 +58,7 @@ async def parse(self: Parser, data: bytes = b"") -> None:
     elif type(data) is not bytes:
         data = bytes(data)  # slices of it are handed on, and nats-py hands on bytes
     nc: Any = self.nc
-    direct = rawsub.direct(nc)
-    raw_process, deliver = direct if direct is not None else (None, None)
+    raw_process, deliver = rawsub.direct(nc) or _NOT_RAW
     pos, end = 0, len(data)
     while pos < end:
         eol = data.find(b"\r\n", pos)
@@ -108,20 +108,22 @@ async def parse(self: Parser, data: bytes = b"") -> None:
             hdr = None
             payload = data[start:stop]
         pos = stop + 2  # the CRLF after a payload is skipped unread, as nats-py does
-        process = nc._process_msg
+        sid_n = int(sid)
+        process = nc._process_msg  # looked up for each message, as nats-py does
         try:
-            if process is raw_process and deliver is not None and deliver(int(sid), subject, reply, payload, hdr):
-                continue
-            await process(int(sid), subject, reply, payload, hdr)
+            # A raw subscription's message to its handler now, rather than through a coroutine made
+            # for it: what awaiting the dispatcher would do, and nothing between.
+            if process is not raw_process or not deliver(sid_n, subject, reply, payload, hdr):
+                await process(sid_n, subject, reply, payload, hdr)
         except BaseException:
             if self.buf is buf:
                 buf += memoryview(data)[pos:]  # what nats-py's buffer would hold when it raised
             raise
-        if self.buf is not buf:
+        if self.buf is not buf:  # reset (a reconnect) while it was processed: on as nats-py goes on
             return await _ORIGINAL(self)
     if pos < end:
         buf += memoryview(data)[pos:]
-        if self.state == AWAITING_CONTROL_LINE and data.find(b"\r\n", pos) >= 0:
+        if data.find(b"\r\n", pos) >= 0:
             # Not a well-formed message: nats-py's parse reads it, and all after it, its own way.
             await _ORIGINAL(self)
 

@@ -25,7 +25,10 @@ class Recorder:
 
     async def _process_msg(self, sid, subject, reply, data, headers) -> None:
         self.calls.append(("msg", *_typed(sid, subject, reply, data, headers)))
-        if sum(c[0] == "msg" for c in self.calls) == self._reset_on and self.parser is not None:
+        self._maybe_reset()
+
+    def _maybe_reset(self) -> None:
+        if sum(c[0] in ("msg", "raw") for c in self.calls) == self._reset_on and self.parser is not None:
             self.parser.reset()
 
     async def _process_err(self, err) -> None:
@@ -192,10 +195,10 @@ def _random_stream(rnd: random.Random) -> bytes:
         kind = rnd.random()
         reply = token() if rnd.random() < 0.5 else b""
         if kind < 0.35:
-            pieces.append(hmsg(token(), rnd.randint(0, 120), rnd.choice([HEADERS, b"NATS/1.0\r\n\r\n", body()]),
+            pieces.append(hmsg(token(), rnd.choice([1, 7, 7, rnd.randint(0, 120)]), rnd.choice([HEADERS, b"NATS/1.0\r\n\r\n", body()]),
                                body(), reply))
         elif kind < 0.6:
-            pieces.append(msg(token(), rnd.randint(0, 120), body(), reply))
+            pieces.append(msg(token(), rnd.choice([1, 7, rnd.randint(0, 120)]), body(), reply))
         elif kind < 0.8:
             pieces.append(rnd.choice([b"PING\r\n", b"PONG\r\n", b"+OK\r\n", b"-ERR 'x'\r\n",
                                       b'INFO {"a":1}\r\n', b"PING\r\n\r\n"]))
@@ -214,21 +217,22 @@ async def test_random_streams_cut_at_random_make_the_same_calls():
     seed = random.randrange(2**32)
     rnd = random.Random(seed)
     for n in range(400):
-        stream = _random_stream(rnd)
-        await assert_same(_random_cuts(rnd, stream), f"seed={seed} stream #{n}")
+        stream = _random_stream(rnd)  # sid 7 is a raw subscription's for every other stream
+        await assert_same(_random_cuts(rnd, stream), f"seed={seed} stream #{n}", make=RawRecorder if n % 2 else None)
 
 
 class RawRecorder(Recorder):
     """A client with a raw subscription (``rawsub``) on sid 7: its messages go to a handler."""
 
-    def __init__(self, raises: bool = False) -> None:
-        super().__init__()
+    def __init__(self, raises: bool = False, reset_on: int | None = None) -> None:
+        super().__init__(reset_on)
         self.raises = raises
 
         def handler(subject, reply, data, headers):
             self.calls.append(("raw", *_typed(subject, reply, data, headers), dict(self.stats)))
             if self.raises and data == b"boom":
                 raise RuntimeError("a handler's bug")
+            self._maybe_reset()
 
         rawsub._dispatching(self)[7] = handler
 
@@ -251,11 +255,12 @@ async def test_a_raw_handlers_error_leaves_the_parser_as_nats_pys_does():
     assert theirs[1] == (RuntimeError, "a handler's bug")
 
 
+@pytest.mark.parametrize("client", [Recorder, RawRecorder])
 @pytest.mark.parametrize("on", [1, 2, 3])
-async def test_a_parser_reset_while_a_message_is_processed_ends_the_read_as_in_nats_py(on):
-    stream = msg(b"a", 1, b"one") + msg(b"a", 1, b"two") + b"PING\r\n" + msg(b"a", 1, b"three") + msg(b"a", 1, b"4")
-    calls = await assert_same([stream[:30], stream[30:], msg(b"a", 1, b"next")], make=lambda: Recorder(reset_on=on))
-    assert [c[0] for c in calls].count("msg") < 5  # what the reset dropped, both dropped
+async def test_a_parser_reset_while_a_message_is_processed_ends_the_read_as_in_nats_py(on, client):
+    stream = msg(b"a", 7, b"one") + msg(b"a", 7, b"two") + b"PING\r\n" + msg(b"a", 7, b"three") + msg(b"a", 7, b"4")
+    calls = await assert_same([stream[:30], stream[30:], msg(b"a", 7, b"next")], make=lambda: client(reset_on=on))
+    assert sum(c[0] in ("msg", "raw") for c in calls) < 5  # what the reset dropped, both dropped
 
 
 async def test_install_puts_the_parse_into_nats_pys_parser(monkeypatch):
