@@ -10,7 +10,9 @@ and header block, and nothing else is made: ~9 µs a message.
 It works by putting a dispatcher in front of the client's ``_process_msg`` (nats-py 2.16, pinned;
 ``tests/integration/test_rawsub.py`` fails if that changes): messages of a raw subscription go to its
 handler, all others on to nats-py as before. The dispatcher is put on the client instance once
-and stays; a subscription is raw from ``subscribe_raw`` to ``unsubscribe_raw``.
+and stays; a subscription is raw from ``subscribe_raw`` to ``unsubscribe_raw``. The dispatcher's
+synchronous half (``direct``) lets a parser that knows it (``natsparser``) hand a raw subscription
+its message without making a coroutine for it.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 RawHandler = Callable[[bytes, bytes, bytes, bytes | None], None]  # subject, reply, payload, header block
+# sid, subject, reply, payload, header block; False when the sid is not a raw subscription's
+Deliver = Callable[[int, bytes, bytes, bytes, bytes | None], bool]
 
 _HANDLERS = "_rethink_raw_handlers"
+_DIRECT = "_rethink_raw_direct"
 
 
 async def subscribe_raw(nc: Any, subject: str, handler: RawHandler) -> Any:
@@ -50,6 +55,14 @@ def description_of(headers: bytes) -> str:
     return line[13:].decode("utf-8", "replace").strip()
 
 
+def direct(nc: Any) -> tuple[Any, Deliver] | None:
+    """The dispatcher put on ``nc`` (None if none) and its synchronous half: while ``nc._process_msg``
+    is that dispatcher, calling ``deliver`` is what awaiting it would do for a raw subscription's
+    message, and it returns False, having done nothing, for any other."""
+    found: tuple[Any, Deliver] | None = nc.__dict__.get(_DIRECT)
+    return found
+
+
 def _dispatching(nc: Any) -> dict[int, RawHandler]:
     handlers: dict[int, RawHandler] | None = nc.__dict__.get(_HANDLERS)
     if handlers is not None:
@@ -57,14 +70,20 @@ def _dispatching(nc: Any) -> dict[int, RawHandler]:
     found: dict[int, RawHandler] = {}
     to_nats_py = nc._process_msg  # the bound method; the parser looks it up on the instance
 
-    async def process(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+    def deliver(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> bool:
         handler = found.get(sid)
         if handler is None:
-            return await to_nats_py(sid, subject, reply, data, headers)
+            return False
         nc.stats["in_msgs"] += 1
         nc.stats["in_bytes"] += len(data)
         handler(subject, reply, data, headers)
+        return True
+
+    async def process(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
+        if not deliver(sid, subject, reply, data, headers):
+            await to_nats_py(sid, subject, reply, data, headers)
 
     nc._process_msg = process
+    nc.__dict__[_DIRECT] = (process, deliver)
     nc.__dict__[_HANDLERS] = found
     return found

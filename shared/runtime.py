@@ -23,7 +23,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import gctune, natsheaders
+from . import gctune, natsheaders, natsparser
 from .clock import Clock, SystemClock
 from .consumer import GAP_RETRY_SECONDS, PULL_BATCH, Acks, LeasedPull, nothing_unacked_before
 from .delivery import DeadLetters, deliver
@@ -122,6 +122,7 @@ class RunningService:
 
     async def start(self) -> None:
         natsheaders.install()  # every event this service reads carries the log's headers
+        natsparser.install()  # and comes through nats-py's protocol parser
         self.nc = nc = await self.broker.connect()
         # Fed by this service's own consumer (on_event below), so reactions rarely re-read their case.
         self.case_cache = CaseCache()

@@ -15,7 +15,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
 
-from rethink.shared import natsheaders
+from rethink.shared import natsheaders, natsparser
 from rethink.shared.access import AccessLog
 from rethink.shared.envelope import InvalidEvent, Recorded
 from rethink.shared.eventlog import EventLog, Subjects
@@ -44,6 +44,7 @@ class Gateway:
     async def connect(self) -> None:
         # A web server outlives blips in NATS, so unlike the CLI it keeps reconnecting.
         natsheaders.install()
+        natsparser.install()
         self.nc = await nats.connect(**self.settings.nats_connect_kwargs(), connect_timeout=3,
                                      max_reconnect_attempts=-1, inbox_prefix=self.settings.nats_inbox_prefix)
 

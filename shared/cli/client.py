@@ -10,7 +10,7 @@ import nats
 from nats.errors import NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from rethink.shared import natsheaders
+from rethink.shared import natsheaders, natsparser
 from rethink.shared.access import AccessLog, AccessRecord, who_is_reading
 from rethink.shared.envelope import Recorded
 from rethink.shared.eventlog import EventLog, Subjects
@@ -34,6 +34,7 @@ class Client:
     async def __aenter__(self) -> Client:
         url = self.settings.resolved_nats_url()
         natsheaders.install()
+        natsparser.install()
         try:
             self.nc = await nats.connect(**self.settings.nats_connect_kwargs(), connect_timeout=3, max_reconnect_attempts=1, allow_reconnect=False,
                                          error_cb=_quiet, inbox_prefix=self.settings.nats_inbox_prefix)

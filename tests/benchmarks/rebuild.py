@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rethink.shared import natsheaders
+from rethink.shared import natsheaders, natsparser
 from rethink.shared.rebuild import projection_store, replay_into
 from rethink.shared.settings import SERVICES, Settings
 
@@ -88,7 +88,8 @@ async def replay_once(js, settings: Settings, service: str, url: str, label: str
                       profile_dir: Path | None = None) -> RebuildRun:
     """One ``replay_into`` of the log into a fresh store at ``url``, timed (and profiled if asked)."""
     store = projection_store(service, url)
-    natsheaders.install()  # as `rethink projections rebuild` does (its client installs it)
+    natsheaders.install()  # as `rethink projections rebuild` does (its client installs both)
+    natsparser.install()
     profiler = cProfile.Profile() if profile_dir is not None else None
     try:
         start, cpu = now(), time.process_time()

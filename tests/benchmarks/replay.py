@@ -29,7 +29,7 @@ from pathlib import Path
 
 import nats
 
-from rethink.shared import natsheaders
+from rethink.shared import natsheaders, natsparser
 from rethink.shared.bootstrap import bootstrap
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.natsserver import EmbeddedNats, free_port
@@ -76,6 +76,7 @@ async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
     server = EmbeddedNats(free_port(), tmp / "nats").start()
     cleanup.add("stop the nats-server", server.stop)
     natsheaders.install()  # as `rethink projections rebuild` does, and before the baseline's read
+    natsparser.install()
     s = settings(server.url, tmp / "state")
     nc = await nats.connect(server.url)
     js = nc.jetstream()
