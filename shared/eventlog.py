@@ -19,7 +19,7 @@ from typing import Any
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
 
-from . import unopened
+from . import onepass
 from .envelope import CASE_ID_PATTERN, Envelope, InvalidEvent, Recorded, digest
 from .fieldcrypt import UnreadableCiphertext, erase_sealed
 from .privacy import ERASURE, PersonalData, erased_kids, open_without_keys
@@ -235,6 +235,17 @@ class EventLog:
             out.append(Recorded(env, seq, env.payload(opened.data), digest(data), opened=opened))
         return out
 
+    async def decode_for_projection(self, data: bytes, seq: int, kind: str) -> Recorded:
+        """A stored message (its subject naming ``kind``) as ``decode`` reads it, for a reader that
+        reads its payload only (a rebuild's projection): decoded in one pass when its case's key is
+        in hand (``onepass.decode_opened``), with no digest, no envelope to show a person and the
+        envelope's ``data`` left empty; otherwise by ``decode``."""
+        if self.personal is not None:
+            fast = onepass.decode_opened(data, seq, kind, self.personal.key_in_hand)
+            if fast is not None:
+                return fast
+        return (await self.decode([(data, seq)]))[0]
+
     @staticmethod
     def decode_unopened(data: bytes, seq: int, kind: str | None = None) -> Recorded:
         """A stored message as an event with none of its personal fields opened: each reads as an
@@ -246,9 +257,9 @@ class EventLog:
         erased too, so one that derived a field from a personal value would differ here.
 
         ``kind``: the type its subject names. Given, the event is decoded in one pass where that
-        gives the same (``unopened.decode``), and its envelope's ``data`` is left empty."""
+        gives the same (``onepass.decode_unopened``), and its envelope's ``data`` is left empty."""
         if kind is not None:
-            fast = unopened.decode(data, seq, kind)
+            fast = onepass.decode_unopened(data, seq, kind)
             if fast is not None:
                 return fast
         env = Envelope.from_bytes(data)

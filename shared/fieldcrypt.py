@@ -128,10 +128,10 @@ def sealed_text_kid(value: str) -> str | None:
 def open_text(value: str, case_id: str, event_type: str, where: str, key: DataKey | None) -> str:
     if key is None:
         return ERASED
-    raw = _unb64(value[len(_TEXT_PREFIX):].split(":", 1)[1])
-    try:
+    try:  # anything amiss is an unreadable value, not a failure of the reader (an altered log)
+        raw = _unb64(value[len(_TEXT_PREFIX):].split(":", 1)[1])
         return key.cipher.decrypt(raw[:12], raw[12:], _aad(case_id, event_type, where)).decode()
-    except (InvalidTag, ValueError) as exc:
+    except (InvalidTag, ValueError, IndexError) as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors
         raise UnreadableCiphertext(f"{event_type} {where} of {case_id} does not decrypt with its case's key: "
                                    "altered, or moved from another event or case") from exc
 
@@ -166,14 +166,25 @@ def open_sealed(data: dict[str, Any], case_id: str, event_type: str,
     a function doing so, which may raise to stop the opening (``PersonalData``'s one-pass read).
     """
     key_for = keys if callable(keys) else keys.__getitem__
+    return _walk_sealed(data, "", _decryptor(case_id, event_type, key_for))
 
+
+def open_sealed_in_place(data: dict[str, Any], case_id: str, event_type: str,
+                         key_for: Callable[[str], DataKey | None]) -> None:
+    """``open_sealed`` on a payload that is the caller's alone (parsed for this): each sealed value
+    replaced where it is, and nothing copied; a copy of every container was a third of opening."""
+    _walk_in_place(data, [], _decryptor(case_id, event_type, key_for))
+
+
+def _decryptor(case_id: str, event_type: str, key_for: Callable[[str], DataKey | None]
+               ) -> Callable[[dict[str, Any], str], Any]:
     def decrypt(value: dict[str, Any], where: str) -> Any:
         key = key_for(value["kid"])
         if key is None:
             return ERASED
         try:
             clear = key.cipher.decrypt(_unb64(value["nonce"]), _unb64(value["ct"]), _aad(case_id, event_type, where))
-        except (InvalidTag, ValueError) as exc:
+        except (InvalidTag, ValueError, TypeError) as exc:  # TypeError: a nonce or ciphertext not a string
             raise UnreadableCiphertext(f"{event_type} field {where} of {case_id} does not decrypt with its "
                                        "case's key: altered, or moved from another field or case") from exc
         # pydantic-core's parser: the same values as json.loads for what seal() wrote (json.dumps
@@ -183,7 +194,7 @@ def open_sealed(data: dict[str, Any], case_id: str, event_type: str,
         except ValueError as exc:
             raise UnreadableCiphertext(f"{event_type} field {where} of {case_id} decrypts to no JSON value") from exc
 
-    return _walk_sealed(data, "", decrypt)
+    return decrypt
 
 
 def erase_sealed(data: dict[str, Any]) -> dict[str, Any]:
@@ -272,6 +283,24 @@ def _walk(node: dict[str, Any] | list[Any], path: list[str], fn: Callable[[dict[
             out[k] = _walk(v, path, fn)
             path.pop()
     return out
+
+
+def _walk_in_place(node: dict[str, Any] | list[Any], path: list[str],
+                   fn: Callable[[dict[str, Any], str], Any]) -> None:
+    """``_walk``, changing ``node`` itself instead of making a copy of it."""
+    items: Any = node.items() if isinstance(node, dict) else enumerate(node)
+    for k, v in items:
+        if isinstance(v, dict):
+            path.append(k if isinstance(k, str) else str(k))
+            if len(v) == 4 and v.get("enc") == VERSION and v.keys() == _SEALED_KEYS:  # is_sealed, inline
+                node[k] = fn(v, ".".join(path))  # a value replaced: the dict's size stays, so iterating on is safe
+            else:
+                _walk_in_place(v, path, fn)
+            path.pop()
+        elif isinstance(v, list):
+            path.append(k if isinstance(k, str) else str(k))
+            _walk_in_place(v, path, fn)
+            path.pop()
 
 
 def _b64(raw: bytes) -> str:

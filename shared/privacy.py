@@ -69,6 +69,10 @@ class PersonalData:
         self._now = now
         self._cache: OrderedDict[str, tuple[DataKey, float]] = OrderedDict()
 
+    def key_in_hand(self, case_id: str) -> DataKey | None:
+        """The case's key if the cache holds it (no request made): what a one-pass read opens with."""
+        return self._cached(case_id)
+
     def forget(self, case_id: str) -> None:
         self._cache.pop(case_id, None)
 

@@ -310,7 +310,7 @@ class _Decoding:
         for i, item in enumerate(wanted):
             if isinstance(item, tuple) and item[2]:
                 try:
-                    wanted[i] = (await self._log.decode([(item[0], item[1])]))[0]
+                    wanted[i] = await self._log.decode_for_projection(item[0], item[1], item[3])
                 except InvalidEvent:
                     wanted[i] = None
                     self.unreadable += 1

@@ -94,6 +94,25 @@ def test_an_actor_is_sealed_into_a_string_bound_to_its_event():
         open_text(sealed, OTHER, "RequestSubmitted", "envelope.actor", key)
 
 
+@pytest.mark.parametrize("damage", ["cut short", "no colon", "not base64"])
+def test_a_damaged_sealed_actor_is_unreadable_not_an_error_of_the_reader(damage):
+    """An altered log: the event is unreadable (a replay counts it, a consumer parks it), never a crash."""
+    key = DataKey.new()
+    sealed = seal_text("dsl@school.example.org", CASE, "RequestSubmitted", "envelope.actor", key)
+    damaged = {"cut short": sealed[:-3], "no colon": f"enc:v1:{key.kid}", "not base64": sealed[:-4] + "!!!!"}[damage]
+    with pytest.raises(UnreadableCiphertext):
+        open_text(damaged, CASE, "RequestSubmitted", "envelope.actor", key)
+
+
+@pytest.mark.parametrize("part", ["nonce", "ct"])
+def test_a_sealed_value_whose_parts_are_not_strings_is_unreadable(part):
+    key = DataKey.new()
+    sealed = seal(submitted_data(), CASE, "RequestSubmitted", key)
+    sealed["description"][part] = 12
+    with pytest.raises(UnreadableCiphertext):
+        open_sealed(sealed, CASE, "RequestSubmitted", {key.kid: key})
+
+
 def test_a_key_never_prints_its_secret():
     key = DataKey.new()
     assert key.secret.hex() not in repr(key) and str(key.secret) not in repr(key)

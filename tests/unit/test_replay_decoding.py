@@ -27,12 +27,11 @@ class _Log:
     def __init__(self, done: list[object]) -> None:
         self.done = done
 
-    async def decode(self, raw):
-        (data, seq), = raw
-        self.done.append(("opened", seq))
+    async def decode_for_projection(self, data: bytes, seq: int, kind: str) -> _Event:
+        self.done.append(("opened", seq, kind))
         if data != b"ok":
             raise InvalidEvent("not ours")
-        return [_Event(seq, "opened")]
+        return _Event(seq, "opened")
 
     def decode_unopened(self, data: bytes, seq: int, kind: str) -> _Event:
         self.done.append(("unopened", seq, kind))
@@ -47,7 +46,7 @@ def test_a_batch_is_decoded_in_log_order_the_opened_first_the_others_as_taken():
               (b"bad", 4, False, "T4"), (b"bad", 5, True, "T5"), (b"ok", 6, True, "T6"), (b"ok", 7, False, "T7")]
     decoding = _Decoding(_Log(done), wanted)  # type: ignore[arg-type]
     asyncio.run(decoding.open())
-    assert done == [("opened", 3), ("opened", 5), ("opened", 6)]
+    assert done == [("opened", 3, "T3"), ("opened", 5, "T5"), ("opened", 6, "T6")]
     assert decoding.unreadable == 1
     taken = []
     alive = []
