@@ -360,12 +360,18 @@ class ProjectionStore:
         return applied
 
     def _batch_compiled(self) -> Compiled | None:
-        """How a batch's groups may run on the cursor (``WriteBatch.run``): on SQLite only. On
-        PostgreSQL SQLAlchemy's executemany of an INSERT batches rows into multi-row statements
-        ("insertmanyvalues"), which one compiled row's SQL is not; and there the writes run in a
-        thread of their own, waiting on the network, where the rows' processing costs less."""
+        """How a batch's groups may run on the cursor (``WriteBatch.run``): wherever the live writer
+        runs (SQLite; PostgreSQL with psycopg), with nothing listening to the engine.
+
+        On PostgreSQL too the cursor sends what SQLAlchemy sends (tested): there an INSERT's rows go
+        as psycopg's ``executemany`` (one pipeline, one round trip), as UPDATEs and DELETEs do, since
+        SQLAlchemy builds multi-row statements ("insertmanyvalues") for psycopg only with RETURNING.
+        A dialect that builds them without (``use_insertmanyvalues_wo_returning``: psycopg2) keeps
+        the engine. What the cursor saves is SQLAlchemy's work on each row: an execution context, the
+        rows' parameters processed one by one.
+        """
         writer = self._writer
-        if writer is None or self.engine.dialect.name != "sqlite" or writer.hooked():
+        if writer is None or writer.hooked() or self.engine.dialect.use_insertmanyvalues_wo_returning:
             return None
         return writer.compiled
 

@@ -232,3 +232,51 @@ async def test_unreadable_events_are_counted_and_skipped_however_they_are_decode
         if service == "scheduling":
             assert set(unreadable) == set(garbage) and "MeetingScheduled" not in module.UNOPENED
             assert "RequestSubmitted" in module.UNOPENED
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_a_rebuild_whose_database_connection_ends_fails_and_leaves_the_live_projection_untouched(
+        backend, settings, stream, nc, monkeypatch):
+    """The backend of a batch's transaction terminated (``pg_terminate_backend``) while its writes run
+    on the cursor: the replay fails with the error the delivery layer calls transient, the live
+    projection is as it was, and the next rebuild completes and swaps in the same rows."""
+    from sqlalchemy import exc
+
+    from rethink.shared import projection
+    from rethink.shared.delivery import is_transient
+    from tests.benchmarks.replay import fill
+    from tests.unit.test_batch_cursor import _terminate
+
+    js = nc.jetstream()
+    await fill(js, settings, 2)
+    live = _live(settings, "meeting")
+    await replay_into(js, settings, live)  # the live projection, as the service would have left it
+    before = _rows(live)
+    assert before["meeting_cases"]
+    url = live.engine.url.render_as_string(hide_password=False)
+    run_on_cursor, ended = projection.run_on_cursor, []
+
+    def ending_first(conn, cursor, write, rows):
+        if not ended:
+            ended.append(conn.connection.dbapi_connection.info.backend_pid)
+            _terminate(url, ended[0])
+        return run_on_cursor(conn, cursor, write, rows)
+
+    with monkeypatch.context() as m:
+        m.setattr(projection, "run_on_cursor", ending_first)
+        plan = rebuild_plan(settings, "meeting")
+        rebuilt = plan.store()
+        with pytest.raises(exc.OperationalError) as failed:
+            await replay_into(js, settings, rebuilt)
+        rebuilt.engine.dispose()
+    assert ended and is_transient(failed.value)
+    assert _rows(live) == before
+    plan = rebuild_plan(settings, "meeting")  # the failed side schema dropped, built afresh
+    rebuilt = plan.store()
+    result = await replay_into(js, settings, rebuilt)
+    assert result.applied == result.events_read == (await js.stream_info(settings.stream)).state.messages
+    assert _rows(rebuilt) == before
+    rebuilt.engine.dispose()
+    live.engine.dispose()
+    plan.swap()
+    assert _rows(_live(settings, "meeting")) == before

@@ -4,21 +4,18 @@ reach the driver, errors come out as SQLAlchemy's, a broken connection is replac
 direct way does not cover still goes through the engine.
 
 (That the rows are the same is also checked by ``test_projection_batches``, against events applied one
-at a time here. A batch runs its groups on the cursor too, on SQLite: the ``cursor`` tests below.)
+at a time here. A batch runs its groups on the cursor too: ``test_batch_cursor``.)
 """
 
 from __future__ import annotations
 
-import importlib
-import sqlite3
 import threading
-from datetime import UTC
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, exc, select, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, exc, select, text
 
 from rethink.shared.privacy import ERASURE
-from rethink.shared.projection import ProjectionStore, WriteBatch, checkpoint_table, retrying_parked
+from rethink.shared.projection import ProjectionStore, checkpoint_table, retrying_parked
 from rethink.shared.settings import SERVICES
 from rethink.shared.sqlwriter import Writer, compiled_write
 from tests.unit.test_projection_batches import events, rows
@@ -213,132 +210,6 @@ def test_a_locked_sqlite_database_is_a_transient_failure_and_the_next_try_applie
     other.close()
     assert store._writer is not None and store._writer.apply(recs[1], None) is True  # the same connection, still good
     assert store.last_seq() == 2
-    engine.dispose()
-
-
-class _Recording(sqlite3.Connection):
-    """A SQLite connection that notes every statement its cursors run, as the driver receives it."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.sent: list[tuple[str, str, object]] = []
-
-    def cursor(self, factory=None):  # type: ignore[override]
-        return super().cursor(_RecordingCursor)
-
-
-class _RecordingCursor(sqlite3.Cursor):
-    def execute(self, sql, parameters=(), /):  # type: ignore[override]
-        self.connection.sent.append(("execute", sql, parameters))  # type: ignore[attr-defined]
-        return super().execute(sql, parameters)
-
-    def executemany(self, sql, seq_of_parameters, /):  # type: ignore[override]
-        rows = list(seq_of_parameters)
-        self.connection.sent.append(("executemany", sql, rows))  # type: ignore[attr-defined]
-        return super().executemany(sql, rows)
-
-
-def _recording_store(tmp_path, service: str) -> ProjectionStore:
-    module = importlib.import_module(f"rethink.{service}.projection")
-    engine = create_engine(f"sqlite:///{tmp_path / f'{service}.db'}", connect_args={"factory": _Recording})
-    store = ProjectionStore(engine, module.metadata, service, plan=module.plan, handles=module.HANDLES,
-                            plan_unread=getattr(module, "plan_unread", None))
-    store.create_schema()
-    return store
-
-
-def _batch_sent(store: ProjectionStore, batch: WriteBatch, compiled) -> list[tuple[str, str, object]]:
-    with store.engine.begin() as conn:
-        sent = conn.connection.dbapi_connection.sent = []  # type: ignore[union-attr]
-        batch.run(conn, compiled)
-        conn.rollback()
-    return sent
-
-
-@pytest.mark.parametrize("service", SERVICES)
-def test_a_sqlite_batch_runs_on_the_cursor_what_the_engine_sends_the_driver(tmp_path, service):
-    """Each group of a batch (``WriteBatch.run``) as the driver receives it: the same calls (execute
-    for one row, executemany for more), SQL and parameters as through ``Connection.execute``."""
-    store = _recording_store(tmp_path, service)
-    covered: list[object] = []
-
-    def compiled(statement, params):
-        write = store._batch_compiled()(statement, params)  # type: ignore[misc]
-        covered.append(write)
-        return write
-
-    calls = set()
-    for recs in (events(), events()[:1]):  # the whole log, and one event (groups of one row)
-        batch = WriteBatch()
-        for r in recs:
-            batch.add(store._plan("sqlite", r))  # type: ignore[misc]
-        engined = _batch_sent(store, batch, None)
-        direct = _batch_sent(store, batch, compiled)
-        assert direct == engined
-        calls |= {call for call, _, _ in direct}
-    assert covered and None not in covered  # every group ran on the cursor, none through the engine
-    assert calls == {"execute", "executemany"}
-    store.engine.dispose()
-
-
-def test_a_batch_runs_on_the_cursor_on_sqlite_without_listeners_only(projection_db, backend, monkeypatch):
-    from rethink.shared import projection
-
-    on_cursor = []
-    run = projection.run_on_cursor
-    monkeypatch.setattr(projection, "run_on_cursor", lambda *a: on_cursor.append(a[2]) or run(*a))
-    store = projection_db("meeting")
-    recs = events()
-    store.apply_batch(recs[:10])
-    assert bool(on_cursor) == (backend == "sqlite")
-    on_cursor.clear()
-    event.listen(store.engine, "before_cursor_execute", lambda *a: None)
-    store.apply_batch(recs)  # a listener is to see every statement: the engine runs them
-    assert on_cursor == []
-
-
-def test_a_batchs_errors_on_the_cursor_are_the_engines_and_leave_nothing_behind(tmp_path):
-    from datetime import datetime
-
-    from rethink.shared.delivery import is_transient
-    from rethink.shared.projection import UtcDateTime
-
-    metadata = MetaData()
-    checkpoint_table(metadata)
-    t = Table("t", metadata, Column("k", Integer, primary_key=True), Column("at", UtcDateTime()))
-    at = datetime(2026, 1, 1, tzinfo=UTC)
-    engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}", connect_args={"timeout": 0.1})
-    store = ProjectionStore(engine, metadata, "probe", plan=lambda _d, r: [(t.insert(), {"k": r.seq % 3, "at": at}, ())])
-    store.create_schema()
-    groups = {  # rows of one group: a key twice (the driver refuses), a naive time (the bind processor does)
-        "integrity, many": [{"k": 1, "at": at}, {"k": 1, "at": at}],
-        "naive, one": [{"k": 1, "at": datetime(2026, 1, 1)}],
-        "naive, many": [{"k": 1, "at": at}, {"k": 2, "at": datetime(2026, 1, 1)}],
-    }
-    for group in groups.values():
-        batch = WriteBatch()
-        for n, row in enumerate(group):
-            batch.add([(t.insert(), row, (n,))])
-        raised = []
-        for compiled in (None, store._batch_compiled()):
-            with pytest.raises(Exception) as caught, engine.begin() as conn:
-                batch.run(conn, compiled)
-            raised.append((type(caught.value), str(caught.value)))
-        assert raised[0] == raised[1]
-        assert raised[0][0] in (exc.IntegrityError, exc.StatementError)
-    with pytest.raises(exc.IntegrityError):
-        store.apply_batch(events()[:4])  # seq 1 and 4 write the same key: nothing of the batch stays
-    assert store.last_seq() == 0
-    with engine.connect() as conn:
-        assert conn.execute(select(t)).all() == []
-    other = sqlite3.connect(tmp_path / "p.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another writer holds the database
-    with pytest.raises(exc.OperationalError) as locked:
-        store.apply_batch(events()[:3])
-    assert is_transient(locked.value) and "locked" in str(locked.value)
-    other.execute("ROLLBACK")
-    other.close()
-    assert store.apply_batch(events()[:3]) == 3
     engine.dispose()
 
 

@@ -1,0 +1,294 @@
+"""A batch's groups of writes on the DB-API cursor of its own transaction (``WriteBatch.run`` with
+``ProjectionStore._batch_compiled``, ``sqlwriter.run_on_cursor``) do what running them through
+``Connection.execute`` did, on SQLite and on PostgreSQL (the ``backend`` parameter): the driver
+receives the same calls with the same SQL and parameters, the tables end with the same rows,
+errors come out as the same SQLAlchemy exceptions, and nothing of a failed batch stays.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sqlite3
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, create_engine, event, exc, select, text
+from sqlalchemy.pool import NullPool
+
+from rethink.shared import projection
+from rethink.shared.delivery import is_transient
+from rethink.shared.projection import ProjectionStore, UtcDateTime, WriteBatch, checkpoint_table, make_engine
+from rethink.shared.settings import SERVICES
+from tests.support import recorded
+from tests.unit.test_projection_batches import T0, events, log
+
+CASE_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+def copies(n: int) -> list:
+    """``n`` copies of the test log, each with cases, meetings and actions of its own, numbered on:
+    a rebuild's batch, whose groups hold many rows (the log alone gives groups of one to three)."""
+    out = []
+    for k in range(n):
+        for case_id, payload in log():
+            data = payload.model_dump_json().replace("M-000000", f"M-{k:06d}")  # type: ignore[attr-defined]
+            seq = len(out) + 1
+            out.append(recorded(type(payload).model_validate_json(data),
+                                case_id=f"RT-{CASE_LETTERS[k % 32]}{CASE_LETTERS[k // 32]}{case_id[5:]}",
+                                seq=seq, producer="police", at=T0 + timedelta(minutes=seq)))
+    return out
+
+
+class _Recording(sqlite3.Connection):
+    """A SQLite connection that notes every statement its cursors run, as the driver receives it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[tuple[str, str, object]] = []
+
+    def cursor(self, factory=None):  # type: ignore[override]
+        return super().cursor(_RecordingCursor)
+
+
+class _RecordingCursor(sqlite3.Cursor):
+    def execute(self, sql, parameters=(), /):  # type: ignore[override]
+        self.connection.sent.append(("execute", sql, parameters))  # type: ignore[attr-defined]
+        return super().execute(sql, parameters)
+
+    def executemany(self, sql, seq_of_parameters, /):  # type: ignore[override]
+        rows = list(seq_of_parameters)
+        self.connection.sent.append(("executemany", sql, rows))  # type: ignore[attr-defined]
+        return super().executemany(sql, rows)
+
+
+class _PgRecordingCursor(psycopg.Cursor):
+    """A psycopg cursor that notes what it runs on a connection given a ``sent`` list (the pool's
+    pre-ping runs before one is given)."""
+
+    def execute(self, query, params=None, **kwargs):  # type: ignore[override]
+        if (sent := getattr(self.connection, "sent", None)) is not None:
+            sent.append(("execute", query, params))
+        return super().execute(query, params, **kwargs)
+
+    def executemany(self, query, params_seq, **kwargs):  # type: ignore[override]
+        rows = list(params_seq)
+        if (sent := getattr(self.connection, "sent", None)) is not None:
+            sent.append(("executemany", query, rows))
+        return super().executemany(query, rows, **kwargs)
+
+
+def _recording_store(projection_db, backend: str, tmp_path, service: str) -> ProjectionStore:
+    module = importlib.import_module(f"rethink.{service}.projection")
+    schema = None
+    if backend == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / f'{service}.db'}", connect_args={"factory": _Recording})
+    else:
+        migrated = projection_db(service)  # a schema of this test's, migrated to head
+        schema = migrated.schema
+        engine = create_engine(migrated.engine.url, pool_pre_ping=True, connect_args={
+            "options": f"-csearch_path={migrated.schema}", "cursor_factory": _PgRecordingCursor})
+    store = ProjectionStore(engine, module.metadata, service, plan=module.plan, handles=module.HANDLES,
+                            plan_unread=getattr(module, "plan_unread", None), schema=schema)
+    if backend == "sqlite":
+        store.create_schema()
+    return store
+
+
+def _batch_sent(store: ProjectionStore, batch: WriteBatch, compiled) -> list[tuple[str, str, object]]:
+    with store.engine.begin() as conn:
+        sent = conn.connection.dbapi_connection.sent = []  # type: ignore[union-attr]
+        batch.run(conn, compiled)
+        del conn.connection.dbapi_connection.sent  # type: ignore[union-attr]
+        conn.rollback()
+    return sent
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_batch_runs_on_the_cursor_what_the_engine_sends_the_driver(projection_db, backend, tmp_path, service):
+    """Each group of a batch as the driver receives it: the same calls (``execute`` for one row,
+    ``executemany`` for more: on PostgreSQL SQLAlchemy sends psycopg's too, no multi-row INSERT),
+    SQL and parameters as through ``Connection.execute``."""
+    store = _recording_store(projection_db, backend, tmp_path, service)
+    compiled = store._batch_compiled()
+    assert compiled is not None  # a SQLAlchemy that batched INSERTs otherwise would turn the cursor off
+    covered: list[object] = []
+
+    def compiling(statement, params):
+        write = compiled(statement, params)
+        covered.append(write)
+        return write
+
+    calls = set()
+    for recs in (copies(12), events()[:1]):  # a rebuild's batch, and one event (groups of one row)
+        batch = WriteBatch()
+        for r in recs:
+            batch.add(store._plan(backend, r))  # type: ignore[misc]
+        engined = _batch_sent(store, batch, None)
+        direct = _batch_sent(store, batch, compiling)
+        assert direct == engined
+        calls |= {call for call, _, _ in direct}
+    assert covered and None not in covered  # every group ran on the cursor, none through the engine
+    assert calls == {"execute", "executemany"}
+    store.engine.dispose()
+
+
+def _stored(store: ProjectionStore) -> dict[str, list[tuple[str, ...]]]:
+    """Every table's rows as the driver reads them back, each value's ``repr`` (its type with it), with
+    no SQLAlchemy result processing (``UtcDateTime`` would put a zone back); on PostgreSQL each row as
+    the server prints it too (time zones, JSON, booleans and NULLs in its own words)."""
+    pg = store.engine.dialect.name == "postgresql"
+    found = {}
+    with store.engine.connect() as conn:
+        for t in store.metadata.sorted_tables:
+            sql = f"SELECT {t.name}::text, * FROM {t.name}" if pg else f"SELECT * FROM {t.name}"
+            found[t.name] = sorted(tuple(map(repr, row)) for row in conn.exec_driver_sql(sql))
+    return found
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_batch_on_the_cursor_leaves_exactly_the_rows_the_engine_leaves(projection_db, service, monkeypatch):
+    store = projection_db(service)
+    on_cursor: list[object] = []
+    run = projection.run_on_cursor
+    monkeypatch.setattr(projection, "run_on_cursor", lambda *a: on_cursor.append(a[2]) or run(*a))
+    recs = copies(20)
+    for size in (len(recs), 7):  # one rebuild's batch; and many, groups of one row among them
+        store.reset()
+        assert sum(store.apply_batch(recs[i:i + size]) for i in range(0, len(recs), size)) == len(recs)
+        direct = _stored(store)
+        assert on_cursor
+        store.reset()
+        with monkeypatch.context() as m:
+            m.setattr(store, "_batch_compiled", lambda: None)  # every group through ``Connection.execute``
+            on_cursor.clear()
+            assert sum(store.apply_batch(recs[i:i + size]) for i in range(0, len(recs), size)) == len(recs)
+            assert on_cursor == []
+        assert _stored(store) == direct
+    assert all(direct.values()), direct  # every table has rows: every kind of write was compared
+
+
+def test_a_batch_runs_on_the_cursor_without_listeners_only(projection_db, monkeypatch):
+    on_cursor = []
+    run = projection.run_on_cursor
+    monkeypatch.setattr(projection, "run_on_cursor", lambda *a: on_cursor.append(a[2]) or run(*a))
+    store = projection_db("meeting")
+    recs = events()
+    store.apply_batch(recs[:10])
+    assert on_cursor
+    on_cursor.clear()
+    event.listen(store.engine, "before_cursor_execute", lambda *a: None)
+    store.apply_batch(recs)  # a listener is to see every statement: the engine runs them
+    assert on_cursor == []
+
+
+def _probe(backend: str, tmp_path, request) -> tuple[ProjectionStore, Table]:
+    """A store of one table (a key, an aware time) beside its checkpoint: in a SQLite file, or in a
+    PostgreSQL schema of its own. Its plan writes key ``seq % 3``: the fourth event repeats the first's."""
+    if backend == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}", connect_args={"timeout": 0.1})
+    else:
+        url = request.getfixturevalue("postgres_url")
+        schema = f"probe_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(url, poolclass=NullPool)
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        admin.dispose()
+        engine = make_engine(url, schema)
+    metadata = MetaData()
+    checkpoint_table(metadata)
+    t = Table("t", metadata, Column("k", Integer, primary_key=True), Column("at", UtcDateTime()))
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    store = ProjectionStore(engine, metadata, "probe", plan=lambda _d, r: [(t.insert(), {"k": r.seq % 3, "at": at}, ())])
+    store.create_schema()
+    return store, t
+
+
+def test_a_batchs_errors_on_the_cursor_are_the_engines_and_leave_nothing_behind(backend, tmp_path, request):
+    store, t = _probe(backend, tmp_path, request)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    groups = {  # rows of one group: a key twice (the database refuses), a naive time (the bind processor does)
+        "integrity, many": [{"k": 1, "at": at}, {"k": 1, "at": at}],
+        "naive, one": [{"k": 1, "at": datetime(2026, 1, 1)}],
+        "naive, many": [{"k": 1, "at": at}, {"k": 2, "at": datetime(2026, 1, 1)}],
+    }
+    for name, group in groups.items():
+        batch = WriteBatch()
+        for n, row in enumerate(group):
+            batch.add([(t.insert(), row, (n,))])
+        raised = []
+        for compiled in (None, store._batch_compiled()):
+            with pytest.raises(Exception) as caught, store.engine.begin() as conn:
+                batch.run(conn, compiled)
+            raised.append((type(caught.value), str(caught.value)))
+        assert raised[0] == raised[1], name
+        assert raised[0][0] is (exc.IntegrityError if name.startswith("integrity") else exc.StatementError)
+    with pytest.raises(exc.IntegrityError):
+        store.apply_batch(events()[:4])  # seq 1 and 4 write the same key: nothing of the batch stays
+    assert store.last_seq() == 0
+    with store.engine.connect() as conn:
+        assert conn.execute(select(t)).all() == []
+    assert store.apply_batch(events()[:3]) == 3  # the pool's connection is still good
+    store.engine.dispose()
+
+
+def test_a_locked_sqlite_database_fails_a_batch_transiently(tmp_path, request):
+    store, _ = _probe("sqlite", tmp_path, request)
+    other = sqlite3.connect(tmp_path / "p.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the database
+    with pytest.raises(exc.OperationalError) as locked:
+        store.apply_batch(events()[:3])
+    assert is_transient(locked.value) and "locked" in str(locked.value)
+    other.execute("ROLLBACK")
+    other.close()
+    assert store.apply_batch(events()[:3]) == 3
+    store.engine.dispose()
+
+
+def _terminate(url: str, pid: int) -> None:
+    """End the backend ``pid`` from another connection, and wait until it is gone."""
+    admin = create_engine(url, poolclass=NullPool)
+    try:
+        with admin.connect() as other:
+            assert other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar() is True
+            for _ in range(250):
+                if other.execute(text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}).first() is None:
+                    return
+                time.sleep(0.02)
+            raise AssertionError(f"backend {pid} still there")
+    finally:
+        admin.dispose()
+
+
+@pytest.mark.parametrize("way", ["engine", "cursor"])
+def test_a_batch_whose_connection_the_database_ends_fails_transiently_and_leaves_nothing(request, tmp_path,
+                                                                                         monkeypatch, way):
+    """The backend terminated after the batch claimed its checkpoint, before its writes: the error the
+    delivery layer retries, through the engine as on the cursor; nothing written, the next batch applies."""
+    store, t = _probe("postgresql", tmp_path, request)
+    url = store.engine.url.render_as_string(hide_password=False)
+    run = WriteBatch.run
+
+    def run_on_an_ended_connection(self, conn, compiled=None):
+        _terminate(url, conn.connection.dbapi_connection.info.backend_pid)
+        return run(self, conn, compiled)
+
+    on_cursor: list[object] = []
+    run_on_cursor = projection.run_on_cursor
+    monkeypatch.setattr(projection, "run_on_cursor", lambda *a: on_cursor.append(a[2]) or run_on_cursor(*a))
+    with monkeypatch.context() as m:
+        m.setattr(WriteBatch, "run", run_on_an_ended_connection)
+        if way == "engine":
+            m.setattr(store, "_batch_compiled", lambda: None)
+        with pytest.raises(exc.OperationalError) as ended:
+            store.apply_batch(events()[:3])
+    assert is_transient(ended.value) and ended.value.connection_invalidated
+    assert bool(on_cursor) == (way == "cursor")
+    assert store.last_seq() == 0
+    with store.engine.connect() as conn:
+        assert conn.execute(select(t)).all() == []
+    assert store.apply_batch(events()[:3]) == 3  # on a new connection
+    assert store.last_seq() == 3
+    store.engine.dispose()
