@@ -38,7 +38,7 @@ from sqlalchemy.sql import Executable
 
 from .envelope import Recorded
 from .privacy import ERASURE
-from .sqlwriter import REPEATABLE, CompiledWrite, Writer, run_on_cursor
+from .sqlwriter import REPEATABLE, CompiledWrite, Writer, cursor_of, run_on_cursor
 
 Apply = Callable[[Connection, Recorded], None]
 # One row change: a prebuilt statement, its parameters, and its scopes: names for every row it may
@@ -241,7 +241,7 @@ class WriteBatch:
                     conn.execute(statement, rows if len(rows) > 1 else rows[0])
                     continue
                 if cursor is None:
-                    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+                    cursor = cursor_of(conn)
                 run_on_cursor(conn, cursor, write, rows)
         finally:
             if cursor is not None:
@@ -363,12 +363,12 @@ class ProjectionStore:
         """How a batch's groups may run on the cursor (``WriteBatch.run``): wherever the live writer
         runs (SQLite; PostgreSQL with psycopg), with nothing listening to the engine.
 
-        On PostgreSQL too the cursor sends what SQLAlchemy sends (tested): there an INSERT's rows go
-        as psycopg's ``executemany`` (one pipeline, one round trip), as UPDATEs and DELETEs do, since
-        SQLAlchemy builds multi-row statements ("insertmanyvalues") for psycopg only with RETURNING.
-        A dialect that builds them without (``use_insertmanyvalues_wo_returning``: psycopg2) keeps
-        the engine. What the cursor saves is SQLAlchemy's work on each row: an execution context, the
-        rows' parameters processed one by one.
+        On PostgreSQL too the cursor sends what SQLAlchemy sends (tested): an INSERT's rows go as
+        psycopg's ``executemany`` (one pipeline: one round trip), as UPDATEs and DELETEs do, because
+        SQLAlchemy 2.1 builds multi-row statements ("insertmanyvalues") for psycopg only for RETURNING.
+        Should a later SQLAlchemy build them without (``use_insertmanyvalues_wo_returning``, as it
+        does for psycopg2), the engine runs the batch. What the cursor saves is SQLAlchemy's work on
+        each row: an execution context, the parameters processed row by row.
         """
         writer = self._writer
         if writer is None or writer.hooked() or self.engine.dialect.use_insertmanyvalues_wo_returning:

@@ -134,6 +134,21 @@ def compiled_write(dialect: Dialect, statement: Executable, params: dict[str, An
     return CompiledWrite(compiled.string, compiled.positional, slots, names, dialect.execute_sequence_format)
 
 
+def cursor_of(conn: Connection) -> Any:
+    """A DB-API cursor of ``conn``'s connection, in its transaction. A driver that already knows its
+    connection is closed (psycopg, once it has read the server's goodbye) refuses one: raised as
+    ``Connection.execute`` raises that (the same class, the connection invalidated), not as the
+    driver's own error, which the delivery layer would not know for transient."""
+    dbapi_conn = conn.connection.dbapi_connection
+    try:
+        return dbapi_conn.cursor()  # type: ignore[union-attr]
+    except conn.dialect.loaded_dbapi.Error as e:
+        disconnect = conn.dialect.is_disconnect(e, dbapi_conn, None)
+        if disconnect:
+            conn.invalidate(e)
+        raise as_sqlalchemy_error(conn.engine, None, None, e, disconnect) from e
+
+
 def run_on_cursor(conn: Connection, cursor: Any, write: CompiledWrite, rows: list[dict[str, Any]]) -> None:
     """A batch's group of rows of one statement, run on ``cursor`` (of ``conn``'s DB-API connection,
     in its transaction) as SQLAlchemy runs it: ``execute`` for one row, ``executemany`` for more, the

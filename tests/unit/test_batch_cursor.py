@@ -22,6 +22,7 @@ from rethink.shared import projection
 from rethink.shared.delivery import is_transient
 from rethink.shared.projection import ProjectionStore, UtcDateTime, WriteBatch, checkpoint_table, make_engine
 from rethink.shared.settings import SERVICES
+from rethink.shared.sqlwriter import cursor_of
 from tests.support import recorded
 from tests.unit.test_projection_batches import T0, events, log
 
@@ -170,7 +171,8 @@ def test_a_batch_on_the_cursor_leaves_exactly_the_rows_the_engine_leaves(project
     assert all(direct.values()), direct  # every table has rows: every kind of write was compared
 
 
-def test_a_batch_runs_on_the_cursor_without_listeners_only(projection_db, monkeypatch):
+def test_a_batch_runs_on_the_cursor_unless_listened_to_or_sqlalchemy_would_send_multi_row_inserts(
+        projection_db, monkeypatch):
     on_cursor = []
     run = projection.run_on_cursor
     monkeypatch.setattr(projection, "run_on_cursor", lambda *a: on_cursor.append(a[2]) or run(*a))
@@ -178,6 +180,10 @@ def test_a_batch_runs_on_the_cursor_without_listeners_only(projection_db, monkey
     recs = events()
     store.apply_batch(recs[:10])
     assert on_cursor
+    with monkeypatch.context() as m:  # a SQLAlchemy whose executemany of an INSERT is no executemany
+        m.setattr(store.engine.dialect, "use_insertmanyvalues_wo_returning", True)
+        assert store._batch_compiled() is None
+    assert store._batch_compiled() is not None
     on_cursor.clear()
     event.listen(store.engine, "before_cursor_execute", lambda *a: None)
     store.apply_batch(recs)  # a listener is to see every statement: the engine runs them
@@ -248,12 +254,13 @@ def test_a_locked_sqlite_database_fails_a_batch_transiently(tmp_path, request):
 
 
 def _terminate(url: str, pid: int) -> None:
-    """End the backend ``pid`` from another connection, and wait until it is gone."""
-    admin = create_engine(url, poolclass=NullPool)
+    """End the backend ``pid`` from another connection, and wait until it is gone (each look in a
+    transaction of its own: one sees the same snapshot of ``pg_stat_activity`` throughout)."""
+    admin = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as other:
             assert other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar() is True
-            for _ in range(250):
+            for _ in range(500):
                 if other.execute(text("SELECT 1 FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}).first() is None:
                     return
                 time.sleep(0.02)
@@ -262,33 +269,68 @@ def _terminate(url: str, pid: int) -> None:
         admin.dispose()
 
 
+def _noticed(dbapi_conn) -> None:
+    """Let psycopg read what the server sent its terminated backend's connection: it then knows the
+    connection is closed, and refuses a cursor (what a batch met now and then, unprompted)."""
+    for _ in range(1500):  # the server's message, then the end of the stream: not always at once
+        try:
+            dbapi_conn.pgconn.consume_input()
+        except psycopg.OperationalError:
+            if dbapi_conn.closed:
+                return
+        time.sleep(0.02)
+    raise AssertionError("psycopg did not notice the connection closed")
+
+
+@pytest.mark.parametrize("noticed", [False, True], ids=["unnoticed", "noticed"])
 @pytest.mark.parametrize("way", ["engine", "cursor"])
 def test_a_batch_whose_connection_the_database_ends_fails_transiently_and_leaves_nothing(request, tmp_path,
-                                                                                         monkeypatch, way):
-    """The backend terminated after the batch claimed its checkpoint, before its writes: the error the
-    delivery layer retries, through the engine as on the cursor; nothing written, the next batch applies."""
+                                                                                         monkeypatch, way, noticed):
+    """The backend terminated after the batch claimed its checkpoint, before its writes (and psycopg
+    told of it or not): the error the delivery layer retries, through the engine as on the cursor;
+    the connection invalidated, nothing written, the next batch applies on a new one."""
     store, t = _probe("postgresql", tmp_path, request)
     url = store.engine.url.render_as_string(hide_password=False)
     run = WriteBatch.run
 
     def run_on_an_ended_connection(self, conn, compiled=None):
-        _terminate(url, conn.connection.dbapi_connection.info.backend_pid)
+        try:
+            _terminate(url, conn.connection.dbapi_connection.info.backend_pid)
+            if noticed:
+                _noticed(conn.connection.dbapi_connection)
+        except Exception as e:  # the rollback's error would hide it
+            failed.append(e)
+            raise
+        handed.append(compiled)
         return run(self, conn, compiled)
 
-    on_cursor: list[object] = []
-    run_on_cursor = projection.run_on_cursor
-    monkeypatch.setattr(projection, "run_on_cursor", lambda *a: on_cursor.append(a[2]) or run_on_cursor(*a))
+    handed: list[object] = []
+    failed: list[Exception] = []
     with monkeypatch.context() as m:
         m.setattr(WriteBatch, "run", run_on_an_ended_connection)
         if way == "engine":
             m.setattr(store, "_batch_compiled", lambda: None)
         with pytest.raises(exc.OperationalError) as ended:
             store.apply_batch(events()[:3])
-    assert is_transient(ended.value) and ended.value.connection_invalidated
-    assert bool(on_cursor) == (way == "cursor")
+    assert failed == []
+    assert is_transient(ended.value) and ended.value.connection_invalidated, ended.value
+    assert len(handed) == 1 and (handed[0] is not None) == (way == "cursor")
     assert store.last_seq() == 0
     with store.engine.connect() as conn:
         assert conn.execute(select(t)).all() == []
     assert store.apply_batch(events()[:3]) == 3  # on a new connection
     assert store.last_seq() == 3
+    store.engine.dispose()
+
+
+def test_a_cursor_refused_on_a_connection_psycopg_knows_closed_is_sqlalchemys_transient_error(request, tmp_path):
+    store, _ = _probe("postgresql", tmp_path, request)
+    with store.engine.connect() as conn:
+        _terminate(store.engine.url.render_as_string(hide_password=False),
+                   conn.connection.dbapi_connection.info.backend_pid)
+        _noticed(conn.connection.dbapi_connection)
+        with pytest.raises(exc.OperationalError) as refused:
+            cursor_of(conn)
+        assert is_transient(refused.value) and refused.value.connection_invalidated and conn.invalidated
+    assert store.apply_batch(events()[:3]) == 3
     store.engine.dispose()
