@@ -147,7 +147,8 @@ def _collect_kids(node: Any, kids: set[str]) -> None:
     # No copy and no places: this runs for every event read.
     if isinstance(node, dict):
         if is_sealed(node):
-            kids.add(node["kid"])
+            if isinstance(node["kid"], str):  # any other names no key: opening it finds it unreadable
+                kids.add(node["kid"])
             return
         for v in node.values():
             if isinstance(v, (dict, list)):
@@ -179,6 +180,8 @@ def open_sealed_in_place(data: dict[str, Any], case_id: str, event_type: str,
 def _decryptor(case_id: str, event_type: str, key_for: Callable[[str], DataKey | None]
                ) -> Callable[[dict[str, Any], str], Any]:
     def decrypt(value: dict[str, Any], where: str) -> Any:
+        if not isinstance(value["kid"], str):  # an altered log: no key has such an id
+            raise UnreadableCiphertext(f"{event_type} field {where} of {case_id} names no key")
         key = key_for(value["kid"])
         if key is None:
             return ERASED

@@ -54,7 +54,9 @@ class KeyStore(Protocol):
 
 def erased_kids(envelopes: Iterable[Envelope]) -> frozenset[str]:
     """The keys a history itself says were destroyed."""
-    return frozenset(e.data["kid"] for e in envelopes if e.type == ERASURE and e.data.get("kid"))
+    # A kid that is not a string (an altered log) names nothing; the erasure's own validation refuses it.
+    return frozenset(e.data["kid"] for e in envelopes if e.type == ERASURE and isinstance(e.data.get("kid"), str)
+                     and e.data["kid"])
 
 
 CACHE_SIZE = 1024  # cases whose keys a process keeps

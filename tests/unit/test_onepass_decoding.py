@@ -237,3 +237,18 @@ def test_altered_messages_open_the_same_both_ways():
         assert opened_outcome(a_log(), raw, seq, kind) == opened_outcome(a_log(), raw, seq, None), f"seed {seed}"
         tried += 1
     assert tried == 6 * len(OPENED)
+
+
+def test_a_sealed_value_naming_no_key_makes_the_event_unreadable_both_ways():
+    """An altered log (a key id that is not a string) is an unreadable event, never a reader's error."""
+    kind, data, seq = next(s for s in OPENED if s[0] == "ActionRecorded")
+    env = json.loads(data)
+    env["data"]["description"]["kid"] = ["not", "a", "key id"]
+    bad = json.dumps(env, separators=(",", ":")).encode()
+    assert onepass.decode_opened(bad, seq, kind, in_hand(KEYS)) is None
+    assert opened_outcome(a_log(), bad, seq, kind) == InvalidEvent == opened_outcome(a_log(), bad, seq, None)
+    erasure = next(r for r in events() if r.type == ERASURE)
+    env = json.loads(sealed(erasure))
+    env["data"]["kid"] = ["x"]
+    with pytest.raises(InvalidEvent):
+        asyncio.run(a_log().decode([(json.dumps(env).encode(), erasure.seq)]))
