@@ -41,6 +41,7 @@ class Config:
     saturation_concurrency: int = 24
     poll_ms: float = 5.0
     # Rebuild.
+    rebuild_rounds: int = 3  # replays of each projection; its figure is the median
     postgres: bool = True
     pg_host: str = "127.0.0.1"
     pg_port: int = 5432
@@ -57,7 +58,7 @@ class Config:
     def quick_defaults(cls) -> Config:
         return cls(quick=True, sequential_messages=2_000, pipelined_messages=10_000, ingest_seconds=4.0,
                    unloaded_seconds=3.0, light_seconds=5.0, e2e_seconds=10.0, saturation_seconds=8.0,
-                   history_large=50_000, history_reads=15)
+                   history_large=50_000, history_reads=15, rebuild_rounds=1)
 
 
 @dataclass
