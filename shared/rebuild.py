@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,15 +189,12 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
     handles, unread, unopened = store.handles, store.plan_unread is not None, store.unopened
     seq = 0
     interruptions = 0
-    # The database writes of one batch (and the decoding of its events without personal fields
-    # opened) run in a worker thread while the next batch is fetched and its opened events decoded:
-    # the driver waits on the database (a round trip per statement on PostgreSQL) without the GIL,
-    # so the two overlap. One batch is in the database at a time, so batches commit in order.
+    # With a distant database, the writes of one batch (and the decoding of its events without
+    # personal fields opened) run in a worker thread while the next batch is fetched and its opened
+    # events decoded: the driver waits on the database's round trips without the GIL, so the two
+    # overlap. One batch is in the database at a time, so batches commit in order. Otherwise in turn.
     writing: asyncio.Future[tuple[int, int]] | None = None
-    # Not on SQLite: its writes are this process's CPU, nearly all of it under the GIL, so a thread
-    # overlapped little, and handing the GIL to and fro (the driver lets go of it at every row) cost
-    # more CPU than writing in turn (measured: 1-4 µs less per event, and no slower, in turn).
-    beside = store.engine.dialect.name != "sqlite"
+    beside = _writes_beside(store)
     try:
         while seq < last:
             # A clustered stream may move its leader mid-replay, and the ephemeral consumer goes
@@ -272,6 +271,33 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
             with contextlib.suppress(Exception):
                 await writing
     return RebuildResult(store.consumer, read, applied, skipped, last, str(store.engine.url))
+
+
+# A batch's writes wait on about a dozen round trips to the database (its checkpoint, a statement
+# per group of rows, the commit). Written in a thread beside the next batch's fetch, they overlap
+# it, but each hand-over of the GIL costs CPU: on SQLite (no round trips) writing in turn took 1-4 µs
+# less per event (the fifth round), and on PostgreSQL over loopback (~0.1 ms a round trip) 1-3 µs
+# less and 5-15 % more events/s (the sixth round, with its batches on the cursor). Over a network a
+# round trip of a millisecond would cost ~10 µs per event in turn: there the thread pays.
+BESIDE_FROM_SECONDS = 0.0003
+
+
+def _writes_beside(store: ProjectionStore) -> bool:
+    """Whether a replay writes its batches in a thread: on a database whose round trip is long."""
+    if store.engine.dialect.name == "sqlite":
+        return False
+    return _round_trip(store) >= BESIDE_FROM_SECONDS
+
+
+def _round_trip(store: ProjectionStore) -> float:
+    """The median of five ``SELECT 1``s on the store's engine, in seconds (its pool already warm)."""
+    times = []
+    with store.engine.connect() as conn:
+        for _ in range(5):
+            start = time.perf_counter()
+            conn.exec_driver_sql("SELECT 1")
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _apply(store: ProjectionStore, batch: _Decoding, through: int) -> tuple[int, int]:

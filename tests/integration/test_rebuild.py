@@ -22,6 +22,25 @@ from tests.support import ask, wait_for
 pytestmark = pytest.mark.nats
 
 
+# On PostgreSQL a replay writes in turn when the database is near, beside (a thread) when it is far
+# (``rebuild._writes_beside``); the tests' database is near, so both ways are asked for by name.
+BOTH_WAYS = [("sqlite", None), ("postgresql", "in turn"), ("postgresql", "beside")]
+
+
+def _writing(monkeypatch, writes: str | None) -> list[bool]:
+    """Make the replays write ``writes`` ("in turn", "beside", or None: as they choose); notes each choice."""
+    from rethink.shared import rebuild
+
+    choose, chosen = rebuild._writes_beside, []
+
+    def writes_beside(store) -> bool:
+        chosen.append(choose(store) if writes is None else writes == "beside")
+        return chosen[-1]
+
+    monkeypatch.setattr(rebuild, "_writes_beside", writes_beside)
+    return chosen
+
+
 def _rows(store):
     with store.engine.connect() as conn:
         return {name: sorted(map(tuple, conn.execute(select(table)).all()), key=repr)
@@ -34,9 +53,11 @@ async def _caught_up(nc, subjects, js, stream):
     return all(p["last_applied_seq"] == last for p in pings)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-async def test_every_rebuilt_projection_equals_the_live_one(backend, run_services, settings, nc, subjects):
+@pytest.mark.parametrize(("backend", "writes"), BOTH_WAYS)
+async def test_every_rebuilt_projection_equals_the_live_one(backend, writes, run_services, settings, nc, subjects,
+                                                            monkeypatch):
     assert settings.db_url("meeting").startswith(backend)
+    chosen = _writing(monkeypatch, writes)
     running = await run_services(intake, scheduling, meeting, escalation)
     async with Client(settings) as client:
         case_ids = await drive(client, lambda _: None)
@@ -61,6 +82,7 @@ async def test_every_rebuilt_projection_equals_the_live_one(backend, run_service
         assert _rows(_live(settings, service)) == before
         assert current(_live(settings, service).engine) == head(service)
     assert len(case_ids) == 3
+    assert chosen == [writes == "beside"] * len(SERVICES)
 
 
 def _live(settings, service):
@@ -202,16 +224,17 @@ async def test_a_pull_request_left_unanswered_is_asked_again_of_a_fresh_consumer
     assert _rows(rebuilt) == _rows(projection_store("intake", settings.db_url("intake")))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-async def test_unreadable_events_are_counted_and_skipped_however_they_are_decoded(backend, settings, stream, nc,
-                                                                                   subjects):
+@pytest.mark.parametrize(("backend", "writes"), BOTH_WAYS)
+async def test_unreadable_events_are_counted_and_skipped_however_they_are_decoded(backend, writes, settings, stream,
+                                                                                   nc, subjects, monkeypatch):
     """An event that cannot be read is skipped and counted, whether it is decoded with its personal
-    fields opened (on the event loop) or without (as the store takes it: in the writer's thread on
-    PostgreSQL, in turn on SQLite)."""
+    fields opened (on the event loop) or without (as the store takes it: in the writer's thread when
+    the writes run beside, in turn otherwise)."""
     import importlib
 
     from tests.benchmarks.replay import fill
 
+    chosen = _writing(monkeypatch, writes)
     js = nc.jetstream()
     await fill(js, settings, 2)
     garbage = {"RequestSubmitted": "RT-AAAAAAAAAA", "MeetingScheduled": "RT-BBBBBBBBBB"}  # scheduling: unopened, opened
@@ -232,11 +255,12 @@ async def test_unreadable_events_are_counted_and_skipped_however_they_are_decode
         if service == "scheduling":
             assert set(unreadable) == set(garbage) and "MeetingScheduled" not in module.UNOPENED
             assert "RequestSubmitted" in module.UNOPENED
+    assert chosen == [writes == "beside"] * len(SERVICES)
 
 
-@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize(("backend", "writes"), BOTH_WAYS[1:])
 async def test_a_rebuild_whose_database_connection_ends_fails_and_leaves_the_live_projection_untouched(
-        backend, settings, stream, nc, monkeypatch):
+        backend, writes, settings, stream, nc, monkeypatch):
     """The backend of a batch's transaction terminated (``pg_terminate_backend``) while its writes run
     on the cursor: the replay fails with the error the delivery layer calls transient, the live
     projection is as it was, and the next rebuild completes and swaps in the same rows."""
@@ -247,6 +271,7 @@ async def test_a_rebuild_whose_database_connection_ends_fails_and_leaves_the_liv
     from tests.benchmarks.replay import fill
     from tests.unit.test_batch_cursor import _terminate
 
+    chosen = _writing(monkeypatch, writes)
     js = nc.jetstream()
     await fill(js, settings, 2)
     live = _live(settings, "meeting")
@@ -280,3 +305,4 @@ async def test_a_rebuild_whose_database_connection_ends_fails_and_leaves_the_liv
     live.engine.dispose()
     plan.swap()
     assert _rows(_live(settings, "meeting")) == before
+    assert chosen == [writes == "beside"] * 3
