@@ -4,6 +4,7 @@ beside the next batch's fetch on a distant one (``rebuild._writes_beside``)."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event
 
 from rethink.shared import rebuild
 
@@ -29,8 +30,6 @@ def test_postgresql_is_written_beside_when_its_round_trip_is_long(projection_db,
 def test_a_round_trip_is_timed_on_the_store_s_own_database(projection_db):
     store = projection_db("meeting")
     statements = []
-    from sqlalchemy import event
-
     event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     took = rebuild._round_trip(store)
     assert took > 0 and statements == ["SELECT 1"] * 5
