@@ -174,7 +174,7 @@ def open_sealed_in_place(data: dict[str, Any], case_id: str, event_type: str,
                          key_for: Callable[[str], DataKey | None]) -> None:
     """``open_sealed`` on a payload that is the caller's alone (parsed for this): each sealed value
     replaced where it is, and nothing copied; a copy of every container was a third of opening."""
-    _walk_in_place(data, [], _decryptor(case_id, event_type, key_for))
+    _walk(data, [], _decryptor(case_id, event_type, key_for), copy=False)
 
 
 def _decryptor(case_id: str, event_type: str, key_for: Callable[[str], DataKey | None]
@@ -205,31 +205,13 @@ def erase_sealed(data: dict[str, Any]) -> dict[str, Any]:
     erased case's event reads as, for a reader that reads none of its personal values (a rebuild's
     projection of the types it declares so). No key, no decryption, no place names: each of those
     was most of what opening an event cost. A ciphertext altered in the log is not noticed here,
-    since it is not read; the hash chain is what finds that (``rethink.shared.audit``)."""
-    return _erased(data)
+    since it is not read; the hash chain is what finds that (``rethink.shared.audit``). A rebuild
+    decodes most events in one pass instead (``onepass``); this is its slow way."""
+    return _walk(data, [], _read_as_erased)
 
 
-def _erased(node: dict[str, Any] | list[Any]) -> Any:
-    """A copy of the (unsealed) container ``node`` with ``ERASED`` for each sealed value in it.
-
-    ``_walk`` with no place names kept: ``_walk(node, [], lambda v, w: ERASED)`` gives the same
-    copy, ~1.5 µs slower for a payload of eleven sealed values, and a replay runs this for most
-    of its events."""
-    if isinstance(node, dict):
-        out: Any = dict(node)
-        items: Any = node.items()
-    else:
-        out = list(node)
-        items = enumerate(node)
-    for k, v in items:
-        if isinstance(v, dict):
-            if len(v) == 4 and v.get("enc") == VERSION and v.keys() == _SEALED_KEYS:  # is_sealed, inline
-                out[k] = ERASED
-            else:
-                out[k] = _erased(v)
-        elif isinstance(v, list):
-            out[k] = _erased(v)
-    return out
+def _read_as_erased(_value: dict[str, Any], _where: str) -> str:
+    return ERASED
 
 
 def _map_paths(data: Any, paths: tuple[tuple[str, ...], ...],
@@ -265,45 +247,31 @@ def _walk_sealed(node: Any, where: str, fn: Callable[[dict[str, Any], str], Any]
     return node
 
 
-def _walk(node: dict[str, Any] | list[Any], path: list[str], fn: Callable[[dict[str, Any], str], Any]) -> Any:
-    """A copy of the (unsealed) container ``node``; ``path`` is its place, as a list of names."""
-    if isinstance(node, dict):
-        out: Any = dict(node)
-        items: Any = node.items()
+def _walk(node: dict[str, Any] | list[Any], path: list[str], fn: Callable[[dict[str, Any], str], Any],
+          copy: bool = True) -> Any:
+    """A copy of the (unsealed) container ``node``; ``path`` is its place, as a list of names.
+    ``copy=False``: ``node`` itself changed instead (one parsed for this alone; a copy of every
+    container was a third of opening an event), and returned."""
+    if not copy:
+        out: Any = node
+    elif isinstance(node, dict):
+        out = dict(node)
     else:
         out = list(node)
-        items = enumerate(node)
-    for k, v in items:
+    items: Any = node.items() if isinstance(node, dict) else enumerate(node)
+    for k, v in items:  # a value replaced in place keeps the dict's size: iterating on is safe
         if isinstance(v, dict):
             path.append(k if isinstance(k, str) else str(k))
             if len(v) == 4 and v.get("enc") == VERSION and v.keys() == _SEALED_KEYS:  # is_sealed, inline
                 out[k] = fn(v, ".".join(path))
             else:
-                out[k] = _walk(v, path, fn)
+                out[k] = _walk(v, path, fn, copy)
             path.pop()
         elif isinstance(v, list):
             path.append(k if isinstance(k, str) else str(k))
-            out[k] = _walk(v, path, fn)
+            out[k] = _walk(v, path, fn, copy)
             path.pop()
     return out
-
-
-def _walk_in_place(node: dict[str, Any] | list[Any], path: list[str],
-                   fn: Callable[[dict[str, Any], str], Any]) -> None:
-    """``_walk``, changing ``node`` itself instead of making a copy of it."""
-    items: Any = node.items() if isinstance(node, dict) else enumerate(node)
-    for k, v in items:
-        if isinstance(v, dict):
-            path.append(k if isinstance(k, str) else str(k))
-            if len(v) == 4 and v.get("enc") == VERSION and v.keys() == _SEALED_KEYS:  # is_sealed, inline
-                node[k] = fn(v, ".".join(path))  # a value replaced: the dict's size stays, so iterating on is safe
-            else:
-                _walk_in_place(v, path, fn)
-            path.pop()
-        elif isinstance(v, list):
-            path.append(k if isinstance(k, str) else str(k))
-            _walk_in_place(v, path, fn)
-            path.pop()
 
 
 def _b64(raw: bytes) -> str:

@@ -45,15 +45,11 @@ from pydantic_core import from_json
 from .envelope import Envelope, Recorded
 from .events import ERASED, EVENT_TYPES, FROM_LOG
 from .fieldcrypt import DataKey, open_sealed_in_place, open_text, sealed_text_kid
-from .privacy import ACTOR, ERASURE
+from .privacy import ACTOR, ERASURE, only_key
 
 _SEALED = re.compile(rb'\{"enc":"v1","kid":"[A-Za-z0-9_=-]{1,64}","nonce":"[A-Za-z0-9+/=]{1,64}","ct":"[A-Za-z0-9+/=]*"\}')
 _ERASED = b'"' + ERASED.encode() + b'"'
 _new, _set = object.__new__, object.__setattr__
-
-
-class _OtherKey(LookupError):
-    """A value sealed with a key other than the one in hand: the slow path fetches it."""
 
 
 @cache  # one per event type: the callers ask only for the types there are
@@ -92,12 +88,7 @@ def decode_opened(data: bytes, seq: int, kind: str, key_of: Callable[[str], Data
         key = key_of(case_id)
         if key is None:
             return None
-
-        def only(kid: str) -> DataKey:
-            if kid != key.kid:
-                raise _OtherKey(kid)
-            return key
-
+        only = only_key(key)  # a value sealed with another key: the slow path fetches that one
         open_sealed_in_place(body, case_id, kind, only)
         actor = raw["actor"]
         if type(actor) is str:

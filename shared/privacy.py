@@ -102,8 +102,8 @@ class PersonalData:
             # key; another appears only after an erasure). The general way walks twice: once to
             # learn which keys to fetch, once to open.
             try:
-                return _opened(env, _only(cached))
-            except _OtherKey:
+                return _opened(env, only_key(cached))
+            except OtherKey:
                 pass  # sealed with a key the cache does not hold: the general way below
         kids = envelope_kids(env)
         if not kids:
@@ -172,16 +172,16 @@ class PersonalData:
             self._cache.popitem(last=False)
 
 
-class _OtherKey(LookupError):
+class OtherKey(LookupError):
     """A sealed value whose key is not the one in hand."""
 
 
-def _only(key: DataKey) -> Callable[[str], DataKey]:
-    """``key`` for its own kid; any other stops the opening (``_OtherKey``)."""
+def only_key(key: DataKey) -> Callable[[str], DataKey]:
+    """``key`` for its own kid; any other stops the opening (``OtherKey``)."""
 
     def key_for(kid: str) -> DataKey:
         if kid != key.kid:
-            raise _OtherKey(kid)
+            raise OtherKey(kid)
         return key
 
     return key_for
