@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Executable
 
+from .dbgone import notice_gone
 from .envelope import Recorded
 from .privacy import ERASURE
 from .sqlwriter import REPEATABLE, CompiledWrite, Writer, cursor_of, run_on_cursor
@@ -126,7 +127,7 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
         connect_args["connect_timeout"] = 5
         if schema:
             connect_args["options"] = f"-csearch_path={check_schema_name(schema)}"
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    return notice_gone(create_engine(url, pool_pre_ping=True, connect_args=connect_args))
 
 
 def check_schema_name(schema: str) -> str:

@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql import Executable
 
+from .dbgone import is_disconnect, mark_gone
 from .envelope import Recorded
 
 REPEATABLE = "rethink_repeatable"  # the execution option ``projection.repeatable`` sets
@@ -143,7 +144,7 @@ def cursor_of(conn: Connection) -> Any:
     try:
         return dbapi_conn.cursor()  # type: ignore[union-attr]
     except conn.dialect.loaded_dbapi.Error as e:
-        disconnect = conn.dialect.is_disconnect(e, dbapi_conn, None)
+        disconnect = is_disconnect(conn.dialect, e, dbapi_conn, None)
         if disconnect:
             conn.invalidate(e)
         raise as_sqlalchemy_error(conn.engine, None, None, e, disconnect) from e
@@ -168,7 +169,7 @@ def run_on_cursor(conn: Connection, cursor: Any, write: CompiledWrite, rows: lis
         else:
             cursor.execute(sql, params)
     except dialect.loaded_dbapi.Error as e:
-        disconnect = dialect.is_disconnect(e, conn.connection.dbapi_connection, cursor)
+        disconnect = is_disconnect(dialect, e, conn.connection.dbapi_connection, cursor)
         if disconnect:
             conn.invalidate(e)
         raise as_sqlalchemy_error(conn.engine, sql, params, e, disconnect) from e
@@ -234,9 +235,10 @@ class Writer:
                 and (engine.dialect.name, engine.dialect.driver) in {("sqlite", "pysqlite"), ("postgresql", "psycopg")})
 
     def hooked(self) -> bool:
-        # a listener on the engine's or the dialect's events (a test counting statements, say), or echo
+        # a listener on the engine's or the dialect's events (a test counting statements, say), or echo;
+        # not ``dbgone``'s, whose judgement the cursor paths here make themselves (``is_disconnect``)
         engine = self.engine
-        return bool(engine._has_events or getattr(engine.dialect, "_has_events", False) or engine.echo)
+        return bool(engine._has_events or engine.echo or _dialect_hooked(engine.dialect))
 
     def compiled(self, statement: Executable, params: dict[str, Any]) -> CompiledWrite | None:
         key = (statement, tuple(params))
@@ -327,7 +329,7 @@ class Writer:
             self._rollback(conn)
             raise
         except BaseException as e:
-            disconnect = isinstance(e, self._dbapi_error) and self.dialect.is_disconnect(e, conn, cursor)
+            disconnect = isinstance(e, self._dbapi_error) and is_disconnect(self.dialect, e, conn, cursor)
             if disconnect or not isinstance(e, Exception):
                 self._discard()
             else:
@@ -357,6 +359,13 @@ class Writer:
     def close(self) -> None:
         """Close the writer's connection (a later event opens another)."""
         self._discard()
+
+
+def _dialect_hooked(dialect: Dialect) -> bool:
+    if not getattr(dialect, "_has_events", False):
+        return False
+    events = dialect.dispatch  # type: ignore[attr-defined]
+    return any(fn is not mark_gone for name in events._event_names for fn in getattr(events, name))
 
 
 class _Stale(Exception):
