@@ -7,22 +7,38 @@ errors come out as the same SQLAlchemy exceptions, and nothing of a failed batch
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import re
 import sqlite3
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import psycopg
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, create_engine, event, exc, select, text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    event,
+    exc,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.pool import NullPool
 
 from rethink.shared import projection
 from rethink.shared.delivery import is_transient
 from rethink.shared.projection import ProjectionStore, UtcDateTime, WriteBatch, checkpoint_table, make_engine
 from rethink.shared.settings import SERVICES
-from rethink.shared.sqlwriter import cursor_of
+from rethink.shared.sqlwriter import COPY_FROM_ROWS, cursor_of
 from tests.support import recorded
 from tests.unit.test_projection_batches import T0, events, log
 
@@ -67,7 +83,17 @@ class _RecordingCursor(sqlite3.Cursor):
 
 class _PgRecordingCursor(psycopg.Cursor):
     """A psycopg cursor that notes what it runs on a connection given a ``sent`` list (the pool's
-    pre-ping runs before one is given)."""
+    pre-ping runs before one is given): a COPY with the rows written to it."""
+
+    @contextlib.contextmanager
+    def copy(self, statement, params=None, **kwargs):  # type: ignore[override]
+        rows: list[tuple[object, ...]] = []
+        with super().copy(statement, params, **kwargs) as copying:
+            write_row = copying.write_row
+            copying.write_row = lambda row: (rows.append(tuple(row)), write_row(row))[1]  # type: ignore[method-assign]
+            yield copying
+        if (sent := getattr(self.connection, "sent", None)) is not None:
+            sent.append(("copy", statement, rows))
 
     def execute(self, query, params=None, **kwargs):  # type: ignore[override]
         if (sent := getattr(self.connection, "sent", None)) is not None:
@@ -107,11 +133,25 @@ def _batch_sent(store: ProjectionStore, batch: WriteBatch, compiled) -> list[tup
     return sent
 
 
+def _as_copied(call: tuple[str, str, object]) -> tuple[str, str, object]:
+    """What the cursor sends for a call of the engine's on PostgreSQL: an INSERT's ``executemany`` of
+    ``COPY_FROM_ROWS`` rows or more as a COPY of the same table and columns, each row's values in
+    the order of its columns; anything else the same."""
+    how, sql, rows = call
+    insert = re.fullmatch(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((.*)\)", sql)
+    if how != "executemany" or insert is None or " ON CONFLICT " in sql or len(rows) < COPY_FROM_ROWS:  # type: ignore[arg-type]
+        return call
+    names = re.findall(r"%\((\w+)\)s", insert.group(3))
+    return "copy", f"COPY {insert.group(1)} ({insert.group(2)}) FROM STDIN", [
+        tuple(row[n] for n in names) for row in rows]  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_batch_runs_on_the_cursor_what_the_engine_sends_the_driver(projection_db, backend, tmp_path, service):
     """Each group of a batch as the driver receives it: the same calls (``execute`` for one row,
     ``executemany`` for more: on PostgreSQL SQLAlchemy sends psycopg's too, no multi-row INSERT),
-    SQL and parameters as through ``Connection.execute``."""
+    SQL and parameters as through ``Connection.execute``; except that on PostgreSQL an INSERT of
+    many rows goes as a COPY of the very values the engine would have sent."""
     store = _recording_store(projection_db, backend, tmp_path, service)
     compiled = store._batch_compiled()
     assert compiled is not None  # a SQLAlchemy that batched INSERTs otherwise would turn the cursor off
@@ -129,10 +169,11 @@ def test_a_batch_runs_on_the_cursor_what_the_engine_sends_the_driver(projection_
             batch.add(store._plan(backend, r))  # type: ignore[misc]
         engined = _batch_sent(store, batch, None)
         direct = _batch_sent(store, batch, compiling)
-        assert direct == engined
+        assert direct == ([_as_copied(call) for call in engined] if backend == "postgresql" else engined)
         calls |= {call for call, _, _ in direct}
     assert covered and None not in covered  # every group ran on the cursor, none through the engine
-    assert calls == {"execute", "executemany"}
+    copied = backend == "postgresql" and service != "meeting"  # meeting's inserts are all upserts: no COPY
+    assert calls == ({"execute", "executemany", "copy"} if copied else {"execute", "executemany"})
     store.engine.dispose()
 
 
@@ -155,6 +196,9 @@ def test_a_batch_on_the_cursor_leaves_exactly_the_rows_the_engine_leaves(project
     on_cursor: list[object] = []
     run = projection.run_on_cursor
     monkeypatch.setattr(projection, "run_on_cursor", lambda *a: on_cursor.append(a[2]) or run(*a))
+    copied: list[str] = []
+    copy = psycopg.Cursor.copy
+    monkeypatch.setattr(psycopg.Cursor, "copy", lambda self, sql, *a, **k: copied.append(sql) or copy(self, sql, *a, **k))
     recs = copies(20)
     for size in (len(recs), 7):  # one rebuild's batch; and many, groups of one row among them
         store.reset()
@@ -169,6 +213,8 @@ def test_a_batch_on_the_cursor_leaves_exactly_the_rows_the_engine_leaves(project
             assert on_cursor == []
         assert _stored(store) == direct
     assert all(direct.values()), direct  # every table has rows: every kind of write was compared
+    # on PostgreSQL the many rows of a plain INSERT went as COPY (meeting's are all upserts)
+    assert bool(copied) == (store.engine.dialect.name == "postgresql" and service != "meeting")
 
 
 def test_a_batch_runs_on_the_cursor_unless_listened_to_or_sqlalchemy_would_send_multi_row_inserts(
@@ -219,18 +265,29 @@ def test_a_batchs_errors_on_the_cursor_are_the_engines_and_leave_nothing_behind(
         "integrity, many": [{"k": 1, "at": at}, {"k": 1, "at": at}],
         "naive, one": [{"k": 1, "at": datetime(2026, 1, 1)}],
         "naive, many": [{"k": 1, "at": at}, {"k": 2, "at": datetime(2026, 1, 1)}],
+        # as many as PostgreSQL copies: the key twice; a naive time last (refused before any row is sent)
+        "integrity, copied": [{"k": k % (COPY_FROM_ROWS - 1), "at": at} for k in range(COPY_FROM_ROWS)],
+        "naive, copied": [{"k": k, "at": at} for k in range(COPY_FROM_ROWS - 1)] + [
+            {"k": COPY_FROM_ROWS, "at": datetime(2026, 1, 1)}],
     }
     for name, group in groups.items():
-        batch = WriteBatch()
+        batch, insert = WriteBatch(), t.insert()  # one statement: the group's rows in one call
         for n, row in enumerate(group):
-            batch.add([(t.insert(), row, (n,))])
+            batch.add([(insert, row, (n,))])
+        assert len(batch._groups) == 1, name
         raised = []
         for compiled in (None, store._batch_compiled()):
             with pytest.raises(Exception) as caught, store.engine.begin() as conn:
                 batch.run(conn, compiled)
-            raised.append((type(caught.value), str(caught.value)))
-        assert raised[0] == raised[1], name
+            orig = getattr(caught.value, "orig", None)
+            raised.append((type(caught.value), type(orig), getattr(orig, "sqlstate", None), str(caught.value)))
+        if name == "integrity, copied" and backend == "postgresql":  # the COPY's message names the COPY
+            assert raised[0][:3] == raised[1][:3] and "COPY t" in raised[1][3], name
+        else:
+            assert raised[0] == raised[1], name
         assert raised[0][0] is (exc.IntegrityError if name.startswith("integrity") else exc.StatementError)
+        with store.engine.connect() as conn:
+            assert conn.execute(select(t)).all() == []
     with pytest.raises(exc.IntegrityError):
         store.apply_batch(events()[:4])  # seq 1 and 4 write the same key: nothing of the batch stays
     assert store.last_seq() == 0
@@ -334,3 +391,62 @@ def test_a_cursor_refused_on_a_connection_psycopg_knows_closed_is_sqlalchemys_tr
         assert is_transient(refused.value) and refused.value.connection_invalidated and conn.invalidated
     assert store.apply_batch(events()[:3]) == 3
     store.engine.dispose()
+
+
+HOSTILE = ["", None, "\t", "a\tb", "line\nbreak", "cr\rlf\r\n", "\\", "\\N", "\\.", "back\\slash\\t", "'; DROP TABLE t; --",
+           "émoji 🎉 ∑", "\u2028", "x" * 70_000, "NULL", "%(k)s", "{\"json\": [1, 2]}"]
+
+
+def test_a_copied_insert_writes_hostile_values_exactly_as_the_engine_does(postgres_url, monkeypatch):
+    """COPY's text format has escapes of its own (tab, newline, backslash, ``\\N`` for NULL): values
+    that look like them arrive as they were sent, as through the engine's INSERT; a NUL, which no
+    PostgreSQL text may hold, is refused both ways, with the same error, and leaves nothing."""
+    engine = make_engine(postgres_url)
+    schema = f"hostile_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    engine = make_engine(postgres_url, schema)
+    metadata = MetaData()
+    checkpoint_table(metadata)
+    t = Table("t", metadata, Column("k", Integer, primary_key=True),
+              Column("v", Text), Column("at", UtcDateTime()), Column("flag", Boolean), Column("d", Date))
+    metadata.create_all(engine)
+    store = ProjectionStore(engine, metadata, "probe", plan=lambda _d, _r: [])
+    at = datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    try:
+        def rows(base: int, values: list) -> list[dict]:
+            return [{"k": base + i, "v": v, "at": at if i % 2 else None, "flag": [True, False, None][i % 3],
+                     "d": date(2026, 2, 28) if i % 2 else None} for i, v in enumerate(values)]
+
+        def run(group: list[dict], compiled) -> None:
+            batch, insert = WriteBatch(), t.insert()
+            for row in group:
+                batch.add([(insert, row, (row["k"],))])
+            with engine.begin() as conn:
+                batch.run(conn, compiled)
+
+        copied: list[str] = []
+        copy = psycopg.Cursor.copy
+        monkeypatch.setattr(psycopg.Cursor, "copy", lambda self, sql, *a, **k: copied.append(sql) or copy(self, sql, *a, **k))
+        assert len(HOSTILE) >= COPY_FROM_ROWS
+        run(rows(0, HOSTILE), None)
+        assert copied == []
+        run(rows(1000, HOSTILE), store._batch_compiled())
+        assert copied == ["COPY t (k, v, at, flag, d) FROM STDIN"]
+        with engine.connect() as conn:
+            got = {k: (v, a, f, d) for k, v, a, f, d in conn.execute(select(t))}
+        assert [got[1000 + i] for i in range(len(HOSTILE))] == [got[i] for i in range(len(HOSTILE))]
+        assert [got[1000 + i][0] for i in range(len(HOSTILE))] == HOSTILE
+        refused = []
+        for base, compiled in ((2000, None), (3000, store._batch_compiled())):
+            with pytest.raises(exc.DataError) as nul:
+                run(rows(base, [*HOSTILE[:COPY_FROM_ROWS], "a\x00b"]), compiled)
+            refused.append((type(nul.value.orig), str(nul.value.orig)))
+        assert refused[0] == refused[1]
+        with engine.connect() as conn:
+            assert conn.execute(select(func.count()).select_from(t).where(t.c.k >= 2000)).scalar() == 0
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        engine.dispose()
