@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Executable
 
+from . import pgcopy
 from .dbgone import notice_gone
 from .envelope import Recorded
 from .privacy import ERASURE
@@ -356,6 +357,8 @@ class ProjectionStore:
                 conn.execute(self._insert_cp, {"consumer": self.consumer, "last_seq": last})
             elif last != start:
                 conn.execute(self._set_cp, {"c": self.consumer, "s": last})
+            info = conn.connection.info
+        pgcopy.committed(info)  # the COPY stages this transaction made are there for its next ones
         if erasure:
             self.scrub()
         return applied

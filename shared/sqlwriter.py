@@ -10,7 +10,6 @@ through the engine, as before.
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from sqlalchemy.sql import Executable
 
 from .dbgone import is_disconnect, mark_gone
 from .envelope import Recorded
+from .pgcopy import Copy, as_copy
 
 REPEATABLE = "rethink_repeatable"  # the execution option ``projection.repeatable`` sets
 
@@ -52,20 +52,18 @@ class CompiledWrite:
     slots: tuple[_Slot, ...]  # positional: in order; named: one per name
     names: tuple[str, ...]  # named: the (escaped) parameter names, in the order of ``slots``
     sequence: Callable[[list[Any]], Any]  # the dialect's execute_sequence_format
-    # A plain INSERT on PostgreSQL: the same rows as ``COPY … FROM STDIN`` (``copy_into``), and which
-    # of a row's values (in ``slots`` order) go to each of its columns, in the COPY's column order.
-    copy: str | None = None
-    copy_order: tuple[int, ...] = ()
+    copy: Copy | None = None  # a group of many rows as COPY (PostgreSQL): ``pgcopy``
     _values: Callable[[dict[str, Any]], Any] = field(init=False, repr=False, compare=False)
     _copy_row: Callable[[dict[str, Any]], Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         values = _values_of(self.slots)
         object.__setattr__(self, "_values", values)
-        if self.copy_order == tuple(range(len(self.slots))):
+        order = self.copy.order if self.copy is not None else ()
+        if order == tuple(range(len(self.slots))):
             object.__setattr__(self, "_copy_row", values)
-        elif self.copy_order:
-            reorder = itemgetter(*self.copy_order) if len(self.copy_order) > 1 else lambda v: (v[self.copy_order[0]],)
+        elif order:
+            reorder = itemgetter(*order) if len(order) > 1 else lambda v: (v[order[0]],)
             object.__setattr__(self, "_copy_row", lambda params: reorder(values(params)))
 
     def copy_row(self, params: dict[str, Any]) -> Any:
@@ -148,38 +146,8 @@ def compiled_write(dialect: Dialect, statement: Executable, params: dict[str, An
         escaped = compiled.escaped_bind_names or {}
         names = tuple(escaped.get(n, n) for n in order)
     slots = tuple((*sources[n], processors.get(n)) for n in order)
-    copy, copy_order = _as_copy(dialect, statement, compiled, names)
     return CompiledWrite(compiled.string, compiled.positional, slots, names, dialect.execute_sequence_format,
-                         copy, copy_order)
-
-
-# What SQLAlchemy compiles a one-row INSERT of bound values to, for psycopg: each value a named
-# parameter, cast to its column's type (``%(name)s::VARCHAR``). Anything else (a SQL expression or a
-# literal among the values, ON CONFLICT, RETURNING) does not match and is not copied.
-_PLAIN_INSERT = re.compile(r"INSERT INTO ((?:\w+\.)?\w+) \(([\w, ]+)\) VALUES \((.*)\)")
-_PLACEHOLDER = r"%\((\w+)\)s(?:::[A-Z][A-Z ]*(?:\(\d+(?:, \d+)?\))?)?"  # a name, then its cast (VARCHAR(16))
-_PLACEHOLDERS = re.compile(rf"{_PLACEHOLDER}(?:, {_PLACEHOLDER})*")
-
-
-def _as_copy(dialect: Dialect, statement: Executable, compiled: Any, names: tuple[str, ...]
-             ) -> tuple[str | None, tuple[int, ...]]:
-    """The ``COPY … FROM STDIN`` that writes the rows a plain INSERT writes, and the order of its
-    values; or (None, ()) for anything else. PostgreSQL with psycopg only: COPY parses each value as
-    its column's type, which is what the INSERT's cast to that same type did."""
-    if (dialect.name, dialect.driver) != ("postgresql", "psycopg") or not compiled.isinsert or compiled.positional:
-        return None, ()
-    if getattr(statement, "_post_values_clause", None) is not None or getattr(statement, "_multi_values", None):
-        return None, ()
-    plain = _PLAIN_INSERT.fullmatch(compiled.string)
-    if plain is None:
-        return None, ()
-    table, columns, values = plain.group(1), [c.strip() for c in plain.group(2).split(",")], plain.group(3)
-    if _PLACEHOLDERS.fullmatch(values) is None:
-        return None, ()
-    given = [m.group(1) for m in re.finditer(_PLACEHOLDER, values)]
-    if len(given) != len(columns) or sorted(given) != sorted(names) or len(set(given)) != len(given):
-        return None, ()
-    return f"COPY {table} ({', '.join(columns)}) FROM STDIN", tuple(names.index(n) for n in given)
+                         as_copy(dialect, compiled, names))
 
 
 def cursor_of(conn: Connection) -> Any:
@@ -197,12 +165,6 @@ def cursor_of(conn: Connection) -> Any:
         raise as_sqlalchemy_error(conn.engine, None, None, e, disconnect) from e
 
 
-# From how many rows an INSERT's group goes as COPY: below, COPY's own round trip cost more than
-# psycopg's pipelined executemany saved (measured: even at 4 rows, ahead from 8; at 1,000 rows
-# COPY took 10 µs of the client's CPU per row where executemany took 22).
-COPY_FROM_ROWS = 8
-
-
 def run_on_cursor(conn: Connection, cursor: Any, write: CompiledWrite, rows: list[dict[str, Any]]) -> None:
     """A batch's group of rows of one statement, run on ``cursor`` (of ``conn``'s DB-API connection,
     in its transaction) as SQLAlchemy runs it: ``execute`` for one row, ``executemany`` for more, the
@@ -210,12 +172,12 @@ def run_on_cursor(conn: Connection, cursor: Any, write: CompiledWrite, rows: lis
     as ``Connection.execute`` raises them (the same class and message, tested): what a bind processor
     raises as a ``StatementError`` naming the rows as given, a driver's error as its ``DBAPIError``
     naming the rows as sent (a connection it finds broken invalidated). The one departure: on
-    PostgreSQL a plain INSERT's group of ``COPY_FROM_ROWS`` rows or more goes as ``COPY … FROM
-    STDIN``, which writes the same rows (tested) for half the client's CPU; a driver's error is then
-    of the same class, naming the COPY and the rows in its column order."""
+    PostgreSQL an INSERT's group of many rows goes as ``COPY … FROM STDIN`` (``pgcopy``), which
+    writes the same rows (tested) for half the client's CPU or less; a driver's error is then of the
+    same class, naming the COPY and the rows in its column order."""
     sql, many = write.sql, len(rows) > 1
     dialect = conn.dialect
-    copying = write.copy is not None and len(rows) >= COPY_FROM_ROWS
+    copying = write.copy is not None and len(rows) >= write.copy.from_rows
     try:
         if copying:
             params: Any = [write.copy_row(p) for p in rows]
@@ -225,10 +187,10 @@ def run_on_cursor(conn: Connection, cursor: Any, write: CompiledWrite, rows: lis
         raise as_sqlalchemy_error(conn.engine, sql, rows, e) from e
     try:
         if copying:
-            sql = write.copy  # type: ignore[assignment]
-            with cursor.copy(sql) as copy:
-                for row in params:
-                    copy.write_row(row)
+            copy = write.copy
+            assert copy is not None
+            sql = copy.copy if copy.insert is None else f"{copy.copy}; {copy.insert}"  # what an error names
+            copy.run(conn, cursor, params)
         elif many:
             cursor.executemany(sql, params)
         else:

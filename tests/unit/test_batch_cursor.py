@@ -32,13 +32,15 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.pool import NullPool
 
 from rethink.shared import projection
 from rethink.shared.delivery import is_transient
+from rethink.shared.pgcopy import COPY_FROM_ROWS, STAGED_FROM_ROWS
 from rethink.shared.projection import ProjectionStore, UtcDateTime, WriteBatch, checkpoint_table, make_engine
 from rethink.shared.settings import SERVICES
-from rethink.shared.sqlwriter import COPY_FROM_ROWS, cursor_of
+from rethink.shared.sqlwriter import cursor_of
 from tests.support import recorded
 from tests.unit.test_projection_batches import T0, events, log
 
@@ -133,17 +135,51 @@ def _batch_sent(store: ProjectionStore, batch: WriteBatch, compiled) -> list[tup
     return sent
 
 
-def _as_copied(call: tuple[str, str, object]) -> tuple[str, str, object]:
-    """What the cursor sends for a call of the engine's on PostgreSQL: an INSERT's ``executemany`` of
-    ``COPY_FROM_ROWS`` rows or more as a COPY of the same table and columns, each row's values in
-    the order of its columns; anything else the same."""
-    how, sql, rows = call
-    insert = re.fullmatch(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((.*)\)", sql)
-    if how != "executemany" or insert is None or " ON CONFLICT " in sql or len(rows) < COPY_FROM_ROWS:  # type: ignore[arg-type]
-        return call
-    names = re.findall(r"%\((\w+)\)s", insert.group(3))
-    return "copy", f"COPY {insert.group(1)} ({insert.group(2)}) FROM STDIN", [
-        tuple(row[n] for n in names) for row in rows]  # type: ignore[attr-defined]
+_ENGINE_INSERT = re.compile(r"INSERT INTO (\w+) \(([\w, ]+)\) VALUES \((%\(\w+\)s[^()]*(?:, %\(\w+\)s[^()]*)*)\)(.*)")
+_STAGED = re.compile(r"WITH staged AS \(DELETE FROM pg_temp\.(\w+) RETURNING ([\w, ]+)\) "
+                     r"INSERT INTO (\w+) \(([\w, ]+)\) SELECT ([\w, ]+) FROM staged(.*)")
+
+
+def _engine_rows(calls: list) -> list:
+    """The engine's calls on PostgreSQL as what they write: an INSERT's ``executemany`` of as many rows
+    as the cursor sends as COPY (``COPY_FROM_ROWS``; an upsert, ``STAGED_FROM_ROWS``, unless its ON
+    CONFLICT takes parameters) as ("rows", table, columns, each row's values in column order, its
+    ON CONFLICT clause); anything else as it is."""
+    out = []
+    for how, sql, rows in calls:
+        insert = _ENGINE_INSERT.fullmatch(sql)
+        if how == "executemany" and insert is not None and "%(" not in insert.group(4):
+            table, columns, values, tail = insert.groups()
+            if len(rows) >= (STAGED_FROM_ROWS if tail else COPY_FROM_ROWS):
+                names = re.findall(r"%\((\w+)\)s", values)
+                out.append(("rows", table, columns, [tuple(row[n] for n in names) for row in rows], tail))
+                continue
+        out.append((how, sql, rows))
+    return out
+
+
+def _cursor_rows(calls: list) -> list:
+    """The cursor's calls as what they write: a COPY into a table as ("rows", …) as above; a COPY into
+    a stage and the statement that moves the stage's rows into their table (the same columns, all of
+    them, none changed on the way), together as one; the stage's making (as and when it is made)
+    dropped: it writes nothing."""
+    out: list = []
+    for how, sql, rows in calls:
+        if how == "execute" and sql.startswith("CREATE TEMPORARY TABLE IF NOT EXISTS rethink_stage_"):
+            continue
+        staged = _STAGED.fullmatch(sql) if how == "execute" else None
+        if staged is not None:
+            stage, returned, table, columns, selected, tail = staged.groups()
+            assert out[-1][:2] == ("stage", stage) and out[-1][2] == returned == columns == selected
+            out[-1] = ("rows", table, columns, out[-1][3], tail)
+            continue
+        copy = re.fullmatch(r"COPY (pg_temp\.)?(\w+) \(([\w, ]+)\) FROM STDIN", sql) if how == "copy" else None
+        if copy is not None:
+            staging, table, columns = copy.groups()
+            out.append(("stage" if staging else "rows", table, columns, rows, ""))
+            continue
+        out.append((how, sql, rows))
+    return out
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -163,17 +199,19 @@ def test_a_batch_runs_on_the_cursor_what_the_engine_sends_the_driver(projection_
         return write
 
     calls = set()
-    for recs in (copies(12), events()[:1]):  # a rebuild's batch, and one event (groups of one row)
+    for recs in (copies(20), events()[:1]):  # a rebuild's batch, and one event (groups of one row)
         batch = WriteBatch()
         for r in recs:
             batch.add(store._plan(backend, r))  # type: ignore[misc]
         engined = _batch_sent(store, batch, None)
         direct = _batch_sent(store, batch, compiling)
-        assert direct == ([_as_copied(call) for call in engined] if backend == "postgresql" else engined)
+        if backend == "postgresql":
+            assert _cursor_rows(direct) == _engine_rows(engined)
+        else:
+            assert direct == engined
         calls |= {call for call, _, _ in direct}
     assert covered and None not in covered  # every group ran on the cursor, none through the engine
-    copied = backend == "postgresql" and service != "meeting"  # meeting's inserts are all upserts: no COPY
-    assert calls == ({"execute", "executemany", "copy"} if copied else {"execute", "executemany"})
+    assert calls == ({"execute", "executemany", "copy"} if backend == "postgresql" else {"execute", "executemany"})
     store.engine.dispose()
 
 
@@ -213,8 +251,13 @@ def test_a_batch_on_the_cursor_leaves_exactly_the_rows_the_engine_leaves(project
             assert on_cursor == []
         assert _stored(store) == direct
     assert all(direct.values()), direct  # every table has rows: every kind of write was compared
-    # on PostgreSQL the many rows of a plain INSERT went as COPY (meeting's are all upserts)
-    assert bool(copied) == (store.engine.dialect.name == "postgresql" and service != "meeting")
+    # on PostgreSQL the many rows of an INSERT went as COPY: straight into the table, or (meeting's
+    # upserts, and some of the others') into a stage first
+    if store.engine.dialect.name == "postgresql":
+        assert any(sql.startswith("COPY pg_temp.") for sql in copied) == (service != "intake")
+        assert any(not sql.startswith("COPY pg_temp.") for sql in copied) == (service != "meeting")
+    else:
+        assert copied == []
 
 
 def test_a_batch_runs_on_the_cursor_unless_listened_to_or_sqlalchemy_would_send_multi_row_inserts(
@@ -397,10 +440,12 @@ HOSTILE = ["", None, "\t", "a\tb", "line\nbreak", "cr\rlf\r\n", "\\", "\\N", "\\
            "émoji 🎉 ∑", "\u2028", "x" * 70_000, "NULL", "%(k)s", "{\"json\": [1, 2]}"]
 
 
-def test_a_copied_insert_writes_hostile_values_exactly_as_the_engine_does(postgres_url, monkeypatch):
+@pytest.mark.parametrize("upsert", [False, True], ids=["insert", "upsert"])
+def test_a_copied_insert_writes_hostile_values_exactly_as_the_engine_does(postgres_url, monkeypatch, upsert):
     """COPY's text format has escapes of its own (tab, newline, backslash, ``\\N`` for NULL): values
-    that look like them arrive as they were sent, as through the engine's INSERT; a NUL, which no
-    PostgreSQL text may hold, is refused both ways, with the same error, and leaves nothing."""
+    that look like them arrive as they were sent, as through the engine's INSERT (or upsert, through
+    its stage); a NUL, which no PostgreSQL text may hold, is refused both ways, with the same error,
+    and leaves nothing."""
     engine = make_engine(postgres_url)
     schema = f"hostile_{uuid.uuid4().hex[:8]}"
     with engine.begin() as conn:
@@ -421,6 +466,9 @@ def test_a_copied_insert_writes_hostile_values_exactly_as_the_engine_does(postgr
 
         def run(group: list[dict], compiled) -> None:
             batch, insert = WriteBatch(), t.insert()
+            if upsert:
+                insert = postgresql.insert(t)
+                insert = insert.on_conflict_do_update(index_elements=["k"], set_={"v": insert.excluded.v})
             for row in group:
                 batch.add([(insert, row, (row["k"],))])
             with engine.begin() as conn:
@@ -429,11 +477,11 @@ def test_a_copied_insert_writes_hostile_values_exactly_as_the_engine_does(postgr
         copied: list[str] = []
         copy = psycopg.Cursor.copy
         monkeypatch.setattr(psycopg.Cursor, "copy", lambda self, sql, *a, **k: copied.append(sql) or copy(self, sql, *a, **k))
-        assert len(HOSTILE) >= COPY_FROM_ROWS
+        assert len(HOSTILE) >= STAGED_FROM_ROWS
         run(rows(0, HOSTILE), None)
         assert copied == []
         run(rows(1000, HOSTILE), store._batch_compiled())
-        assert copied == ["COPY t (k, v, at, flag, d) FROM STDIN"]
+        assert len(copied) == 1 and copied[0].startswith("COPY pg_temp." if upsert else "COPY t (k, v, at, flag, d)")
         with engine.connect() as conn:
             got = {k: (v, a, f, d) for k, v, a, f, d in conn.execute(select(t))}
         assert [got[1000 + i] for i in range(len(HOSTILE))] == [got[i] for i in range(len(HOSTILE))]
@@ -441,7 +489,7 @@ def test_a_copied_insert_writes_hostile_values_exactly_as_the_engine_does(postgr
         refused = []
         for base, compiled in ((2000, None), (3000, store._batch_compiled())):
             with pytest.raises(exc.DataError) as nul:
-                run(rows(base, [*HOSTILE[:COPY_FROM_ROWS], "a\x00b"]), compiled)
+                run(rows(base, [*HOSTILE[:STAGED_FROM_ROWS], "a\x00b"]), compiled)
             refused.append((type(nul.value.orig), str(nul.value.orig)))
         assert refused[0] == refused[1]
         with engine.connect() as conn:
@@ -450,3 +498,39 @@ def test_a_copied_insert_writes_hostile_values_exactly_as_the_engine_does(postgr
         with engine.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         engine.dispose()
+
+
+def test_an_upserts_stage_is_made_once_per_connection_and_again_after_a_rollback(request, tmp_path, monkeypatch):
+    """The stage an upsert's rows are copied into is made by the first batch that needs it on a
+    connection, and not asked for again once that batch committed; made in a batch that was undone,
+    it is gone with it, and the next batch makes it again (rather than copying into nothing)."""
+    store, t = _probe("postgresql", tmp_path, request)
+    upsert = postgresql.insert(t)
+    upsert = upsert.on_conflict_do_update(index_elements=["k"], set_={"at": upsert.excluded.at})
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    store._plan = lambda _d, r: [(upsert, {"k": r.seq, "at": at + timedelta(days=r.seq)}, (r.seq,))]
+    made: list[str] = []
+    execute = psycopg.Cursor.execute
+    monkeypatch.setattr(psycopg.Cursor, "execute", lambda self, sql, *a, **k: (
+        made.append(sql) if str(sql).startswith("CREATE TEMPORARY TABLE") else None) or execute(self, sql, *a, **k))
+    recs = copies(2)
+    n = STAGED_FROM_ROWS
+    assert len(recs) >= 3 * n
+    assert store.apply_batch(recs[:n]) == n and len(made) == 1
+    assert store.apply_batch(recs[n:2 * n]) == n and len(made) == 1  # committed: there for good
+    store.engine.dispose()  # a new connection: no stage yet
+    run = WriteBatch.run
+
+    def run_then_fail(self, conn, compiled=None):
+        run(self, conn, compiled)
+        raise RuntimeError("after the writes")
+
+    with monkeypatch.context() as m:
+        m.setattr(WriteBatch, "run", run_then_fail)
+        with pytest.raises(RuntimeError):
+            store.apply_batch(recs[2 * n:3 * n])
+    assert len(made) == 2 and store.last_seq() == recs[2 * n - 1].seq
+    assert store.apply_batch(recs[2 * n:3 * n]) == n and len(made) == 3  # on the same connection: made again
+    with store.engine.connect() as conn:
+        assert sorted(conn.execute(select(t.c.k, t.c.at))) == [(r.seq, at + timedelta(days=r.seq)) for r in recs[:3 * n]]
+    store.engine.dispose()
