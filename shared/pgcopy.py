@@ -6,7 +6,10 @@ their table. An upsert's (``INSERT … ON CONFLICT``, which COPY cannot do) go i
 of the session's first, then into theirs by one ``INSERT … SELECT`` with the same ON CONFLICT,
 which empties the stage as it reads it (``DELETE … RETURNING``): 5 µs a row where ``executemany``
 took 15. A multi-row upsert may not touch one row twice, which a batch's groups never ask of it
-(``WriteBatch``: a group never holds two writes of one scope).
+(``WriteBatch``: a group never holds two writes of one scope). The stage is made if missing
+(``CREATE TEMPORARY TABLE IF NOT EXISTS``) once in each batch's transaction, and kept empty for the
+session's next: no catalogue churn, and nothing assumed of a session a pooler may have swapped. A
+database that refuses its user temporary tables gets the upserts as ``executemany``, as before.
 
 Only what SQLAlchemy compiles to ``INSERT INTO t (cols) VALUES (%(a)s::TYPE, …)``, each value a
 parameter cast to its column's type, with at most an ON CONFLICT clause that takes no parameters of
@@ -31,7 +34,7 @@ _PLACEHOLDER = r"%\((\w+)\)s(?:::[A-Z][A-Z ]*(?:\(\d+(?:, \d+)?\))?)?"  # a name
 _INSERT = re.compile(rf"INSERT INTO (?P<table>(?:\w+\.)?\w+) \((?P<columns>[\w, ]+)\) "
                      rf"VALUES \((?P<values>{_PLACEHOLDER}(?:, {_PLACEHOLDER})*)\)"
                      r"(?P<tail> ON CONFLICT \([\w, ]+\) DO (?:NOTHING|UPDATE SET .*))?", re.DOTALL)
-STAGES = "rethink_copy_stages"  # in the DB-API connection's ``info``: stage -> created in a committed transaction
+TEMPORARY = "rethink_may_make_temporary"  # in the DB-API connection's ``info``: may its session make temporary tables?
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,31 +48,34 @@ class Copy:
     create: str | None = None
     insert: str | None = None
 
-    @property
-    def from_rows(self) -> int:
-        return COPY_FROM_ROWS if self.stage is None else STAGED_FROM_ROWS
+    def suits(self, conn: Connection, cursor: Any, rows: int) -> bool:
+        """Whether a group of ``rows`` rows goes as this COPY: enough of them, and for an upsert a
+        session that may make temporary tables (a database may refuse them to its users: asked once
+        per connection, on ``cursor``, in the transaction; then ``executemany`` does as before)."""
+        if self.stage is None:
+            return rows >= COPY_FROM_ROWS
+        if rows < STAGED_FROM_ROWS:
+            return False
+        info = conn.connection.info
+        allowed = info.get(TEMPORARY)
+        if allowed is None:
+            cursor.execute("SELECT has_database_privilege(current_database(), 'TEMPORARY')")
+            allowed = info[TEMPORARY] = bool(cursor.fetchone()[0])
+        return bool(allowed)
 
-    def run(self, conn: Connection, cursor: Any, rows: list[Any]) -> None:
-        """Send ``rows`` (each its values in ``order``) on ``cursor``, in ``conn``'s transaction."""
-        if self.stage is not None:
-            known = conn.connection.info.setdefault(STAGES, {})
-            if not known.get(self.stage):  # made here now, or in a transaction that may have been undone
-                cursor.execute(self.create)
-                known[self.stage] = False
+    def run(self, cursor: Any, rows: list[Any], made: set[str]) -> None:
+        """Send ``rows`` (each its values in ``order``) on ``cursor``. ``made``: the stages made in
+        this transaction so far. Each transaction makes sure of its stage itself, once: a stage made
+        in one that was undone is gone, and behind a pooler (PgBouncer) the next transaction may be
+        another session's, without it."""
+        if self.stage is not None and self.stage not in made:
+            cursor.execute(self.create)
+            made.add(self.stage)
         with cursor.copy(self.copy) as copy:
             for row in rows:
                 copy.write_row(row)
         if self.insert is not None:
             cursor.execute(self.insert)
-
-
-def committed(info: dict[str, Any]) -> None:
-    """The transaction that ran a batch on the connection whose ``info`` this is committed: the stages
-    it made are there for good (until the connection closes, which clears ``info``)."""
-    known = info.get(STAGES)
-    if known:
-        for stage in known:
-            known[stage] = True
 
 
 def as_copy(dialect: Dialect, compiled: Any, names: tuple[str, ...]) -> Copy | None:

@@ -36,7 +36,6 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql import Executable
 
-from . import pgcopy
 from .dbgone import notice_gone
 from .envelope import Recorded
 from .privacy import ERASURE
@@ -236,6 +235,7 @@ class WriteBatch:
         what a batch's writes cost (fifth round). The others run through ``conn`` as before.
         """
         cursor = None
+        made: set[str] = set()  # the COPY stages made in this transaction (``pgcopy``)
         try:
             for statement, rows in self._groups:
                 write = compiled(statement, rows[0]) if compiled is not None else None
@@ -244,7 +244,7 @@ class WriteBatch:
                     continue
                 if cursor is None:
                     cursor = cursor_of(conn)
-                run_on_cursor(conn, cursor, write, rows)
+                run_on_cursor(conn, cursor, write, rows, made)
         finally:
             if cursor is not None:
                 with contextlib.suppress(Exception):
@@ -357,8 +357,6 @@ class ProjectionStore:
                 conn.execute(self._insert_cp, {"consumer": self.consumer, "last_seq": last})
             elif last != start:
                 conn.execute(self._set_cp, {"c": self.consumer, "s": last})
-            info = conn.connection.info
-        pgcopy.committed(info)  # the COPY stages this transaction made are there for its next ones
         if erasure:
             self.scrub()
         return applied

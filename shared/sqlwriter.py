@@ -165,7 +165,8 @@ def cursor_of(conn: Connection) -> Any:
         raise as_sqlalchemy_error(conn.engine, None, None, e, disconnect) from e
 
 
-def run_on_cursor(conn: Connection, cursor: Any, write: CompiledWrite, rows: list[dict[str, Any]]) -> None:
+def run_on_cursor(conn: Connection, cursor: Any, write: CompiledWrite, rows: list[dict[str, Any]],
+                  made: set[str] | None = None) -> None:
     """A batch's group of rows of one statement, run on ``cursor`` (of ``conn``'s DB-API connection,
     in its transaction) as SQLAlchemy runs it: ``execute`` for one row, ``executemany`` for more, the
     parameters as ``compiled_write`` makes them (the same as SQLAlchemy's, tested). Errors are raised
@@ -174,32 +175,40 @@ def run_on_cursor(conn: Connection, cursor: Any, write: CompiledWrite, rows: lis
     naming the rows as sent (a connection it finds broken invalidated). The one departure: on
     PostgreSQL an INSERT's group of many rows goes as ``COPY … FROM STDIN`` (``pgcopy``), which
     writes the same rows (tested) for half the client's CPU or less; a driver's error is then of the
-    same class, naming the COPY and the rows in its column order."""
-    sql, many = write.sql, len(rows) > 1
+    same class, naming the COPY and the rows in its column order. ``made``: the COPY stages made in
+    this transaction (``WriteBatch.run`` keeps it for its groups)."""
+    sql, many, copy = write.sql, len(rows) > 1, write.copy
     dialect = conn.dialect
-    copying = write.copy is not None and len(rows) >= write.copy.from_rows
+    params: Any = None
+    try:
+        copying = copy is not None and copy.suits(conn, cursor, len(rows))
+    except dialect.loaded_dbapi.Error as e:
+        raise _driver_error(conn, cursor, e, sql, None, False) from e
     try:
         if copying:
-            params: Any = [write.copy_row(p) for p in rows]
+            params = [write.copy_row(p) for p in rows]
         else:
             params = [write.parameters(p) for p in rows] if many else write.parameters(rows[0])
     except Exception as e:
         raise as_sqlalchemy_error(conn.engine, sql, rows, e) from e
     try:
         if copying:
-            copy = write.copy
             assert copy is not None
             sql = copy.copy if copy.insert is None else f"{copy.copy}; {copy.insert}"  # what an error names
-            copy.run(conn, cursor, params)
+            copy.run(cursor, params, made if made is not None else set())
         elif many:
             cursor.executemany(sql, params)
         else:
             cursor.execute(sql, params)
     except dialect.loaded_dbapi.Error as e:
-        disconnect = is_disconnect(dialect, e, conn.connection.dbapi_connection, cursor)
-        if disconnect:
-            conn.invalidate(e)
-        raise as_sqlalchemy_error(conn.engine, sql, params, e, disconnect, many) from e
+        raise _driver_error(conn, cursor, e, sql, params, many) from e
+
+
+def _driver_error(conn: Connection, cursor: Any, e: Exception, sql: str, params: Any, many: bool) -> Exception:
+    disconnect = is_disconnect(conn.dialect, e, conn.connection.dbapi_connection, cursor)
+    if disconnect:
+        conn.invalidate(e)
+    return as_sqlalchemy_error(conn.engine, sql, params, e, disconnect, many)
 
 
 def as_sqlalchemy_error(engine: Engine, sql: str | None, params: Any, error: Exception,

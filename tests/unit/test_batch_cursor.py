@@ -33,6 +33,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from rethink.shared import projection
@@ -161,11 +162,12 @@ def _engine_rows(calls: list) -> list:
 def _cursor_rows(calls: list) -> list:
     """The cursor's calls as what they write: a COPY into a table as ("rows", …) as above; a COPY into
     a stage and the statement that moves the stage's rows into their table (the same columns, all of
-    them, none changed on the way), together as one; the stage's making (as and when it is made)
-    dropped: it writes nothing."""
+    them, none changed on the way), together as one; the stage's making (as and when it is made) and
+    the question whether the session may make one dropped: they write nothing."""
     out: list = []
     for how, sql, rows in calls:
-        if how == "execute" and sql.startswith("CREATE TEMPORARY TABLE IF NOT EXISTS rethink_stage_"):
+        if how == "execute" and (sql.startswith("CREATE TEMPORARY TABLE IF NOT EXISTS rethink_stage_")
+                                 or sql == "SELECT has_database_privilege(current_database(), 'TEMPORARY')"):
             continue
         staged = _STAGED.fullmatch(sql) if how == "execute" else None
         if staged is not None:
@@ -500,37 +502,83 @@ def test_a_copied_insert_writes_hostile_values_exactly_as_the_engine_does(postgr
         engine.dispose()
 
 
-def test_an_upserts_stage_is_made_once_per_connection_and_again_after_a_rollback(request, tmp_path, monkeypatch):
-    """The stage an upsert's rows are copied into is made by the first batch that needs it on a
-    connection, and not asked for again once that batch committed; made in a batch that was undone,
-    it is gone with it, and the next batch makes it again (rather than copying into nothing)."""
+def test_an_upserts_stage_is_made_once_per_batch_and_emptied_by_each_group(request, tmp_path, monkeypatch):
+    """An upsert's rows are copied into a stage of the session's, made (if not there) once per batch's
+    transaction: one undone takes its stage with it, and behind a pooler the next transaction may
+    be another session's. Two groups of one upsert in a batch share the stage; the first leaves it
+    empty, so the second writes its own rows alone, over the first's."""
     store, t = _probe("postgresql", tmp_path, request)
+    n = STAGED_FROM_ROWS
     upsert = postgresql.insert(t)
     upsert = upsert.on_conflict_do_update(index_elements=["k"], set_={"at": upsert.excluded.at})
     at = datetime(2026, 1, 1, tzinfo=UTC)
-    store._plan = lambda _d, r: [(upsert, {"k": r.seq, "at": at + timedelta(days=r.seq)}, (r.seq,))]
+    store._plan = lambda _d, r: [(upsert, {"k": r.seq % n, "at": at + timedelta(days=r.seq)}, (r.seq % n,))]
     made: list[str] = []
     execute = psycopg.Cursor.execute
     monkeypatch.setattr(psycopg.Cursor, "execute", lambda self, sql, *a, **k: (
         made.append(sql) if str(sql).startswith("CREATE TEMPORARY TABLE") else None) or execute(self, sql, *a, **k))
-    recs = copies(2)
-    n = STAGED_FROM_ROWS
-    assert len(recs) >= 3 * n
-    assert store.apply_batch(recs[:n]) == n and len(made) == 1
-    assert store.apply_batch(recs[n:2 * n]) == n and len(made) == 1  # committed: there for good
-    store.engine.dispose()  # a new connection: no stage yet
+    recs = copies(3)
+    assert len(recs) >= 4 * n
+    batch = WriteBatch()
+    for r in recs[:2 * n]:
+        batch.add(store._plan("postgresql", r))
+    assert [len(rows) for _, rows in batch._groups] == [n, n]  # the key repeats: a second group
+    assert store.apply_batch(recs[:2 * n]) == 2 * n and len(made) == 1
+    with store.engine.connect() as conn:
+        assert sorted(conn.execute(select(t.c.k, t.c.at))) == [
+            (r.seq % n, at + timedelta(days=r.seq)) for r in sorted(recs[n:2 * n], key=lambda r: r.seq % n)]
     run = WriteBatch.run
 
     def run_then_fail(self, conn, compiled=None):
         run(self, conn, compiled)
         raise RuntimeError("after the writes")
 
+    store.engine.dispose()  # a new session: no stage
     with monkeypatch.context() as m:
         m.setattr(WriteBatch, "run", run_then_fail)
         with pytest.raises(RuntimeError):
             store.apply_batch(recs[2 * n:3 * n])
     assert len(made) == 2 and store.last_seq() == recs[2 * n - 1].seq
-    assert store.apply_batch(recs[2 * n:3 * n]) == n and len(made) == 3  # on the same connection: made again
+    assert store.apply_batch(recs[2 * n:3 * n]) == n and len(made) == 3  # the undone stage made again
+    assert store.apply_batch(recs[3 * n:4 * n]) == n and len(made) == 4  # and once in each batch
     with store.engine.connect() as conn:
-        assert sorted(conn.execute(select(t.c.k, t.c.at))) == [(r.seq, at + timedelta(days=r.seq)) for r in recs[:3 * n]]
+        assert sorted(conn.execute(select(t.c.k, t.c.at))) == [
+            (r.seq % n, at + timedelta(days=r.seq)) for r in sorted(recs[3 * n:4 * n], key=lambda r: r.seq % n)]
     store.engine.dispose()
+
+
+def test_an_upsert_is_not_staged_where_the_database_refuses_temporary_tables(request, tmp_path, postgres_url):
+    """A database that does not let the projection's user make temporary tables: its upserts run as
+    ``executemany``, as before, and write the same rows (a plain INSERT's COPY needs no such right)."""
+    store, t = _probe("postgresql", tmp_path, request)
+    role, database = f"rethink_notemp_{uuid.uuid4().hex[:8]}", make_url(postgres_url).database
+    with store.engine.connect() as conn:
+        schema = conn.execute(text("SELECT current_schema()")).scalar()
+    admin = create_engine(postgres_url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for sql in (f"CREATE ROLE {role} LOGIN", f"REVOKE TEMPORARY ON DATABASE {database} FROM PUBLIC",
+                    f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+                    f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {schema} TO {role}"):
+            conn.execute(text(sql))
+    limited = make_engine(make_url(postgres_url).set(username=role).render_as_string(hide_password=False), schema)
+    try:
+        refused = ProjectionStore(limited, store.metadata, "probe", plan=lambda _d, _r: [])
+        upsert = postgresql.insert(t)
+        upsert = upsert.on_conflict_do_update(index_elements=["k"], set_={"at": upsert.excluded.at})
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        refused._plan = lambda _d, r: [(upsert, {"k": r.seq, "at": at}, (r.seq,))]
+        assert refused._batch_compiled() is not None
+        recs = copies(1)[:STAGED_FROM_ROWS]
+        assert refused.apply_batch(recs) == len(recs)
+        with limited.connect() as conn:
+            assert sorted(k for (k,) in conn.execute(select(t.c.k))) == [r.seq for r in recs]
+            assert conn.execute(text("SELECT count(*) FROM pg_class WHERE relname LIKE 'rethink_stage_%' "
+                                     "AND relpersistence = 't'")).scalar() == 0
+    finally:
+        limited.dispose()
+        store.engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f"GRANT TEMPORARY ON DATABASE {database} TO PUBLIC"))
+            conn.execute(text(f"DROP OWNED BY {role}"))
+            conn.execute(text(f"DROP ROLE {role}"))
+        admin.dispose()
