@@ -60,6 +60,22 @@ def copies_of_test_log(copies: int) -> list[Recorded]:
     return out
 
 
+def log_arguments(parser: argparse.ArgumentParser, copies: int, rounds: int) -> None:
+    """The flags of a benchmark over copies of the test log, per service."""
+    parser.add_argument("--copies", type=int, default=copies, help=f"copies of the 25-event test log (default {copies})")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--services", default=",".join(SERVICES), help="comma-separated (default: all four)")
+
+
+def parse_log_arguments(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, list[str]]:
+    """The flags, checked, and the services asked for."""
+    args = parser.parse_args()
+    services = [s for s in args.services.split(",") if s]
+    if args.copies < 1 or args.rounds < 1 or any(s not in SERVICES for s in services):
+        parser.error(f"--copies and --rounds at least 1; --services among {', '.join(SERVICES)}")
+    return args, services
+
+
 def engine_apply(store: ProjectionStore, recorded: Recorded) -> bool:
     """``apply`` as it was: a pool checkout and SQLAlchemy's execution per statement (the A/B's "before");
     the store keeps that way for what its own connection does not cover."""
@@ -130,14 +146,9 @@ def run(store: ProjectionStore, events: list[Recorded], rounds: int) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--copies", type=int, default=40, help="copies of the 25-event test log (default 40)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--services", default=",".join(SERVICES), help="comma-separated (default: all four)")
+    log_arguments(parser, copies=40, rounds=5)
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
-    args = parser.parse_args()
-    services = [s for s in args.services.split(",") if s]
-    if args.copies < 1 or args.rounds < 1 or any(s not in SERVICES for s in services):
-        parser.error(f"--copies and --rounds at least 1; --services among {', '.join(SERVICES)}")
+    args, services = parse_log_arguments(parser)
     events = copies_of_test_log(args.copies)
     cleanup = Cleanup()
     results: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}

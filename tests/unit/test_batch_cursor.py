@@ -281,6 +281,16 @@ def test_a_batch_runs_on_the_cursor_unless_listened_to_or_sqlalchemy_would_send_
     assert on_cursor == []
 
 
+def _new_schema(url: str, prefix: str) -> str:
+    """A schema of its own for a test, in the session's database (dropped with it)."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url, poolclass=NullPool)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    admin.dispose()
+    return schema
+
+
 def _probe(backend: str, tmp_path, request) -> tuple[ProjectionStore, Table]:
     """A store of one table (a key, an aware time) beside its checkpoint: in a SQLite file, or in a
     PostgreSQL schema of its own. Its plan writes key ``seq % 3``: the fourth event repeats the first's."""
@@ -288,12 +298,7 @@ def _probe(backend: str, tmp_path, request) -> tuple[ProjectionStore, Table]:
         engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}", connect_args={"timeout": 0.1})
     else:
         url = request.getfixturevalue("postgres_url")
-        schema = f"probe_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(url, poolclass=NullPool)
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA {schema}"))
-        admin.dispose()
-        engine = make_engine(url, schema)
+        engine = make_engine(url, _new_schema(url, "probe"))
     metadata = MetaData()
     checkpoint_table(metadata)
     t = Table("t", metadata, Column("k", Integer, primary_key=True), Column("at", UtcDateTime()))
@@ -448,11 +453,7 @@ def test_a_copied_insert_writes_hostile_values_exactly_as_the_engine_does(postgr
     that look like them arrive as they were sent, as through the engine's INSERT (or upsert, through
     its stage); a NUL, which no PostgreSQL text may hold, is refused both ways, with the same error,
     and leaves nothing."""
-    engine = make_engine(postgres_url)
-    schema = f"hostile_{uuid.uuid4().hex[:8]}"
-    with engine.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    engine.dispose()
+    schema = _new_schema(postgres_url, "hostile")
     engine = make_engine(postgres_url, schema)
     metadata = MetaData()
     checkpoint_table(metadata)
