@@ -281,11 +281,11 @@ async def test_a_rebuild_whose_database_connection_ends_fails_and_leaves_the_liv
     url = live.engine.url.render_as_string(hide_password=False)
     run_on_cursor, ended = projection.run_on_cursor, []
 
-    def ending_first(conn, cursor, write, rows):
+    def ending_first(conn, cursor, write, rows, *rest):
         if not ended:
             ended.append(conn.connection.dbapi_connection.info.backend_pid)
             _terminate(url, ended[0])
-        return run_on_cursor(conn, cursor, write, rows)
+        return run_on_cursor(conn, cursor, write, rows, *rest)
 
     with monkeypatch.context() as m:
         m.setattr(projection, "run_on_cursor", ending_first)
