@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Dialect, Engine, event
-from sqlalchemy.engine import ExceptionContext
+from sqlalchemy import Dialect, Engine
 
 # Prefixes of psycopg's own messages about the connection's socket (psycopg.waiting, psycopg.pq).
 GONE = ("connection socket closed", "sending query failed", "consuming input failed")
@@ -27,21 +26,18 @@ def means_gone(dialect: Dialect, error: BaseException) -> bool:
     return isinstance(error, dialect.loaded_dbapi.OperationalError) and str(error).startswith(GONE)
 
 
-def is_disconnect(dialect: Dialect, error: BaseException, dbapi_conn: Any, cursor: Any) -> bool:
-    """The dialect's own judgement, or one of psycopg's messages about the socket: for code that runs
-    on the DB-API connection itself (``sqlwriter``), as the engine judges with ``notice_gone``."""
-    return dialect.is_disconnect(error, dbapi_conn, cursor) or means_gone(dialect, error)
-
-
 def notice_gone(engine: Engine) -> Engine:
-    """Have ``engine`` invalidate a connection on psycopg's socket messages as on any disconnect:
-    the pool drops it and the error says ``connection_invalidated`` (what the delivery layer and the
-    tests look for)."""
-    event.listen(engine, "handle_error", mark_gone)
+    """Have ``engine``'s dialect judge psycopg's socket messages a disconnect, besides what it judges
+    so itself: the engine then invalidates the connection (the pool drops it, the error says
+    ``connection_invalidated``, what the delivery layer and the tests look for), as do the paths
+    that run on the DB-API cursor (``sqlwriter``), which ask the same dialect. The judgement is the
+    dialect's own method, replaced on this engine's dialect alone (each engine has its own): an
+    event listener would do it too, but would make every live write ask which listeners there are."""
+    dialect = engine.dialect
+    judged = dialect.is_disconnect
+
+    def is_disconnect(error: Any, connection: Any, cursor: Any) -> bool:
+        return judged(error, connection, cursor) or means_gone(dialect, error)
+
+    dialect.is_disconnect = is_disconnect  # type: ignore[method-assign]
     return engine
-
-
-def mark_gone(context: ExceptionContext) -> None:
-    if not context.is_disconnect and context.dialect is not None and context.original_exception is not None \
-            and means_gone(context.dialect, context.original_exception):
-        context.is_disconnect = True

@@ -21,7 +21,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql import Executable
 
-from .dbgone import is_disconnect, mark_gone
 from .envelope import Recorded
 from .pgcopy import Copy, as_copy
 
@@ -159,10 +158,7 @@ def cursor_of(conn: Connection) -> Any:
     try:
         return dbapi_conn.cursor()  # type: ignore[union-attr]
     except conn.dialect.loaded_dbapi.Error as e:
-        disconnect = is_disconnect(conn.dialect, e, dbapi_conn, None)
-        if disconnect:
-            conn.invalidate(e)
-        raise as_sqlalchemy_error(conn.engine, None, None, e, disconnect) from e
+        raise _driver_error(conn, None, e, None, None, False) from e
 
 
 def run_on_cursor(conn: Connection, cursor: Any, write: CompiledWrite, rows: list[dict[str, Any]],
@@ -204,8 +200,9 @@ def run_on_cursor(conn: Connection, cursor: Any, write: CompiledWrite, rows: lis
         raise _driver_error(conn, cursor, e, sql, params, many) from e
 
 
-def _driver_error(conn: Connection, cursor: Any, e: Exception, sql: str, params: Any, many: bool) -> Exception:
-    disconnect = is_disconnect(conn.dialect, e, conn.connection.dbapi_connection, cursor)
+def _driver_error(conn: Connection, cursor: Any, e: Exception, sql: str | None, params: Any, many: bool) -> Exception:
+    """A driver's error as ``Connection.execute`` raises it, the connection invalidated if it is gone."""
+    disconnect = conn.dialect.is_disconnect(e, conn.connection.dbapi_connection, cursor)
     if disconnect:
         conn.invalidate(e)
     return as_sqlalchemy_error(conn.engine, sql, params, e, disconnect, many)
@@ -273,10 +270,9 @@ class Writer:
                 and (engine.dialect.name, engine.dialect.driver) in {("sqlite", "pysqlite"), ("postgresql", "psycopg")})
 
     def hooked(self) -> bool:
-        # a listener on the engine's or the dialect's events (a test counting statements, say), or echo;
-        # not ``dbgone``'s, whose judgement the cursor paths here make themselves (``is_disconnect``)
+        # a listener on the engine's or the dialect's events (a test counting statements, say), or echo
         engine = self.engine
-        return bool(engine._has_events or engine.echo or _dialect_hooked(engine.dialect))
+        return bool(engine._has_events or getattr(engine.dialect, "_has_events", False) or engine.echo)
 
     def compiled(self, statement: Executable, params: dict[str, Any]) -> CompiledWrite | None:
         key = (statement, tuple(params))
@@ -367,7 +363,7 @@ class Writer:
             self._rollback(conn)
             raise
         except BaseException as e:
-            disconnect = isinstance(e, self._dbapi_error) and is_disconnect(self.dialect, e, conn, cursor)
+            disconnect = isinstance(e, self._dbapi_error) and self.dialect.is_disconnect(e, conn, cursor)
             if disconnect or not isinstance(e, Exception):
                 self._discard()
             else:
@@ -397,13 +393,6 @@ class Writer:
     def close(self) -> None:
         """Close the writer's connection (a later event opens another)."""
         self._discard()
-
-
-def _dialect_hooked(dialect: Dialect) -> bool:
-    if not getattr(dialect, "_has_events", False):
-        return False
-    events = dialect.dispatch  # type: ignore[attr-defined]
-    return any(fn is not mark_gone for name in events._event_names for fn in getattr(events, name))
 
 
 class _Stale(Exception):

@@ -132,10 +132,11 @@ def test_statement_errors_and_other_databases_are_left_alone(postgres_url):
         engine.dispose()
 
 
-def test_the_direct_writers_still_run_beside_it_but_not_beside_anyone_elses_listener(postgres_url):
-    """``notice_gone``'s listener is on every PostgreSQL engine: the live writer and a batch's cursor
-    make its judgement themselves (the tests above), so it does not send them through the engine;
-    a listener of anyone else's on the dialect's events still does (it is to see every statement)."""
+def test_the_direct_writers_still_run_with_it_but_not_beside_a_listener(postgres_url):
+    """``notice_gone`` is on every PostgreSQL engine and adds no listener: the live writer and a
+    batch's cursor still run on the DB-API connection (and ask the same judgement, the tests above);
+    a listener on the dialect's events still sends them through the engine (it is to see every
+    statement)."""
     metadata = MetaData()
     checkpoint_table(metadata)
     store = ProjectionStore(make_engine(postgres_url), metadata, "probe", plan=lambda _d, _r: [])
