@@ -38,6 +38,7 @@ from sqlalchemy.sql import Executable
 
 from .dbgone import notice_gone
 from .envelope import Recorded
+from .folding import Folds, Into, Names, RowUpdate, shape_of
 from .privacy import ERASURE
 from .sqlwriter import REPEATABLE, CompiledWrite, Writer, cursor_of, run_on_cursor
 
@@ -184,38 +185,51 @@ class WriteBatch:
     change places, which the scopes say is harmless. A group never holds two writes of one scope:
     a multi-row ``INSERT … ON CONFLICT DO UPDATE`` may not touch one row twice (PostgreSQL).
     A ``repeatable`` write already in the batch with the same parameters is left out: running it
-    again would change nothing.
+    again would change nothing. A ``row_update`` of a row that a ``row_insert`` of the batch makes
+    goes into that insert's values instead, when nothing between them named the table (``folding``).
     """
 
     def __init__(self) -> None:
         self._groups: list[tuple[Executable, list[dict[str, Any]]]] = []
         self._by_shape: dict[tuple[Executable, tuple[str, ...]], list[int]] = {}
         self._last: dict[Hashable, int] = {}  # scope -> the latest group holding one of its writes
-        self._repeats: dict[Executable, bool] = {}  # statement -> is it ``repeatable``
+        # statement -> is it ``repeatable``, and what ``Folds`` makes of it
+        self._shapes: dict[Executable, tuple[bool, Into | RowUpdate | Names]] = {}
         self._done: set[tuple[Any, ...]] = set()  # the repeatable writes in the batch, with their parameters
+        self._folds = Folds()
 
     def add(self, writes: Iterable[Write]) -> None:
         # Every write of a rebuild passes here: locals rather than attributes, a loop rather than
         # max() of a list, and a new group opened without a search when the shape's last is too early.
-        groups, by_shape, last, repeats_of, done = self._groups, self._by_shape, self._last, self._repeats, self._done
+        groups, by_shape, last, shapes, done, folds = (
+            self._groups, self._by_shape, self._last, self._shapes, self._done, self._folds)
         for statement, params, scopes in writes:
-            repeats = repeats_of.get(statement)
-            if repeats is None:
-                repeats = repeats_of[statement] = bool(statement.get_execution_options().get(REPEATABLE))
+            shape = shapes.get(statement)
+            if shape is None:
+                repeats = bool(statement.get_execution_options().get(REPEATABLE))
+                shape = shapes[statement] = (repeats, shape_of(statement, repeats))
+            repeats, kind = shape
             if repeats:
                 key = (statement, *params.items())
                 if key in done:
                     continue
                 done.add(key)
+            if folds and type(kind) is not Into:  # an insert changes no row but its own
+                if type(kind) is RowUpdate:
+                    if folds.fold(kind, params):  # type: ignore[arg-type]
+                        continue
+                    folds.forget((kind.table,), scopes)  # type: ignore[union-attr]
+                else:
+                    folds.forget(kind, scopes)  # type: ignore[arg-type]
             after = 0  # the first group this write may join: after every group holding one of its scopes
             for s in scopes:
                 g = last.get(s, -1)
                 if g >= after:
                     after = g + 1
-            shape = (statement, tuple(params))  # executemany needs the same columns in every row
-            slots = by_shape.get(shape)
+            columns = (statement, tuple(params))  # executemany needs the same columns in every row
+            slots = by_shape.get(columns)
             if slots is None:
-                slots = by_shape[shape] = []
+                slots = by_shape[columns] = []
             if slots and slots[-1] >= after:
                 group = slots[bisect_left(slots, after)]
             else:
@@ -225,6 +239,8 @@ class WriteBatch:
             groups[group][1].append(params)
             for s in scopes:
                 last[s] = group
+            if type(kind) is Into:
+                folds.inserted(kind, params, scopes)  # type: ignore[arg-type]
 
     def run(self, conn: Connection, compiled: Compiled | None = None) -> int:
         """Execute every group in order; returns how many statements that took.

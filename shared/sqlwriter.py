@@ -22,6 +22,7 @@ from sqlalchemy.pool import QueuePool
 from sqlalchemy.sql import Executable
 
 from .envelope import Recorded
+from .folding import FOLDS
 from .pgcopy import Copy, as_copy
 
 REPEATABLE = "rethink_repeatable"  # the execution option ``projection.repeatable`` sets
@@ -104,7 +105,8 @@ def compiled_write(dialect: Dialect, statement: Executable, params: dict[str, An
     """``statement`` compiled as ``Connection.execute(statement, params)`` compiles it (one row), or None
     when running it directly would not be exactly what SQLAlchemy does."""
     options = dict(getattr(statement, "_execution_options", None) or {})
-    options.pop(REPEATABLE, None)  # ours, for a batch (``repeatable``): nothing SQLAlchemy acts on
+    options.pop(REPEATABLE, None)  # ours, for a batch (``repeatable``, ``folding``): nothing SQLAlchemy acts on
+    options.pop(FOLDS, None)
     if options or not hasattr(statement, "compile"):
         return None
     compiled: Any = statement.compile(dialect=dialect, column_keys=sorted(params), for_executemany=False)

@@ -20,7 +20,6 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    bindparam,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,6 +32,7 @@ from rethink.shared.events import (
     EscalationStageAdvanced,
     RequestSubmitted,
 )
+from rethink.shared.folding import row_insert, row_update
 from rethink.shared.projection import UtcDateTime, Write, checkpoint_table, iso
 
 metadata = MetaData()
@@ -92,11 +92,10 @@ class _Statements:
         self.close_case = close.on_conflict_do_update(index_elements=["case_id"], set_={
             "closed": close.excluded.closed, "closed_reason": close.excluded.closed_reason,
             "closed_at": close.excluded.closed_at})
-        one = (escalations.c.case_id == bindparam("k_case_id")) & (
-            escalations.c.escalation_id == bindparam("k_escalation_id"))
-        self.raise_ = escalations.insert()
-        self.advance = escalations.update().where(one)
-        self.resolve = escalations.update().where(one).values(status="resolved")
+        # A batch folds an escalation's changes into its insert (``folding``).
+        self.raise_ = row_insert(escalations)
+        self.advance = row_update(escalations)
+        self.resolve = row_update(escalations, status="resolved")
         self.enter_stage = stages.insert()
 
 
@@ -113,7 +112,7 @@ def plan(dialect: str, r: Recorded) -> Iterable[Write]:
         yield s.raise_, {
             "case_id": case_id, "escalation_id": e.escalation_id, "trigger": e.trigger.value, "stage": e.stage,
             "stage_name": e.stage_name, "holder": e.holder, "deadline": e.deadline, "status": "open",
-            "raised_at": at}, scope
+            "raised_at": at, "resolved_at": None}, scope
         yield _enter_stage(s, case_id, e, at)
     elif isinstance(e, EscalationStageAdvanced):
         yield s.advance, {"k_case_id": case_id, "k_escalation_id": e.escalation_id, "stage": e.stage,

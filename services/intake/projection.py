@@ -13,12 +13,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    bindparam,
     select,
 )
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import ChecksConfirmed, RequestSubmitted
+from rethink.shared.folding import row_insert, row_update
 from rethink.shared.projection import UtcDateTime, Write, checkpoint_table, iso
 
 metadata = MetaData()
@@ -44,9 +44,9 @@ HANDLES = frozenset({"RequestSubmitted", "ChecksConfirmed"})  # the types that c
 # notes stay in the log): a rebuild decodes them without opening any (``ProjectionStore.unopened``).
 UNOPENED = HANDLES
 
-_submit = requests.insert()
-_confirm = requests.update().where(requests.c.case_id == bindparam("k_case_id")).values(
-    status="checks_confirmed", missing_checks="[]", confirmed_at=bindparam("confirmed_at"))
+# A confirmation in the same batch as its request goes into the request's insert (``folding``).
+_submit = row_insert(requests)
+_confirm = row_update(requests, status="checks_confirmed", missing_checks="[]")  # and confirmed_at
 
 
 def plan(dialect: str, r: Recorded) -> Iterable[Write]:
@@ -57,7 +57,7 @@ def plan(dialect: str, r: Recorded) -> Iterable[Write]:
             "case_id": env.case_id, "agency": env.producer, "request_id": e.request_id,
             "case_reference": e.case_reference, "reason": e.reason.value, "agencies": json.dumps(e.agencies),
             "status": "awaiting_checks", "missing_checks": json.dumps(e.checks.missing()),
-            "submitted_at": env.occurred_at}, scope
+            "submitted_at": env.occurred_at, "confirmed_at": None}, scope
     elif isinstance(e, ChecksConfirmed):
         yield _confirm, {"k_case_id": env.case_id, "confirmed_at": env.occurred_at}, scope
 

@@ -48,6 +48,7 @@ from rethink.shared.events import (
     PersonalDataErased,
     RequestSubmitted,
 )
+from rethink.shared.folding import row_insert, row_update
 from rethink.shared.projection import UtcDateTime, Write, checkpoint_table
 
 from .domain import Booking, Meeting
@@ -135,25 +136,22 @@ class _Statements:
     def __init__(self, dialect: str) -> None:
         insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         case = cases.c.case_id == bindparam("k_case_id")
-        meeting = meetings.c.meeting_id == bindparam("k_meeting_id")
         of_case = meetings.c.case_id == bindparam("k_case_id")
-        action = (actions.c.case_id == bindparam("k_case_id")) & (actions.c.action_id == bindparam("k_action_id"))
-        escalation = (escalations.c.case_id == bindparam("k_case_id")) & (
-            escalations.c.escalation_id == bindparam("k_escalation_id"))
-        self.submit = cases.insert()
-        self.assign = cases.update().where(case)
-        self.schedule = meetings.insert()
+        # Rows made and changed by primary key: a rebuild's batch folds the changes into the inserts.
+        self.submit = row_insert(cases)
+        self.assign = row_update(cases)
+        self.schedule = row_insert(meetings)
         self.first_revision = revisions.insert()
-        self.change_meeting = meetings.update().where(meeting)
+        self.change_meeting = row_update(meetings)
         revise = insert(revisions).values(sequence=1)
         # The next notice's SEQUENCE, in one statement: 1 for a meeting with no revision row yet.
         self.revise = revise.on_conflict_do_update(index_elements=["meeting_id"],
                                                    set_={"sequence": revisions.c.sequence + 1})
-        self.record_action = actions.insert()
-        self.complete_action = actions.update().where(action).values(completed=True)
-        self.raise_ = escalations.insert()
-        self.advance = escalations.update().where(escalation)
-        self.resolve = escalations.update().where(escalation).values(resolved=True)
+        self.record_action = row_insert(actions)
+        self.complete_action = row_update(actions, completed=True)
+        self.raise_ = row_insert(escalations)
+        self.advance = row_update(escalations)
+        self.resolve = row_update(escalations, resolved=True)
         self.erase_facilitator = cases.update().where(case, cases.c.facilitator_id.is_not(None)).values(
             facilitator_name=ERASED, facilitator_email=ERASED)
         self.erase_invitees = meetings.update().where(of_case).values(invitees="[]")
@@ -161,7 +159,7 @@ class _Statements:
         self.erase_owners = actions.update().where(actions.c.case_id == bindparam("k_case_id")).values(
             owner=json.dumps({"name": ERASED, "agency": ERASED, "email": ERASED}))
         self.mark_erased = insert(erased).on_conflict_do_nothing(index_elements=["case_id"])
-        self.close = cases.update().where(case).values(closed=True)
+        self.close = row_update(cases, closed=True)
         # A closed case's unheld meeting will not take place: it must stop blocking the facilitator.
         # (``or_`` rather than ``in_``: an IN list is expanded per execution, which executemany refuses.)
         self.cancel_active = meetings.update().where(
@@ -176,7 +174,9 @@ def plan(dialect: str, r: Recorded) -> Iterable[Write]:
     e, case_id, s = r.payload, r.envelope.case_id, _statements(dialect)
     scope = (case_id,)
     if isinstance(e, RequestSubmitted):
-        yield s.submit, {"case_id": case_id, "case_reference": e.case_reference, "closed": False}, scope
+        # Every column: an assignment in the same batch goes into this insert (``folding``).
+        yield s.submit, {"case_id": case_id, "case_reference": e.case_reference, "closed": False,
+                         "facilitator_id": None, "facilitator_name": None, "facilitator_email": None}, scope
     elif isinstance(e, FacilitatorAssigned):
         yield s.assign, {"k_case_id": case_id, "facilitator_id": e.facilitator_id,
                          "facilitator_name": e.facilitator_name,

@@ -11,6 +11,9 @@ import importlib
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, create_engine, event, select
 from sqlalchemy.dialects import sqlite
 
@@ -190,3 +193,48 @@ def test_a_projection_writes_for_a_type_outside_handles_only_what_its_subject_sa
         r = Recorded(envelope.model_copy(update={"type": kind}), 7, EVENT_TYPES[kind].model_construct())
         expected = list(unread("sqlite", Unread(7, envelope.case_id, kind))) if unread else []
         assert list(module.plan("sqlite", r)) == expected, kind
+
+
+def _cases(copies: int) -> list[list[tuple[str, object]]]:
+    """Each case of ``copies`` copies of the log, as its own events in order (fresh case and meeting ids)."""
+    out: dict[str, list[tuple[str, object]]] = {}
+    for k in range(copies):
+        for case_id, payload in log():
+            data = payload.model_dump_json().replace("M-000000", f"M-{k:06d}")  # type: ignore[attr-defined]
+            case = f"RT-{'ABCDEFGH'[k]}{case_id[4:]}"
+            out.setdefault(case, []).append((case, type(payload).model_validate_json(data)))
+    return list(out.values())
+
+
+@st.composite
+def _interleavings(draw, copies: int = 3):
+    """The cases of the log's copies merged in any order (each case's own order kept), numbered in
+    that order, and cut into batches anywhere."""
+    pending = [list(reversed(case)) for case in _cases(copies)]
+    merged = []
+    while any(pending):
+        case = draw(st.sampled_from([c for c in pending if c]))
+        merged.append(case.pop())
+    recs = [recorded(p, case_id=case_id, seq=seq, producer="police", at=T0 + timedelta(minutes=seq))
+            for seq, (case_id, p) in enumerate(merged, start=1)]
+    cuts = sorted(set(draw(st.lists(st.integers(1, len(recs) - 1), max_size=5))))
+    return recs, cuts
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@hsettings(max_examples=12, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=_interleavings())
+def test_any_interleaving_cut_into_any_batches_leaves_what_one_at_a_time_does(projection_db, service, history):
+    """Batches reorder writes across cases and fold a row's updates into its insert (``folding``):
+    whatever the cases' interleaving and wherever the batches end, the rows are the same."""
+    recs, cuts = history
+    store = projection_db(service)  # one per service and database, emptied for each interleaving
+    store.reset()
+    for r in recs:
+        assert store.apply(r) is True
+    one_by_one = rows(store)
+    store.reset()
+    for start, end in zip([0, *cuts], [*cuts, len(recs)], strict=True):
+        assert store.apply_batch(recs[start:end]) == end - start
+    assert rows(store) == one_by_one
+    assert all(one_by_one.values())

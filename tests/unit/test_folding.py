@@ -1,0 +1,235 @@
+"""A batch folds a row's ``row_update``s into the ``row_insert`` that made it, and only where that
+equals running them in turn (``rethink.shared.folding``).
+
+Each test that stops a fold is built so that a fold there would leave a different row: without
+the rule it names, the batch's result and the one-at-a-time result part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, create_engine, event, func, select, text
+from sqlalchemy.dialects import sqlite
+
+from rethink.shared.folding import Into, RowUpdate, row_insert, row_update, shape_of
+from rethink.shared.projection import WriteBatch, run_writes
+from rethink.shared.sqlwriter import compiled_write
+
+metadata = MetaData()
+t = Table("t", metadata, Column("k", String(8), primary_key=True), Column("v", Integer), Column("w", String(20)))
+u = Table("u", metadata, Column("k", String(8), primary_key=True), Column("seen", Integer))
+INSERT = row_insert(t)
+SET = row_update(t)  # sets whatever columns its parameters name
+MARK = row_update(t, w="marked")
+IF_ONE = t.update().where(t.c.k == bindparam("key"), t.c.v == 1).values(v=10)  # reads the row: not a row_update
+MIRROR = u.update().where(u.c.k == bindparam("key")).values(  # names t in a subquery only
+    seen=select(t.c.v).where(t.c.k == u.c.k).scalar_subquery())
+ADD_U = u.insert()
+RAW = text("UPDATE t SET v = v + 100 WHERE k = :key")  # a statement the batch cannot read
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'fold.db'}")
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def _sent(engine) -> list[str]:
+    """Each statement the driver receives, as its verb and table (an executemany counts once)."""
+    sent: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, sql, _p, _ctx, _many: sent.append(" ".join(sql.split()[:3])))
+    return sent
+
+
+def _rows(engine) -> dict[str, list[tuple]]:
+    with engine.connect() as conn:
+        return {table.name: sorted(conn.execute(select(table)).all()) for table in (t, u)}
+
+
+def _reset(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(t.delete())
+        conn.execute(u.delete())
+
+
+def _both_ways(engine, events: list[list[tuple]]) -> tuple[dict, dict, list[str]]:
+    """The tables after ``events`` (each a list of writes) one at a time, and after them as one batch,
+    with the statements the batch sent."""
+    for writes in events:
+        with engine.begin() as conn:
+            run_writes(conn, writes)
+    one_by_one = _rows(engine)
+    _reset(engine)
+    sent = _sent(engine)
+    batch = WriteBatch()
+    for writes in events:
+        batch.add(writes)
+    with engine.begin() as conn:
+        batch.run(conn)
+    ran = list(sent)  # before the rows are read back
+    return one_by_one, _rows(engine), ran
+
+
+def test_an_update_of_a_row_the_batch_inserts_goes_into_the_insert(engine):
+    events = [[(INSERT, {"k": k, "v": 0, "w": None}, (k,))] for k in "ab"]
+    events += [[(SET, {"k_k": "a", "v": 1}, ("a",))], [(MARK, {"k_k": "b"}, ("b",))],
+               [(SET, {"k_k": "a", "v": 2, "w": "two"}, ("a",))]]
+    one_by_one, batched, sent = _both_ways(engine, events)
+    assert batched == one_by_one == {"t": [("a", 2, "two"), ("b", 0, "marked")], "u": []}
+    assert sent == ["INSERT INTO t"]  # no UPDATE ran at all
+
+
+def test_a_write_that_reads_the_row_between_stops_the_fold(engine):
+    # In turn: v 0, IF_ONE finds v != 1, then v = 1. Folded, the insert would send v = 1 and IF_ONE make it 10.
+    events = [[(INSERT, {"k": "a", "v": 0, "w": None}, ("a",))], [(IF_ONE, {"key": "a"}, ("a",))],
+              [(SET, {"k_k": "a", "v": 1}, ("a",))]]
+    one_by_one, batched, sent = _both_ways(engine, events)
+    assert batched == one_by_one == {"t": [("a", 1, None)], "u": []}
+    assert sent == ["INSERT INTO t", "UPDATE t SET", "UPDATE t SET"]
+
+
+def test_a_write_naming_the_table_in_a_subquery_stops_the_fold(engine):
+    # In turn the mirror reads v = 0; folded, it would read the later v = 5.
+    events = [[(INSERT, {"k": "a", "v": 0, "w": None}, ("a",)), (ADD_U, {"k": "a", "seen": None}, ("a",))],
+              [(MIRROR, {"key": "a"}, ("a",))], [(SET, {"k_k": "a", "v": 5}, ("a",))]]
+    one_by_one, batched, sent = _both_ways(engine, events)
+    assert batched == one_by_one == {"t": [("a", 5, None)], "u": [("a", 0)]}
+    assert sent.count("UPDATE t SET") == 1
+
+
+def test_a_statement_the_batch_cannot_read_stops_the_fold(engine):
+    # In turn: 0 + 100, then 7. Folded: 7 + 100.
+    events = [[(INSERT, {"k": "a", "v": 0, "w": None}, ("a",))], [(RAW, {"key": "a"}, ("a",))],
+              [(SET, {"k_k": "a", "v": 7}, ("a",))]]
+    one_by_one, batched, sent = _both_ways(engine, events)
+    assert batched == one_by_one == {"t": [("a", 7, None)], "u": []}
+    assert sent.count("UPDATE t SET") == 2
+
+
+def test_a_write_of_the_table_in_another_scope_leaves_the_row_to_fold_into(engine):
+    events = [[(INSERT, {"k": k, "v": 0, "w": None}, (k,))] for k in "ab"]
+    events += [[(IF_ONE, {"key": "b"}, ("b",))], [(SET, {"k_k": "a", "v": 1}, ("a",))]]
+    one_by_one, batched, sent = _both_ways(engine, events)
+    assert batched == one_by_one == {"t": [("a", 1, None), ("b", 0, None)], "u": []}
+    assert sent == ["INSERT INTO t", "UPDATE t SET"]  # IF_ONE alone: the update of a folded
+
+
+def test_an_update_of_a_column_the_insert_does_not_send_runs_as_an_update(engine):
+    # The insert's rows go in one executemany: all of them must send the same columns.
+    events = [[(INSERT, {"k": "a", "v": 0}, ("a",))], [(MARK, {"k_k": "a"}, ("a",))],
+              [(SET, {"k_k": "a", "v": 3}, ("a",))]]
+    one_by_one, batched, sent = _both_ways(engine, events)
+    assert batched == one_by_one == {"t": [("a", 3, "marked")], "u": []}
+    # The refused one forgets the row: the later update must not jump ahead of it into the insert.
+    assert sent == ["INSERT INTO t", "UPDATE t SET", "UPDATE t SET"]
+
+
+def test_an_update_of_a_row_made_before_the_batch_runs_as_an_update(engine):
+    with engine.begin() as conn:
+        conn.execute(t.insert(), {"k": "a", "v": 0, "w": None})
+    sent = _sent(engine)
+    batch = WriteBatch()
+    batch.add([(SET, {"k_k": "a", "v": 4}, ("a",))])
+    with engine.begin() as conn:
+        batch.run(conn)
+        assert sent == ["UPDATE t SET"]
+    assert _rows(engine)["t"] == [("a", 4, None)]
+
+
+def test_only_the_two_shapes_are_marked_and_a_repeatable_insert_is_not_folded_into():
+    from rethink.shared.projection import repeatable
+
+    assert shape_of(INSERT, False) == Into("t", ("k",))
+    assert shape_of(MARK, False) == RowUpdate("t", ("k_k",), (("w", "marked"),))
+    assert shape_of(IF_ONE, False) == frozenset({"t"})
+    assert shape_of(MIRROR, False) == frozenset({"t", "u"})
+    assert shape_of(RAW, False) is None  # every table
+    assert shape_of(repeatable(INSERT), True) == frozenset({"t"})
+    assert shape_of(sqlite.insert(t).on_conflict_do_nothing(), False) == frozenset({"t"})
+
+
+def test_the_shapes_refuse_what_they_cannot_fold():
+    keyless = Table("keyless", MetaData(), Column("v", Integer))
+    with pytest.raises(ValueError, match="primary key"):
+        row_insert(keyless)
+    with pytest.raises(ValueError, match="primary key"):
+        row_update(keyless)
+    with pytest.raises(ValueError, match="constants only"):
+        row_update(t, v=t.c.v + 1)
+    with pytest.raises(ValueError, match="constants only"):
+        row_update(t, w=func.lower("X"))
+
+
+@pytest.mark.parametrize("statement, params", [(INSERT, {"k": "a", "v": 1, "w": None}), (MARK, {"k_k": "a"}),
+                                               (SET, {"k_k": "a", "v": 1})])
+def test_the_marked_shapes_still_run_on_the_cursor(statement, params):
+    """The mark is an execution option of ours: the live writer must not take it for one of SQLAlchemy's."""
+    assert compiled_write(sqlite.dialect(), statement, params) is not None
+
+
+# --- any mix of writes: a batch, cut anywhere, equals one at a time -----------------------------------
+
+KEYS = ["a", "b", "c"]
+
+
+def _write(kind: str, k: str, n: int) -> tuple:
+    scope = (k,)
+    return {
+        "set": lambda: (SET, {"k_k": k, "v": n}, scope),
+        "set_w": lambda: (SET, {"k_k": k, "v": n, "w": f"w{n}"}, scope),
+        "mark": lambda: (MARK, {"k_k": k}, scope),
+        "if_one": lambda: (IF_ONE, {"key": k}, scope),
+        "mirror": lambda: (MIRROR, {"key": k}, scope),
+        "raw": lambda: (RAW, {"key": k}, scope),
+    }[kind]()
+
+
+_op = st.tuples(st.sampled_from(["set", "set_w", "mark", "if_one", "mirror", "raw"]), st.sampled_from(KEYS),
+                st.integers(0, 2))
+
+
+@st.composite
+def _histories(draw: Callable) -> tuple[list[list[tuple]], list[int]]:
+    """Each key's row inserted (with all its columns, or without ``w``) at some point, writes of every
+    kind before and after it, and the events cut into batches anywhere."""
+    ops = draw(st.lists(_op, max_size=25))
+    events: list[list[tuple]] = []
+    for k in KEYS:
+        full = draw(st.booleans())
+        at = draw(st.integers(0, len(ops)))
+        params = {"k": k, "v": 1, "w": None} if full else {"k": k, "v": 1}
+        ops.insert(at, ("insert", k, params))  # type: ignore[arg-type]
+    for kind, k, n in ops:
+        if kind == "insert":
+            events.append([(INSERT, n, (k,)), (ADD_U, {"k": k, "seen": None}, (k,))])  # type: ignore[list-item]
+        else:
+            events.append([_write(kind, k, n)])
+    cuts = sorted(set(draw(st.lists(st.integers(1, max(1, len(events))), max_size=4))))
+    return events, cuts
+
+
+@hsettings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=_histories())
+def test_any_batches_of_any_writes_leave_the_rows_one_at_a_time_leaves(engine, history):
+    events, cuts = history
+    _reset(engine)
+    for writes in events:
+        with engine.begin() as conn:
+            run_writes(conn, writes)
+    one_by_one = _rows(engine)
+    _reset(engine)
+    for start, end in zip([0, *cuts], [*cuts, len(events)], strict=True):
+        batch = WriteBatch()
+        for writes in events[start:end]:
+            batch.add(writes)
+        with engine.begin() as conn:
+            batch.run(conn)
+    assert _rows(engine) == one_by_one
