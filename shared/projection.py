@@ -189,14 +189,15 @@ class WriteBatch:
     goes into that insert's values instead, when nothing between them named the table (``folding``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, fold: bool = True) -> None:
+        """``fold=False``: no ``row_update`` folded into an insert (a benchmark's baseline)."""
         self._groups: list[tuple[Executable, list[dict[str, Any]]]] = []
         self._by_shape: dict[tuple[Executable, tuple[str, ...]], list[int]] = {}
         self._last: dict[Hashable, int] = {}  # scope -> the latest group holding one of its writes
         # statement -> is it ``repeatable``, and what ``Folds`` makes of it
         self._shapes: dict[Executable, tuple[bool, Into | RowUpdate | Names]] = {}
         self._done: set[tuple[Any, ...]] = set()  # the repeatable writes in the batch, with their parameters
-        self._folds = Folds()
+        self._folds = Folds() if fold else None
 
     def add(self, writes: Iterable[Write]) -> None:
         # Every write of a rebuild passes here: locals rather than attributes, a loop rather than
@@ -239,7 +240,7 @@ class WriteBatch:
             groups[group][1].append(params)
             for s in scopes:
                 last[s] = group
-            if type(kind) is Into:
+            if type(kind) is Into and folds is not None:
                 folds.inserted(kind, params, scopes)  # type: ignore[arg-type]
 
     def run(self, conn: Connection, compiled: Compiled | None = None) -> int:

@@ -1,20 +1,22 @@
-"""Micro-benchmark: a rebuild's batch of writes on PostgreSQL, as COPY (``pgcopy``) and as executemany.
+"""Micro-benchmark: a rebuild's batch of writes on PostgreSQL, as the code writes it and as before.
 
-``python -m tests.benchmarks.batchwrites [--copies 160] [--rounds 6] [--services intake,meeting]`` groups
-``--copies`` copies of the interleaved three-case test log (``tests/unit/test_projection_batches``:
-every table of every service; 25 events a copy, fresh case and meeting ids each) into one batch of
-writes per service (``WriteBatch``, as ``ProjectionStore.apply_batch`` does) and runs it into the
-service's emptied, migrated schema in a PostgreSQL database of its own at 127.0.0.1:5432 (dropped at
-the end), one transaction per run. Per round, alternating which goes first, it runs the batch
+``python -m tests.benchmarks.batchwrites [--copies 160] [--rounds 6] [--services intake,meeting]
+[--against executemany|unfolded]`` groups ``--copies`` copies of the interleaved three-case test log
+(``tests/unit/test_projection_batches``: every table of every service; 25 events a copy, fresh case
+and meeting ids each) into one batch of writes per service (``WriteBatch``, as
+``ProjectionStore.apply_batch`` does) and runs it into the service's emptied, migrated schema in a
+PostgreSQL database of its own at 127.0.0.1:5432 (dropped at the end), one transaction per run. Per
+round, alternating which goes first, it runs the batch
 
-- ``copy``: as the code does: an INSERT's group of many rows as ``COPY … FROM STDIN``, an upsert's
-  through its stage;
-- ``executemany``: every group as psycopg's ``executemany``, as before the seventh round (the
-  baseline, the same statements and parameters otherwise).
+- ``code``: as the code does: a row's updates folded into its insert (``folding``), an INSERT's group
+  of many rows as ``COPY … FROM STDIN``, an upsert's through its stage;
+- the baseline, ``--against``: ``executemany`` (the default), every group as psycopg's
+  ``executemany``, as before the seventh round; or ``unfolded``, no update folded, as before the
+  eighth. The same statements and parameters otherwise.
 
 It prints, per service, the median over the rounds of the CPU (``time.process_time``, this process:
-psycopg's work) and wall time (the server's work too) per event, in µs, and the ratio of each.
-No figure is asserted: this is a measurement, the machine is shared.
+the grouping and psycopg's work) and wall time (the server's work too) per event, in µs, and the
+ratio of each. No figure is asserted: this is a measurement, the machine is shared.
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ from .apply import copies_of_test_log, log_arguments, parse_log_arguments
 from .common import Cleanup
 from .rebuild import Postgres
 
-WAYS = ("copy", "executemany")
-
 
 @contextlib.contextmanager
 def copying(on: bool) -> Iterator[None]:
@@ -50,33 +50,40 @@ def copying(on: bool) -> Iterator[None]:
         pgcopy.COPY_FROM_ROWS, pgcopy.STAGED_FROM_ROWS = saved
 
 
-def timed(store: ProjectionStore, events: list[Recorded]) -> tuple[float, float]:
-    """CPU and wall µs per event: the batch's groups in one transaction (grouping not timed)."""
+def timed(store: ProjectionStore, events: list[Recorded], fold: bool) -> tuple[float, float]:
+    """CPU and wall µs per event: the events' writes grouped, and the groups run in one transaction
+    (the plans are made first, untimed: they are the same both ways)."""
     store.reset()
-    batch = WriteBatch()
-    for r in events:
-        batch.add(store._plan("postgresql", r))  # type: ignore[misc]
+    writes = [list(store._plan("postgresql", r)) for r in events]  # type: ignore[misc]
     compiled = store._batch_compiled()
     assert compiled is not None, "nothing may listen to the engine: the batch would not run on the cursor"
     cpu, wall = time.process_time(), time.perf_counter()
+    batch = WriteBatch(fold=fold)
+    for w in writes:
+        batch.add(w)
     with store.engine.begin() as conn:
         batch.run(conn, compiled)
     return ((time.process_time() - cpu) * 1e6 / len(events), (time.perf_counter() - wall) * 1e6 / len(events))
 
 
-def run(store: ProjectionStore, events: list[Recorded], rounds: int) -> dict[str, list[tuple[float, float]]]:
-    out: dict[str, list[tuple[float, float]]] = {w: [] for w in WAYS}
+def run(store: ProjectionStore, events: list[Recorded], rounds: int, against: str
+        ) -> dict[str, list[tuple[float, float]]]:
+    ways = ("code", against)
+    out: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
     for rnd in range(rounds):
-        for way in (WAYS if rnd % 2 == 0 else tuple(reversed(WAYS))):  # alternate: neither always first
-            with copying(way == "copy"):
-                out[way].append(timed(store, events))
+        for way in (ways if rnd % 2 == 0 else tuple(reversed(ways))):  # alternate: neither always first
+            with copying(way != "executemany"):
+                out[way].append(timed(store, events, fold=way != "unfolded"))
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     log_arguments(parser, copies=160, rounds=6)
+    parser.add_argument("--against", choices=("executemany", "unfolded"), default="executemany",
+                        help="the baseline: every group as executemany (default), or no update folded")
     args, services = parse_log_arguments(parser)
+    ways = ("code", args.against)
     events = copies_of_test_log(args.copies)
     cleanup = Cleanup()
     results: dict[str, dict[str, list[tuple[float, float]]]] = {}
@@ -87,18 +94,19 @@ def main() -> None:
                                   service)
             upgrade(store)
             try:
-                results[service] = run(store, events, args.rounds)
+                results[service] = run(store, events, args.rounds, args.against)
             finally:
                 store.engine.dispose()
     finally:
         cleanup.run(print)
     print(f"{len(events):,} events per batch ({args.copies} copies of the test log), median of {args.rounds} "
           "rounds; µs per event, CPU (wall)")
-    print(f"{'projection':<11} " + " ".join(f"{w:>15}" for w in WAYS) + "   CPU    wall  (copy / executemany)")
-    for service, ways in results.items():
-        med = {w: (statistics.median(c for c, _ in v), statistics.median(t for _, t in v)) for w, v in ways.items()}
-        cells = " ".join(f"{med[w][0]:6.1f} ({med[w][1]:5.1f})" for w in WAYS)
-        print(f"{service:<11} {cells}  {med['copy'][0] / med['executemany'][0]:5.2f}x {med['copy'][1] / med['executemany'][1]:5.2f}x")
+    print(f"{'projection':<11} " + " ".join(f"{w:>15}" for w in ways) + f"   CPU    wall  (code / {args.against})")
+    for service, found in results.items():
+        med = {w: (statistics.median(c for c, _ in v), statistics.median(t for _, t in v)) for w, v in found.items()}
+        cells = " ".join(f"{med[w][0]:6.1f} ({med[w][1]:5.1f})" for w in ways)
+        base = med[args.against]
+        print(f"{service:<11} {cells}  {med['code'][0] / base[0]:5.2f}x {med['code'][1] / base[1]:5.2f}x")
 
 
 if __name__ == "__main__":
