@@ -8,7 +8,9 @@ an ordered-consumer read of that log (nats-py alone: the baseline) and ``replay_
 projection into a fresh SQLite file (and, with ``--postgres``, its schema in a PostgreSQL database
 of its own, dropped at the end).
 It prints events/s, the ratio to the same round's ordered read, and CPU per event (both
-threads), with the median over the rounds. The ordered read parses headers as the replay does
+threads), with the median over the rounds. ``--unfolded`` also replays each projection with no
+update folded into its row's insert (``folding``; the eighth round's baseline), the two ways
+alternated within each round, and prints that row beneath with the ratios of the two. The ordered read parses headers as the replay does
 (``natsheaders``), so it is the faster baseline: without it, reading these messages (each has
 the four headers an append sends) costs nats-py about twice as much. The full benchmark
 (``make bench``) replays the end-to-end stage's log instead; this one isolates the replay, on a
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import secrets
 import statistics
@@ -29,7 +33,7 @@ from pathlib import Path
 
 import nats
 
-from rethink.shared import natsheaders, natsparser
+from rethink.shared import natsheaders, natsparser, projection
 from rethink.shared.bootstrap import bootstrap
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.natsserver import EmbeddedNats, free_port
@@ -48,6 +52,18 @@ def settings(url: str, state: Path) -> Settings:
     return Settings(nats_url=url, state_dir=state, stream="REPLAY", dead_letter_stream="REPLAYDL",
                     receipt_stream="REPLAYRC", inbound_stream="REPLAYIN", keys_bucket="REPLAYKEYS",
                     access_stream="REPLAYACC", subject_prefix="replay")
+
+
+@contextlib.contextmanager
+def folding(on: bool):
+    """Batches as the code makes them, or with no update folded into an insert (the baseline)."""
+    made = projection.WriteBatch
+    if not on:
+        projection.WriteBatch = functools.partial(made, fold=False)  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        projection.WriteBatch = made  # type: ignore[misc]
 
 
 def case_id() -> str:
@@ -89,23 +105,33 @@ async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
     if args.postgres:  # one database: each projection has its schema, and a replay starts by emptying it
         url = Postgres("127.0.0.1", 5432, "test").create(cleanup)
         targets.append(("postgresql", lambda _svc, _r: url))
-    rows: dict[tuple[str, str], list[RebuildRun]] = {}
+    rows: dict[tuple[str, str, str], list[RebuildRun]] = {}
     reads: list[float] = []
+    ways = ("", "unfolded") if args.unfolded else ("",)
     for rnd in range(args.rounds):
         reads.append(await ordered_read(js, Subjects(s.subject_prefix).all_events, s.stream, total))
         for label, url_of in targets:
             for service in SERVICES:
-                rows.setdefault((label, service), []).append(
-                    await replay_once(js, s, service, url_of(service, rnd), label))
+                for way in (ways if rnd % 2 == 0 else ways[::-1]):  # alternated: neither always first
+                    with folding(way != "unfolded"):
+                        rows.setdefault((label, service, way), []).append(
+                            await replay_once(js, s, service, url_of(service, f"{rnd}{way}"), label))
         print(f"round {rnd + 1}: ordered read {reads[-1]:,.0f} msgs/s")
     await nc.close()
     read = statistics.median(reads)
     print(f"\nmedian of {args.rounds} rounds; ordered read of this log {read:,.0f} msgs/s")
-    print(f"{'database':<11} {'projection':<11} {'events/s':>9} {'x read':>7} {'CPU/event':>10}")
-    for (label, service), runs in rows.items():
+    print(f"{'database':<11} {'projection':<20} {'events/s':>9} {'x read':>7} {'CPU/event':>10}")
+    medians: dict[tuple[str, str, str], tuple[float, float]] = {}
+    for (label, service, way), runs in rows.items():
         rate = statistics.median(r.events_per_s for r in runs)
         cpu = statistics.median(r.cpu_per_event_us for r in runs)
-        print(f"{label:<11} {service:<11} {rate:9,.0f} {rate / read:6.2f}x {cpu:7.0f} µs")
+        medians[label, service, way] = rate, cpu
+        name = f"{service} ({way})" if way else service
+        line = f"{label:<11} {name:<20} {rate:9,.0f} {rate / read:6.2f}x {cpu:7.0f} µs"
+        if way:
+            code = medians[label, service, ""]
+            line += f"   folded / unfolded: events/s {code[0] / rate:4.2f}x, CPU {code[1] / cpu:4.2f}x"
+        print(line)
 
 
 def main() -> None:
@@ -113,6 +139,8 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=400, help="copies of the 25-event test log (default 400)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres", action="store_true", help="also replay into PostgreSQL at 127.0.0.1:5432")
+    parser.add_argument("--unfolded", action="store_true",
+                        help="also replay with no update folded into its insert, alternated (the baseline)")
     args = parser.parse_args()
     if args.copies < 1 or args.rounds < 1:
         parser.error("--copies and --rounds must be at least 1")
