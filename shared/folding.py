@@ -130,8 +130,9 @@ class Folds:
         if target is None:
             return False
         key = update.key
-        changes = [(c, v) for c, v in params.items() if c not in key]
-        changes.extend(update.constants)
+        # A parameter named like a constant's column overrides the constant, as it does in SQLAlchemy.
+        changes = list(update.constants)
+        changes.extend((c, v) for c, v in params.items() if c not in key)
         if not all(c in target for c, _ in changes):
             return False
         for c, v in changes:

@@ -87,6 +87,13 @@ def test_an_update_of_a_row_the_batch_inserts_goes_into_the_insert(engine):
     assert sent == ["INSERT INTO t"]  # no UPDATE ran at all
 
 
+def test_a_parameter_overrides_a_constant_folded_as_it_does_in_sqlalchemy(engine):
+    events = [[(INSERT, {"k": "a", "v": 0, "w": None}, ("a",))], [(MARK, {"k_k": "a", "w": "given"}, ("a",))]]
+    one_by_one, batched, sent = _both_ways(engine, events)
+    assert batched == one_by_one == {"t": [("a", 0, "given")], "u": []}
+    assert sent == ["INSERT INTO t"]
+
+
 def test_a_write_that_reads_the_row_between_stops_the_fold(engine):
     # In turn: v 0, IF_ONE finds v != 1, then v = 1. Folded, the insert would send v = 1 and IF_ONE make it 10.
     events = [[(INSERT, {"k": "a", "v": 0, "w": None}, ("a",))], [(IF_ONE, {"key": "a"}, ("a",))],
@@ -186,13 +193,14 @@ def _write(kind: str, k: str, n: int) -> tuple:
         "set": lambda: (SET, {"k_k": k, "v": n}, scope),
         "set_w": lambda: (SET, {"k_k": k, "v": n, "w": f"w{n}"}, scope),
         "mark": lambda: (MARK, {"k_k": k}, scope),
+        "mark_given": lambda: (MARK, {"k_k": k, "w": f"given{n}"}, scope),
         "if_one": lambda: (IF_ONE, {"key": k}, scope),
         "mirror": lambda: (MIRROR, {"key": k}, scope),
         "raw": lambda: (RAW, {"key": k}, scope),
     }[kind]()
 
 
-_op = st.tuples(st.sampled_from(["set", "set_w", "mark", "if_one", "mirror", "raw"]), st.sampled_from(KEYS),
+_op = st.tuples(st.sampled_from(["set", "set_w", "mark", "mark_given", "if_one", "mirror", "raw"]), st.sampled_from(KEYS),
                 st.integers(0, 2))
 
 
