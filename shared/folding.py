@@ -68,6 +68,9 @@ def row_update(table: Table, **constants: Any) -> Executable:
     columns = [c.name for c in table.primary_key.columns]
     if not columns:
         raise ValueError(f"{table.name}: a row_update needs a primary key to find its row by")
+    if any(c.onupdate is not None or c.server_onupdate is not None for c in table.columns):
+        # An UPDATE would set such a column, an insert folded into would not.
+        raise ValueError(f"{table.name}: a row_update cannot fold into a table with ON UPDATE columns")
     if any(not _plain(v) for v in constants.values()):
         raise ValueError(f"{table.name}: a row_update sets constants only (plain values, not expressions)")
     statement = table.update().where(and_(*(table.c[c] == bindparam(key_param(c)) for c in columns)))

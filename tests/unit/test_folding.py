@@ -169,6 +169,9 @@ def test_the_shapes_refuse_what_they_cannot_fold():
         row_insert(keyless)
     with pytest.raises(ValueError, match="primary key"):
         row_update(keyless)
+    stamped = Table("stamped", MetaData(), Column("k", String(8), primary_key=True), Column("at", Integer, onupdate=1))
+    with pytest.raises(ValueError, match="ON UPDATE"):
+        row_update(stamped)
     with pytest.raises(ValueError, match="constants only"):
         row_update(t, v=t.c.v + 1)
     with pytest.raises(ValueError, match="constants only"):
