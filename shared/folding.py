@@ -45,6 +45,7 @@ class RowUpdate:
     table: str
     key: tuple[str, ...]
     constants: tuple[tuple[str, Any], ...]
+    columns: tuple[str, ...] = ()  # the key's columns: an update that sets one moves its row, and is not folded
 
 
 def key_param(column: str) -> str:
@@ -76,7 +77,7 @@ def row_update(table: Table, **constants: Any) -> Executable:
     statement = table.update().where(and_(*(table.c[c] == bindparam(key_param(c)) for c in columns)))
     if constants:
         statement = statement.values(**constants)
-    marked = RowUpdate(table.name, tuple(key_param(c) for c in columns), tuple(constants.items()))
+    marked = RowUpdate(table.name, tuple(key_param(c) for c in columns), tuple(constants.items()), tuple(columns))
     return statement.execution_options(**{FOLDS: marked})
 
 
@@ -136,7 +137,7 @@ class Folds:
         # A parameter named like a constant's column overrides the constant, as it does in SQLAlchemy.
         changes = list(update.constants)
         changes.extend((c, v) for c, v in params.items() if c not in key)
-        if not all(c in target for c, _ in changes):
+        if not all(c in target and c not in update.columns for c, _ in changes):
             return False
         for c, v in changes:
             target[c] = v

@@ -94,6 +94,15 @@ def test_a_parameter_overrides_a_constant_folded_as_it_does_in_sqlalchemy(engine
     assert sent == ["INSERT INTO t"]
 
 
+def test_an_update_that_moves_its_row_to_another_key_is_not_folded(engine):
+    # In turn: a becomes b, and the update of a finds no row. Folded, the insert would make b, and the
+    # update of a, still known as a, would change it.
+    events = [[(INSERT, {"k": "a", "v": 0, "w": None}, ("a", "b"))], [(SET, {"k_k": "a", "k": "b"}, ("a", "b"))],
+              [(SET, {"k_k": "a", "v": 9}, ("a", "b"))]]
+    one_by_one, batched, _ = _both_ways(engine, events)
+    assert batched == one_by_one == {"t": [("b", 0, None)], "u": []}
+
+
 def test_a_write_that_reads_the_row_between_stops_the_fold(engine):
     # In turn: v 0, IF_ONE finds v != 1, then v = 1. Folded, the insert would send v = 1 and IF_ONE make it 10.
     events = [[(INSERT, {"k": "a", "v": 0, "w": None}, ("a",))], [(IF_ONE, {"key": "a"}, ("a",))],
@@ -155,7 +164,7 @@ def test_only_the_two_shapes_are_marked_and_a_repeatable_insert_is_not_folded_in
     from rethink.shared.projection import repeatable
 
     assert shape_of(INSERT, False) == Into("t", ("k",))
-    assert shape_of(MARK, False) == RowUpdate("t", ("k_k",), (("w", "marked"),))
+    assert shape_of(MARK, False) == RowUpdate("t", ("k_k",), (("w", "marked"),), ("k",))
     assert shape_of(IF_ONE, False) == frozenset({"t"})
     assert shape_of(MIRROR, False) == frozenset({"t", "u"})
     assert shape_of(RAW, False) is None  # every table
