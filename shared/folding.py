@@ -19,7 +19,8 @@ takes its later updates as UPDATEs again, after whatever came between.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Table, and_, bindparam
@@ -34,18 +35,23 @@ class Into:
     """A ``row_insert``: the table, and its primary key's column names (the row's identity)."""
 
     table: str
-    key: tuple[str, ...]
+    columns: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class RowUpdate:
-    """A ``row_update``: the table, the parameter names of its key (in ``Into.key``'s order), and the
-    constants its ``values`` set. Every other parameter sets the column of its name."""
+    """A ``row_update``: the table, its primary key's column names (as ``Into``'s), and the constants its
+    ``values`` set. ``params``: the parameters that name the row (``key_param`` of each column). Every
+    other parameter sets the column of its name; one that sets a key column moves the row, and is
+    not folded."""
 
     table: str
-    key: tuple[str, ...]
+    columns: tuple[str, ...]
     constants: tuple[tuple[str, Any], ...]
-    columns: tuple[str, ...] = ()  # the key's columns: an update that sets one moves its row, and is not folded
+    params: tuple[str, ...] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", tuple(key_param(c) for c in self.columns))
 
 
 def key_param(column: str) -> str:
@@ -55,10 +61,10 @@ def key_param(column: str) -> str:
 
 def row_insert(table: Table) -> Executable:
     """``table.insert()``, marked as an insert whose row a batch's later ``row_update``s may fold into."""
-    key = tuple(c.name for c in table.primary_key.columns)
-    if not key:
+    columns = tuple(c.name for c in table.primary_key.columns)
+    if not columns:
         raise ValueError(f"{table.name}: a row_insert needs a primary key to know its row by")
-    return table.insert().execution_options(**{FOLDS: Into(table.name, key)})
+    return table.insert().execution_options(**{FOLDS: Into(table.name, columns)})
 
 
 def row_update(table: Table, **constants: Any) -> Executable:
@@ -77,7 +83,7 @@ def row_update(table: Table, **constants: Any) -> Executable:
     statement = table.update().where(and_(*(table.c[c] == bindparam(key_param(c)) for c in columns)))
     if constants:
         statement = statement.values(**constants)
-    marked = RowUpdate(table.name, tuple(key_param(c) for c in columns), tuple(constants.items()), tuple(columns))
+    marked = RowUpdate(table.name, tuple(columns), tuple(constants.items()))
     return statement.execution_options(**{FOLDS: marked})
 
 
@@ -89,8 +95,9 @@ def _plain(value: Any) -> bool:
 Names = frozenset[str] | None
 
 
+@lru_cache(maxsize=1024)  # once per statement, not per batch: reading one's tables took ~10-20 µs
 def shape_of(statement: Executable, repeatable: bool) -> Into | RowUpdate | Names:
-    """How ``Folds`` treats a statement (worked out once per statement, by the batch)."""
+    """How ``Folds`` treats a statement."""
     marked = statement.get_execution_options().get(FOLDS)
     if isinstance(marked, Into | RowUpdate) and not repeatable:
         return marked
@@ -117,7 +124,7 @@ class Folds:
         """A ``row_insert`` joined the batch: its parameters (the very dict its group will send) may
         take the row's later updates. A plain insert changes no other row: nothing is forgotten."""
         try:
-            row = (into.table, *(params[c] for c in into.key))
+            row = (into.table, *(params[c] for c in into.columns))
         except KeyError:  # a key column left to its default: the row cannot be named, so not folded into
             return
         self._rows[row] = params
@@ -128,15 +135,15 @@ class Folds:
         """Put ``update`` into its row's pending insert, if there is one and it sends every column the
         update sets (an executemany's rows share their columns). False: run it as an UPDATE."""
         try:
-            target = self._rows.get((update.table, *(params[p] for p in update.key)))
+            target = self._rows.get((update.table, *(params[p] for p in update.params)))
         except KeyError:
             return False
         if target is None:
             return False
-        key = update.key
+        named_by = update.params
         # A parameter named like a constant's column overrides the constant, as it does in SQLAlchemy.
         changes = list(update.constants)
-        changes.extend((c, v) for c, v in params.items() if c not in key)
+        changes.extend((c, v) for c, v in params.items() if c not in named_by)
         if not all(c in target and c not in update.columns for c, _ in changes):
             return False
         for c, v in changes:
