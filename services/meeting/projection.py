@@ -26,7 +26,6 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
@@ -40,6 +39,7 @@ from rethink.shared.events import (
     MeetingScheduled,
     PersonalDataErased,
 )
+from rethink.shared.folding import row_update, row_upsert
 from rethink.shared.projection import Unread, UtcDateTime, Write, checkpoint_table, iso, repeatable
 
 metadata = MetaData()
@@ -100,33 +100,27 @@ class _Statements:
 
     Upserts are one ``INSERT … ON CONFLICT`` statement (SQLite and PostgreSQL both have it): a
     read-then-write was two round trips to the database for every event. On conflict they set
-    the columns named, to the values the insert carried (``excluded``).
+    the columns named, to the values the insert carried (``excluded``). Every write of a row is a
+    ``row_upsert`` or ``row_update``: a rebuild's batch folds a row's later writes into the one that
+    made it (``folding``), so a case touched then closed, a meeting scheduled then held, an action
+    recorded then completed each go as one row.
     """
 
     def __init__(self, dialect: str) -> None:
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         # Every event of a case asks for its row; a batch needs to ask once per case (no write
         # deletes a case's row, and closing it is an update the touch leaves alone).
-        self.touch_case = repeatable(self._upsert(cases, ["case_id"], []))
-        self.close_case = self._upsert(cases, ["case_id"], ["closed"])
-        key = ["case_id", "meeting_id"]
-        self.schedule = self._upsert(meetings, key, ["status", "arranged_seq", "starts_at"])
-        self.reschedule = self._upsert(meetings, key, ["status", "starts_at"])
-        self.cancel = self._upsert(meetings, key, ["status"])
-        self.hold = self._upsert(meetings, key, ["status", "held_at", "outcome", "attendees"])
-        self.record = self._upsert(actions, ["case_id", "action_id"], [
+        self.touch_case = repeatable(row_upsert(cases, dialect))
+        self.close_case = row_upsert(cases, dialect, ["closed"])
+        self.schedule = row_upsert(meetings, dialect, ["status", "arranged_seq", "starts_at"])
+        self.reschedule = row_upsert(meetings, dialect, ["status", "starts_at"])
+        self.cancel = row_upsert(meetings, dialect, ["status"])
+        self.hold = row_upsert(meetings, dialect, ["status", "held_at", "outcome", "attendees"])
+        self.record = row_upsert(actions, dialect, [
             "meeting_id", "description", "owner_name", "owner_agency", "owner_email", "due_date"])
-        one = (actions.c.case_id == bindparam("k_case_id")) & (actions.c.action_id == bindparam("k_action_id"))
-        self.complete = actions.update().where(one).values(status="completed")
-        self.overdue = actions.update().where(one).values(overdue_reported=True)
+        self.complete = row_update(actions, status="completed")
+        self.overdue = row_update(actions, overdue_reported=True)
         self.erase = actions.update().where(actions.c.case_id == bindparam("k_case_id")).values(
             description=ERASED, owner_name=ERASED, owner_email=ERASED)
-
-    def _upsert(self, table: Table, key: list[str], update: list[str]) -> Any:
-        insert = self._insert(table)
-        if not update:
-            return insert.on_conflict_do_nothing(index_elements=key)
-        return insert.on_conflict_do_update(index_elements=key, set_={c: insert.excluded[c] for c in update})
 
 
 _statements = functools.cache(_Statements)  # built once per dialect, on first use (no work at import)

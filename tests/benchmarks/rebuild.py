@@ -87,9 +87,12 @@ class Postgres:
 
 
 async def replay_once(js, settings: Settings, service: str, url: str, label: str,
-                      profile_dir: Path | None = None) -> RebuildRun:
-    """One ``replay_into`` of the log into a fresh store at ``url``, timed (and profiled if asked)."""
+                      profile_dir: Path | None = None, folds: bool | None = None) -> RebuildRun:
+    """One ``replay_into`` of the log into a fresh store at ``url``, timed (and profiled if asked).
+    ``folds``: whether its batches fold a row's later writes (None: as the code decides)."""
     store = projection_store(service, url)
+    if folds is not None:
+        store.folds = folds
     natsheaders.install()  # as `rethink projections rebuild` does (its client installs both)
     natsparser.install()
     profiler = cProfile.Profile() if profile_dir is not None else None
