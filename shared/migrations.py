@@ -14,6 +14,7 @@ Who applies them:
 
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 
@@ -21,8 +22,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, MetaData, create_engine, inspect, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Connection, Engine, MetaData, inspect, text
 
 from .projection import ProjectionStore, UtcDateTime, check_schema_name, is_sqlite, make_engine
 from .settings import SERVICES, Settings
@@ -81,6 +81,7 @@ def metadata_of(name: str) -> MetaData:
     return importlib.import_module(_known(name)[0]).metadata
 
 
+@functools.cache  # the scripts do not change under a running process; reading them took milliseconds
 def head(name: str) -> str:
     heads = ScriptDirectory.from_config(_config(name)).get_heads()
     if len(heads) != 1:  # two branches would leave "head" ambiguous: a mistake in the migrations
@@ -93,24 +94,25 @@ def current(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def ensure_schema(url: str, schema: str | None) -> None:
-    """Create the PostgreSQL schema if missing (no-op elsewhere)."""
-    if schema is None or is_sqlite(url):
+def ensure_schema(conn: Connection, schema: str | None) -> None:
+    """Create the PostgreSQL schema if missing (no-op elsewhere), on a connection of the target's own
+    engine: its ``search_path`` may name a schema that does not exist yet (PostgreSQL allows that, and
+    resolves it when a table is looked up), so no second engine and connection are needed."""
+    if schema is None or conn.dialect.name == "sqlite":
         return
-    engine = create_engine(url, poolclass=NullPool)  # no search_path: the schema may not exist yet
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {check_schema_name(schema)}"))
-    finally:
-        engine.dispose()
+    conn.execute(text(f"CREATE SCHEMA IF NOT EXISTS {check_schema_name(schema)}"))
 
 
 def upgrade(store: ProjectionStore | Target, revision: str = "head") -> Migrated:
     """Bring one database to ``revision``, in one transaction where the database allows."""
     t = _target(store)
-    ensure_schema(t.engine.url.render_as_string(hide_password=False), t.schema)
     with t.engine.begin() as conn:
+        ensure_schema(conn, t.schema)
         before = MigrationContext.configure(conn).get_current_revision()
+        if revision == "head" and before is not None and before == head(t.name):
+            # Nothing to do: Alembic's own run would read its scripts and the version table again
+            # (~10 ms on PostgreSQL: a rebuild's target, a service's start, `rethink migrate` again).
+            return Migrated(t.name, before, before, where(t))
         if before is None and any(inspect(conn).has_table(name) for name in metadata_of(t.name).tables):
             # Made by `create_all` before migrations existed: those tables are the baseline.
             command.stamp(_config(t.name, conn), BASELINE)

@@ -36,6 +36,15 @@ def test_a_sqlite_projection_made_before_migrations_is_adopted_with_its_rows(tmp
         assert conn.execute(select(intake.requests.c.case_id)).scalars().all() == ["RT-AAAAAAAAAA"]
 
 
+def test_a_database_already_at_head_is_left_alone_without_alembic_running(tmp_path, monkeypatch):
+    from rethink.shared import migrations
+
+    store = open_projection(Settings(state_dir=tmp_path), "intake")  # migrated to head
+    monkeypatch.setattr(migrations.command, "upgrade", lambda *a, **k: pytest.fail("Alembic ran at head"))
+    again = migrations.upgrade(store)
+    assert again.before == again.after == head("intake")
+
+
 def _pg_env(postgres_url: str, tmp_path, schema: str) -> dict[str, str]:
     return {"RETHINK_STATE_DIR": str(tmp_path), "RETHINK_DATABASE_URL__INTAKE": postgres_url,
             "RETHINK_DATABASE_SCHEMA__INTAKE": schema}
