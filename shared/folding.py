@@ -204,7 +204,7 @@ class Folds:
     __slots__ = ("_rows", "_by_scope")
 
     def __init__(self) -> None:
-        # (table, *key values) -> the pending write: its parameters (the very dict its group will
+        # (table, key value or values) -> the pending write: its parameters (the very dict its group will
         # send), shape, statement, place in the batch and scopes
         self._rows: dict[tuple[Any, ...], tuple[dict[str, Any], Into | Upsert, Executable, Where,
                                                 tuple[Hashable, ...]]] = {}

@@ -330,9 +330,9 @@ class ProjectionStore:
         self._writer = Writer(self) if plan is not None and Writer.suits(engine) else None
         # Whether a batch folds a row's later writes into the one that made it (``folding``). That
         # costs the client ~1-2 µs per write (a row looked up, a pending one kept) and saves a row
-        # of a statement: worth it where a row costs the database something, not on SQLite, in
-        # process, where folding cost 2-5 % of a replay's events/s (scheduling, meeting; the ninth
-        # round) and gained 5-14 % on PostgreSQL.
+        # of a statement: worth it where a row costs the database something. Measured (replays
+        # alternated, docs/performance.md, ninth round): on SQLite, in process, every projection was
+        # 1-5 % slower folded; on PostgreSQL scheduling 15 % and meeting 9 % faster, the others even.
         self.folds = engine.dialect.name != "sqlite"
 
     def create_schema(self) -> None:
