@@ -22,7 +22,6 @@ from sqlalchemy import (
     Table,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
 from rethink.shared.envelope import Recorded
 from rethink.shared.events import (
@@ -32,7 +31,7 @@ from rethink.shared.events import (
     EscalationStageAdvanced,
     RequestSubmitted,
 )
-from rethink.shared.folding import row_insert, row_update
+from rethink.shared.folding import row_insert, row_update, row_upsert
 from rethink.shared.projection import UtcDateTime, Write, checkpoint_table, iso
 
 metadata = MetaData()
@@ -86,13 +85,9 @@ class _Statements:
     """Built once per dialect (SQLite and PostgreSQL each have their own ``INSERT … ON CONFLICT``)."""
 
     def __init__(self, dialect: str) -> None:
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        self.open_case = insert(cases).on_conflict_do_nothing(index_elements=["case_id"])
-        close = insert(cases)
-        self.close_case = close.on_conflict_do_update(index_elements=["case_id"], set_={
-            "closed": close.excluded.closed, "closed_reason": close.excluded.closed_reason,
-            "closed_at": close.excluded.closed_at})
-        # A batch folds an escalation's changes into its insert (``folding``).
+        # A batch folds a case's close into its opening, an escalation's changes into its insert (``folding``).
+        self.open_case = row_upsert(cases, dialect)
+        self.close_case = row_upsert(cases, dialect, ["closed", "closed_reason", "closed_at"])
         self.raise_ = row_insert(escalations)
         self.advance = row_update(escalations)
         self.resolve = row_update(escalations, status="resolved")

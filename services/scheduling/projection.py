@@ -48,7 +48,7 @@ from rethink.shared.events import (
     PersonalDataErased,
     RequestSubmitted,
 )
-from rethink.shared.folding import row_insert, row_update
+from rethink.shared.folding import row_insert, row_update, row_upsert
 from rethink.shared.projection import UtcDateTime, Write, checkpoint_table
 
 from .domain import Booking, Meeting
@@ -158,7 +158,7 @@ class _Statements:
         self.erase_venues = meetings.update().where(of_case, meetings.c.venue.is_not(None)).values(venue=ERASED)
         self.erase_owners = actions.update().where(actions.c.case_id == bindparam("k_case_id")).values(
             owner=json.dumps({"name": ERASED, "agency": ERASED, "email": ERASED}))
-        self.mark_erased = insert(erased).on_conflict_do_nothing(index_elements=["case_id"])
+        self.mark_erased = row_upsert(erased, dialect)
         self.close = row_update(cases, closed=True)
         # A closed case's unheld meeting will not take place: it must stop blocking the facilitator.
         # (``or_`` rather than ``in_``: an IN list is expanded per execution, which executemany refuses.)
