@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     )
     facilitators: list[Facilitator] = Field(
         default_factory=lambda: list(DEFAULT_FACILITATORS),
-        description='JSON list of {"id", "name", "email"}; new cases go to the least loaded.',
+        description='JSON list of {"id", "name", "email"}; a new case goes to the one with the fewest open cases.',
     )
     partnership_email: SendableEmail = Field(default="rethink@example.org",
                                              description="Sender of every email and ORGANIZER of calendar invitations.")

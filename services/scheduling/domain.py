@@ -135,7 +135,7 @@ def fold(history: Sequence[Recorded]) -> CaseState:
 
 
 def least_loaded(facilitators: Sequence[Facilitator], load: Mapping[str, int]) -> Facilitator:
-    """The facilitator with the fewest cases so far; ties go to the earlier one in the list."""
+    """The facilitator with the fewest open cases; ties go to the earlier one in the list."""
     if not facilitators:
         raise ValueError("no facilitators configured")
     _, best = min(enumerate(facilitators), key=lambda item: (load.get(item[1].id, 0), item[0]))

@@ -29,11 +29,15 @@ def store_with(projection_db, *events: tuple[str, object]) -> ProjectionStore:
     return store
 
 
-def test_facilitator_load_counts_assigned_cases(projection_db):
+def test_facilitator_load_counts_each_facilitator_s_open_cases(projection_db):
     store = store_with(projection_db, *[(c, e) for c in (A, B, C) for e in (submitted(), confirmed())],
                        (A, assigned(FAC_1)), (B, assigned(FAC_2)), (C, assigned(FAC_1)))
     with store.engine.connect() as conn:
         assert projection.load_by_facilitator(conn) == {"fac-1": 2, "fac-2": 1}
+
+    store.apply(recorded(CaseClosed(reason="resolved_at_meeting"), case_id=A, seq=100))
+    with store.engine.connect() as conn:  # a closed case is nobody's work: fac-1 and fac-2 are level again
+        assert projection.load_by_facilitator(conn) == {"fac-1": 1, "fac-2": 1}
 
 
 def test_the_case_view_follows_the_meeting_through_its_states(projection_db):
