@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Connection
 
 from rethink.shared.clock import Clock
 from rethink.shared.commands import (
+    CaseId,
     CaseQuery,
     Command,
     accepted,
@@ -47,6 +48,7 @@ from .notifier import Email, Notice, compose, compose_reminder
 from .outbox import Outbox, RetryPolicy
 
 NAME = "scheduling"
+MAX_ASSIGNED_ASKED = 2000
 ERASE_INTERVAL_SECONDS = 3600.0  # old emails are erased by the day: hourly is plenty
 KINDS = {"MeetingScheduled": "invitation", "MeetingRescheduled": "changed", "MeetingCancelled": "cancelled"}
 logger = get_logger("rethink.scheduling")
@@ -64,6 +66,13 @@ class ToScheduleQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     facilitator_id: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,40}$")
     limit: int = Field(default=100, ge=1, le=1000)
+
+
+class AssignedQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Enough for the console's work queue: two lists of at most 1,000 rows each.
+    case_ids: list[Annotated[str, CaseId]] = Field(min_length=1, max_length=MAX_ASSIGNED_ASKED,
+                                                   description="The cases whose facilitator is asked.")
 
 
 class NotificationsQuery(BaseModel):
@@ -255,6 +264,10 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
             return {"status": "ok", "result": projection.active_meetings(conn, q.facilitator_id, q.limit,
                                                                          q.starts_from, q.starts_before)}
 
+    async def assigned(q: AssignedQuery) -> dict[str, Any]:
+        with store.engine.connect() as conn:
+            return {"status": "ok", "result": projection.assigned(conn, q.case_ids)}
+
     async def to_schedule(q: ToScheduleQuery) -> dict[str, Any]:
         with store.engine.connect() as conn:
             return {"status": "ok", "result": projection.to_schedule(conn, q.facilitator_id, q.limit)}
@@ -269,6 +282,8 @@ def build(settings: Settings, log: EventLog, clock: Clock, *, transport: Transpo
             "retry_notifications": Route(RetryNotifications, retry, "Send failed emails again"),
         },
         queries={
+            "assigned": Route(AssignedQuery, assigned,
+                              "The facilitator of each of these cases (one with none is left out)"),
             "case": Route(CaseQuery, case_query(store.engine, projection.case_view)),
             "meetings": Route(MeetingsQuery, meetings, "Meetings still to be held, soonest first"),
             "notifications": Route(NotificationsQuery, notifications, "Emails in the outbox, newest first"),

@@ -9,9 +9,12 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
+from rethink.console.accounts import Accounts
 from rethink.console.app import build_app
+from rethink.console.gateway import Gateway
+from rethink.console.users import Role, User
 from rethink.shared.cli.demo import meeting_record
-from tests.console.conftest import Browser
+from tests.console.conftest import CHEAP, PASSWORD, Browser
 from tests.support import ask, request_payload, wait_for
 
 pytestmark = pytest.mark.nats
@@ -24,7 +27,7 @@ def section(page: str, anchor: str) -> str:
 
 
 async def test_the_queue_shows_awaiting_ready_this_weeks_meetings_overdue_actions_and_close_deadlines(
-        settings, run_services, nc, subjects, event_log, console_app, accounts):
+        settings, run_services, nc, subjects, event_log, console_app, tmp_path, monkeypatch):
     async def submit(reference: str, **overrides) -> str:
         reply = await ask(nc, subjects.intake("police", "submit"),
                           request_payload(case_reference=reference, **overrides))
@@ -65,8 +68,16 @@ async def test_the_queue_shows_awaiting_ready_this_weeks_meetings_overdue_action
     await wait_for(lambda: event_log.read_case(escalated),
                    lambda h: any(r.type == "ActionOverdue" for r in h), what="action overdue")
 
+    owner = {case_id: next(r.payload.facilitator_id for r in await event_log.read_case(case_id)
+                           if r.type == "FacilitatorAssigned") for case_id in (ready, booked, escalated)}
+    assert set(owner.values()) == {"fac-1", "fac-2"}  # the least loaded takes each: both have some
+
     # The console's clock stands at the morning of the booked meeting, so "this week" holds it
     # whatever day the test runs on.
+    accounts = Accounts(tmp_path / "users.json", hasher=CHEAP)
+    for fac_id, name, mail in (("fac-1", "Facilitator One", "facilitator.one@example.org"),
+                               ("fac-2", "Facilitator Two", "facilitator.two@example.org")):  # as configured
+        accounts.add(User(fac_id, name, mail, Role.FACILITATOR, "Re-think facilitator"), PASSWORD)
     app = build_app(settings, now=lambda: ten - timedelta(hours=1), accounts=accounts)
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
@@ -77,6 +88,18 @@ async def test_the_queue_shows_awaiting_ready_this_weeks_meetings_overdue_action
             lambda r: all(c in r.text for c in (awaiting, ready, booked, escalated)) and "Video call" in r.text,
             what="every case in the queue")).text
 
+        # Narrowed to one facilitator's cases without replaying the log (that grew with every case ever).
+        async def no_replay(self):
+            raise AssertionError("the work queue read the whole event log")
+
+        monkeypatch.setattr(Gateway, "read_log", no_replay)
+        mine = {}
+        for fac_id in ("fac-1", "fac-2"):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:
+                person = Browser(c)
+                await person.sign_in(fac_id)
+                mine[fac_id] = (await person.get("/queue?mine=1")).text
+
     assert "AWAIT-1" in section(page, "awaiting") and "hips_policy_considered" in section(page, "awaiting")
     assert "READY-1" in section(page, "ready")
     for other in ("AWAIT-1", "BOOKED-1", "ESCAL-1"):  # scheduled, held or waiting: none is ready
@@ -86,6 +109,14 @@ async def test_the_queue_shows_awaiting_ready_this_weeks_meetings_overdue_action
     assert escalated in section(page, "overdue") and "Convene a strategy discussion" in section(page, "overdue")
     assert escalated in section(page, "escalations") and "The practitioners involved" in section(page, "escalations")
     assert booked not in section(page, "escalations")
+
+    shown = {(case_id, anchor) for case_id in (ready, booked, escalated)
+             for anchor in ("ready", "week", "overdue", "escalations") if case_id in section(page, anchor)}
+    assert {anchor for _, anchor in shown} == {"ready", "week", "overdue", "escalations"}
+    for fac_id, narrowed in mine.items():
+        assert "AWAIT-1" in section(narrowed, "awaiting")  # no facilitator yet: stays for everyone
+        for case_id, anchor in shown:
+            assert (case_id in section(narrowed, anchor)) == (owner[case_id] == fac_id), (fac_id, case_id, anchor)
 
 
 async def test_a_facilitator_can_narrow_the_queue_to_the_cases_assigned_to_them(browser, nc, subjects, event_log):

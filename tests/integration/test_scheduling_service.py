@@ -170,3 +170,28 @@ async def test_malformed_json_is_rejected_and_the_service_keeps_answering(run_se
 
 async def _async(value):
     return value
+
+
+async def test_the_facilitator_of_each_case_is_answered_and_a_bad_list_is_refused(run_services, nc, subjects,
+                                                                                   event_log):
+    await run_services(intake, scheduling)
+    case_id = await ready_case(nc, subjects, event_log)
+    holder = next(r.payload.facilitator_id for r in await event_log.read_case(case_id) if r.type == "FacilitatorAssigned")
+    assigned = subjects.query("scheduling", "assigned")
+    found = await wait_for(lambda: ask(nc, assigned, {"case_ids": [case_id, "RT-ZZZZZZZZZZ"]}),
+                           lambda v: v.get("result"), what="the assignment projected")
+    assert found == {"status": "ok", "result": {case_id: holder}}  # a case never recorded is left out
+
+    too_many = await ask(nc, assigned, {"case_ids": [case_id] * 2001})
+    hostile = await ask(nc, assigned, {"case_ids": [case_id, "RT-' OR 1=1 --"]})
+    empty = await ask(nc, assigned, {"case_ids": []})
+    extra = await ask(nc, assigned, {"case_ids": [case_id], "facilitator_id": holder})
+
+    for reply in (too_many, hostile, empty, extra):
+        assert reply["status"] == "rejected", reply
+        assert "result" not in reply
+    assert too_many["reasons"][0]["field"] == "case_ids" and "at most 2000" in too_many["reasons"][0]["message"]
+    assert hostile["reasons"][0]["field"] == "case_ids.1" and "pattern" in hostile["reasons"][0]["message"]
+    assert empty["reasons"][0]["field"] == "case_ids"
+    assert extra["reasons"][0]["field"] == "facilitator_id"
+    assert await ask(nc, assigned, {"case_ids": [case_id]}) == found  # still answering

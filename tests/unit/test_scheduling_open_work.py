@@ -108,6 +108,25 @@ def test_a_caseload_counts_open_cases_only(projection_db):
     assert sum(load.values()) == assigned_open == 7
 
 
+def test_the_facilitator_of_each_case_is_read_by_its_id(projection_db, monkeypatch):
+    monkeypatch.setattr(p, "_IDS_AT_ONCE", 3)  # the ids asked go a few at a time, as the console's 2,000 do
+    store = projection_db("scheduling")
+    rows, _ = _varied()
+    with store.engine.begin() as conn:
+        _write(conn, rows)
+    cases = [r["case"] for r in rows if r["case"]]
+    unknown = "RT-ZZZZZZZZZZ"
+    asked = [c["case_id"] for c in cases] + [cases[0]["case_id"], unknown]  # a repeat, and a case never recorded
+    with store.engine.connect() as conn:
+        found = p.assigned(conn, asked)
+        everyone = {r.case_id: r.facilitator_id for r in conn.execute(select(p.cases))}
+
+    assert found == {case_id: fac for case_id, fac in everyone.items() if fac is not None}
+    assert rows[1]["case"]["case_id"] not in found  # not yet assigned: no facilitator to name
+    assert found[rows[5]["case"]["case_id"]] == rows[5]["case"]["facilitator_id"]  # a closed case still has one
+    assert len(set(found.values())) > 1
+
+
 def _sqlite_steps(engine, read) -> int:
     """SQLite's virtual-machine steps for one read: rows visited show here, whatever the clock says."""
     with engine.connect() as conn:
@@ -144,6 +163,7 @@ def test_the_live_reads_cost_the_same_behind_50_or_2000_closed_cases(tmp_path):
             "meetings to come": lambda c: p.active_meetings(c, None, 100),
             "one facilitator's meetings to come": lambda c: p.active_meetings(c, "fac-2", 100),
             "one facilitator's bookings": lambda c: p.bookings(c, "fac-2"),
+            "the facilitators of 30 cases": lambda c: p.assigned(c, [f"RT-{n:010d}" for n in range(30)]),
             "every case (the control)": lambda c: c.execute(select(p.cases.c.case_reference)).all()}.items()}
         target.engine.dispose()
 
