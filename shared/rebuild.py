@@ -69,8 +69,9 @@ class _Delivered(NamedTuple):
     data: bytes
 
 
-class _Batches:
-    """Batches of an ephemeral pull consumer's messages, taken raw from the connection.
+class Batches:
+    """Batches of an ephemeral pull consumer's messages, taken raw from the connection (a replay's,
+    and the console's read of the log for its reports).
 
     nats-py's ``fetch`` takes every message through ``next_msg`` (a future, a timer and a uuid4
     each), ~50 µs of CPU per message; a callback subscription still builds a ``Msg``, parses its
@@ -202,7 +203,7 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
             consumer = await js.add_consumer(settings.stream, config=api.ConsumerConfig(
                 filter_subject=subjects.all_events, ack_policy=api.AckPolicy.NONE, mem_storage=True,
                 inactive_threshold=30.0, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1))
-            batches = _Batches(js, settings.stream, consumer.name)
+            batches = Batches(js, settings.stream, consumer.name)
             delivered = 0  # the consumer's own count of messages sent: each must arrive, in order
             try:
                 while seq < last:

@@ -8,20 +8,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import nats
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import api
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
 from rethink.shared import natsheaders, natsparser
 from rethink.shared.access import AccessLog
 from rethink.shared.envelope import InvalidEvent, Recorded
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.keystore import KeyStoreUnavailable
-from rethink.shared.privacy import PersonalData, PersonalDataLocked, personal_data
+from rethink.shared.privacy import ERASURE, PersonalData, PersonalDataLocked, personal_data
+from rethink.shared.rebuild import BATCH, FETCH_TIMEOUT, Batches, Interrupted, positions, stream_seq
 from rethink.shared.settings import Settings
+
+from . import reports
 
 
 class Unavailable(Exception):
@@ -37,7 +42,10 @@ class Gateway:
         self.settings = settings
         self.subjects = Subjects(settings.subject_prefix)
         self.nc: nats.NATS | None = None
-        self._log: list[Recorded] = []  # every event read so far, for the reports (see read_log)
+        # What the reports read of each case, folded from the log up to ``_read_to`` (see report_facts).
+        self._facts: dict[str, reports.CaseFacts] = {}
+        self._read_to = 0
+        self._to_refold: set[str] = set()  # erased cases whose facts still hold what was opened before
         self._log_lock = asyncio.Lock()
         self._personal: PersonalData | None = None
 
@@ -93,7 +101,7 @@ class Gateway:
         """The log with its key store: personal fields opened, erased ones read as erased."""
         assert self.nc is not None
         if self._personal is None:
-            self._personal = personal_data(self.nc.jetstream(), self.settings)
+            self._personal = personal_data(self.nc.jetstream(), self.settings, BATCH)  # a batch's keys at once
         return EventLog(self.nc.jetstream(), self.settings.stream, self.subjects, personal=self._personal)
 
     async def history(self, case_id: str) -> list[Recorded]:
@@ -105,11 +113,12 @@ class Gateway:
         except (KeyStoreUnavailable, PersonalDataLocked) as exc:
             raise Unavailable("key store", str(exc)) from None
 
-    async def read_log(self) -> list[Recorded]:
-        """Every event in the log, in stream order, for the partnership's reports.
+    async def report_facts(self) -> Mapping[str, reports.CaseFacts]:
+        """What the partnership's reports read of every case, folded from the whole log.
 
-        Kept in memory and topped up from where the last read stopped, so a report reads only
-        what was appended since. A replay, like ``rethink projections rebuild``: an ephemeral,
+        Topped up from where the last read stopped, so a report reads only what was appended
+        since; each event is folded into its case's facts and let go, so what is kept grows with
+        the cases, not with the log. A replay, like ``rethink projections rebuild``: an ephemeral,
         unacknowledged consumer; nothing of another service is read.
         """
         if self.nc is None:
@@ -120,51 +129,85 @@ class Gateway:
                 last = (await js.stream_info(self.settings.stream)).state.last_seq
             except Exception as exc:  # noqa: BLE001 - whatever NATS says, the page says it is unavailable
                 raise Unavailable("event log", str(exc) or type(exc).__name__) from None
-            start = self._log[-1].seq + 1 if self._log else 1
-            if last < start:
-                return self._log
-            sub = await js.pull_subscribe(self.subjects.all_events, stream=self.settings.stream,
-                                          config=api.ConsumerConfig(
-                                              ack_policy=api.AckPolicy.NONE, mem_storage=True, inactive_threshold=30.0,
-                                              deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start))
-            try:
-                seq = start - 1
-                while seq < last:
-                    msgs = await sub.fetch(500, timeout=5)
-                    for m in msgs:
-                        seq = m.metadata.sequence.stream
-                        if seq > last:
-                            break
-                        try:
-                            self._log.extend(await self._event_log().decode([(m.data, seq)]))
-                        except InvalidEvent:
-                            continue  # the services skip (and log) these too
-                        except (KeyStoreUnavailable, PersonalDataLocked) as exc:
-                            raise Unavailable("key store", str(exc)) from None
-                    if msgs and msgs[-1].metadata.num_pending == 0:
-                        break
-            except NatsTimeout:
-                raise Unavailable("event log", "the replay did not finish") from None
-            finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-            erased = {r.envelope.case_id for r in self._log if r.seq >= start and r.type == "PersonalDataErased"}
-            if erased:
-                await self._forget_personal(erased)
-            return self._log
+            if last > self._read_to:
+                await self._top_up(js, last)
+            await self._refold_erased()
+            return self._facts
 
-    async def _forget_personal(self, case_ids: set[str]) -> None:
-        """Replace the cached events of erased cases by what the log now gives: fields erased.
+    async def _top_up(self, js: Any, last: int) -> None:
+        """Fold the events after ``_read_to`` up to ``last``, read as a rebuild reads them (``Batches``:
+        a raw pull consumer, each message's bytes only): nats-py's ``fetch`` spent more on each
+        message than folding it costs."""
+        log = self._event_log()
+        consumer = await js.add_consumer(self.settings.stream, config=api.ConsumerConfig(
+            filter_subject=self.subjects.all_events, ack_policy=api.AckPolicy.NONE, mem_storage=True,
+            inactive_threshold=30.0, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self._read_to + 1))
+        batches, delivered = Batches(js, self.settings.stream, consumer.name), 0
+        try:
+            while self._read_to < last:
+                msgs = await batches.fetch(BATCH, timeout=FETCH_TIMEOUT)  # as a rebuild reads
+                first = positions(msgs[0].reply.decode())[1]
+                _, end, pending = positions(msgs[-1].reply.decode())
+                if first != delivered + 1 or end != delivered + len(msgs):
+                    # One the consumer sent never came: nothing of this batch is folded, and the next
+                    # read goes on from the last event folded (nothing skipped, nothing twice).
+                    raise Interrupted(f"deliveries {delivered + 1}-{delivered + len(msgs)} expected, "
+                                      f"{first}-{end} received")
+                delivered = end
+                if log.personal is not None:  # the keys of the cases whose events are opened: one request
+                    await log.personal.prefetch([m.subject.rsplit(".", 2)[1] for m in msgs
+                                                 if m.subject.rsplit(".", 1)[1] in reports.OPENS])
+                for m in msgs:
+                    seq = stream_seq(m.reply)
+                    if seq > last:  # appended since we asked where the log ends: the next read's
+                        return
+                    *_, case_id, kind = m.subject.rsplit(".", 2)
+                    try:
+                        events = await self._for_reports(log, m.data, seq, kind)
+                    except InvalidEvent:
+                        events = []  # the services skip (and log) these too
+                    except (KeyStoreUnavailable, PersonalDataLocked) as exc:
+                        raise Unavailable("key store", str(exc)) from None
+                    reports.fold(self._facts, events)
+                    if kind == ERASURE:
+                        self._to_refold.add(case_id)
+                    self._read_to = seq
+                if pending == 0:
+                    return
+        except (Interrupted, NatsTimeout, ServiceUnavailableError, NoStreamResponseError) as exc:
+            raise Unavailable("event log", f"the read of the log was cut short ({exc or type(exc).__name__}); "
+                                           "the next request reads on from where it stopped") from None
+        finally:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(self.settings.stream, consumer.name)
 
-        The events were opened while the case's key existed; an erasure must reach this copy
-        too, not only the next console that starts."""
-        for case_id in case_ids:
+    @staticmethod
+    async def _for_reports(log: EventLog, data: bytes, seq: int, kind: str) -> list[Recorded]:
+        """The event as the reports' facts read it (``kind``: the type its subject names)."""
+        if kind == ERASURE:  # always read whole: reading one makes the key cache forget its case
+            return await log.decode([(data, seq)])
+        if kind in reports.OPENS:
+            return [await log.decode_for_projection(data, seq, kind)]
+        if kind in reports.READS:
+            return [EventLog.decode_unopened(data, seq, kind)]
+        return []  # no fact comes from it
+
+    async def _refold_erased(self) -> None:
+        """Fold erased cases again from what the log now gives: fields erased.
+
+        Their events were opened while the case's key existed (an action's description, the
+        learning's words); an erasure must reach these facts too, not only the next console that
+        starts. Until it has, the case is left out of the reports, never kept as it was opened."""
+        for case_id in sorted(self._to_refold):
+            self._facts.pop(case_id, None)
             try:
-                fresh = {r.seq: r for r in await self._event_log().read_case(case_id)}
+                history = await self._event_log().read_case(case_id)
             except (KeyStoreUnavailable, PersonalDataLocked) as exc:
-                self._log = [r for r in self._log if r.envelope.case_id != case_id]  # never keep it opened
                 raise Unavailable("key store", str(exc)) from None
-            self._log = [fresh.get(r.seq, r) if r.envelope.case_id == case_id else r for r in self._log]
+            # Only what was folded already: later events come with the next top-up, as any do.
+            reports.fold(self._facts, [r for r in history if r.seq <= self._read_to])
+            self._to_refold.discard(case_id)
 
     async def record_access(self, case_id: str, who: str, what: str) -> None:
         """A person is about to see a case: record it first (docs/privacy.md); no record, no page."""

@@ -1,17 +1,22 @@
 """The partnership's figures for a period, folded from the event log.
 
-Pure: the whole log (``Recorded`` events, stream order) and a period in, tables out. Each table
-is what the page shows, what its chart draws and what its CSV holds, so the three always agree.
-Per-case facts (actions, escalation stages) come from the auditor's report
-(``rethink.shared.cli.report``), so the console and the CLI count the same way.
+Pure: each case's events fold, one at a time, into the few facts the reports read (``CaseFacts``:
+its request, its meetings held, its actions, its escalation stages), and a period's tables are
+built from those facts. The console keeps the facts, not the events: what it holds grows with the
+cases, by under 2 KB each, not with the log (it held every event, personal fields opened: 1.5 GB
+for a region's year, ``tests.benchmarks.console_reads``). Each table is what the page
+shows, what its chart draws and what its CSV holds, so the three always agree. Actions and
+escalation stages are folded as the auditor's report folds them (``rethink.shared.cli.report``),
+so the console and the CLI count the same way.
 """
 
 from __future__ import annotations
 
 import re
 import statistics
+import sys
 from collections import Counter, defaultdict
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -41,6 +46,9 @@ class Period:
 
     def holds(self, moment: datetime | date) -> bool:
         day = moment.astimezone(LONDON).date() if isinstance(moment, datetime) else moment
+        return self.start <= day <= self.end
+
+    def __contains__(self, day: date) -> bool:
         return self.start <= day <= self.end
 
     @property
@@ -74,31 +82,74 @@ def working_days_between(start: date, end: date, holidays: Container[date]) -> i
     return days
 
 
-def by_case(log: Iterable[Recorded]) -> dict[str, list[Recorded]]:
-    cases: dict[str, list[Recorded]] = defaultdict(list)
-    for r in log:
-        cases[r.envelope.case_id].append(r)
+@dataclass(frozen=True, slots=True)
+class HeldMeeting:
+    held_on: date  # in London, where the period's days are counted
+    outcome: str
+    words: frozenset[str]  # the learning's words, each once, filler left out (learning themes)
+
+
+@dataclass(slots=True)
+class CaseFacts:
+    """What the reports read of one case, folded from its events in stream order."""
+
+    requested: tuple[date, str, str] | None = None  # the day (London), the agency (the producer), the reason
+    meetings: list[HeldMeeting] = field(default_factory=list)
+    actions: report.ActionFold = field(default_factory=report.ActionFold)
+    stages: report.StageFold = field(default_factory=report.StageFold)
+
+    def add(self, r: Recorded) -> None:
+        e = r.payload
+        if isinstance(e, RequestSubmitted) and self.requested is None:
+            # The producer is the agency the request came from, stamped by intake from the subject.
+            self.requested = _day(r.envelope.occurred_at), r.envelope.producer, e.reason.value
+        elif isinstance(e, MeetingHeld):
+            self.meetings.append(HeldMeeting(_day(e.held_at), e.outcome.value, learning_words(e.stages.learning)))
+        self.actions.add(e)
+        self.stages.add(r)
+
+
+# The types the facts are folded from, by the name their subject ends in (the rest are not read);
+# of those, the ones whose personal fields the facts read (the learning's words), opened with the
+# case's key. The others are read with each personal field erased: no key fetched, nothing decrypted.
+READS = frozenset({"RequestSubmitted", "MeetingHeld", "ActionRecorded", "ActionCompleted", "ActionOverdue",
+                   "EscalationRaised", "EscalationStageAdvanced", "EscalationResolved"})
+OPENS = frozenset({"MeetingHeld"})
+
+
+def _day(moment: datetime) -> date:
+    return moment.astimezone(LONDON).date()
+
+
+def learning_words(text: str) -> frozenset[str]:
+    # Interned: the same words recur across a partnership's meetings, and each is held once.
+    return frozenset(sys.intern(w) for w in {w.strip("'-") for w in WORD.findall(text.lower())}
+                     if w not in STOPWORDS)
+
+
+def fold(cases: dict[str, CaseFacts], events: Iterable[Recorded]) -> dict[str, CaseFacts]:
+    """Add these events (stream order) to each one's case; returns ``cases``."""
+    for r in events:
+        facts = cases.get(r.envelope.case_id)
+        if facts is None:
+            facts = cases[r.envelope.case_id] = CaseFacts()
+        facts.add(r)
     return cases
 
 
-def build(log: Iterable[Recorded], period: Period, holidays: Container[date], today: date) -> list[Table]:
-    cases = by_case(log)
-    return [by_agency(cases, period), to_meeting(cases, period, holidays), outcomes(cases, period),
-            actions_on_time(cases, period, today), escalation_stages(cases, period, holidays, today),
-            learning_themes(cases, period)]
+def build(cases: Mapping[str, CaseFacts], period: Period, holidays: Container[date], today: date) -> list[Table]:
+    facts = list(cases.values())
+    return [by_agency(facts, period), to_meeting(facts, period, holidays), outcomes(facts, period),
+            actions_on_time(facts, period, today), escalation_stages(facts, period, holidays, today),
+            learning_themes(facts, period)]
 
 
-def _request(history: list[Recorded]) -> tuple[Recorded, RequestSubmitted] | None:
-    return next(((r, r.payload) for r in history if isinstance(r.payload, RequestSubmitted)), None)
-
-
-def by_agency(cases: dict[str, list[Recorded]], period: Period) -> Table:
+def by_agency(cases: Iterable[CaseFacts], period: Period) -> Table:
     counts: dict[str, Counter[str]] = defaultdict(Counter)
-    for history in cases.values():
-        found = _request(history)
-        if found and period.holds(found[0].envelope.occurred_at):
-            # The producer is the agency the request came from, stamped by intake from the subject.
-            counts[found[0].envelope.producer][found[1].reason.value] += 1
+    for c in cases:
+        if c.requested and c.requested[0] in period:
+            _, agency, reason = c.requested
+            counts[agency][reason] += 1
     t = Table("by-agency", "Re-thinks by agency and reason",
               "Requests made in the period, by the requesting agency and the reason given.",
               ["Agency", "Total", *REASONS.values()])
@@ -112,14 +163,12 @@ def by_agency(cases: dict[str, list[Recorded]], period: Period) -> Table:
     return t
 
 
-def to_meeting(cases: dict[str, list[Recorded]], period: Period, holidays: Container[date]) -> Table:
+def to_meeting(cases: Iterable[CaseFacts], period: Period, holidays: Container[date]) -> Table:
     days: list[int] = []
-    for history in cases.values():
-        found = _request(history)
-        held = next((r.payload for r in history if isinstance(r.payload, MeetingHeld)), None)
-        if found and held and period.holds(held.held_at):
-            asked = found[0].envelope.occurred_at.astimezone(LONDON).date()
-            days.append(working_days_between(asked, held.held_at.astimezone(LONDON).date(), holidays))
+    for c in cases:
+        held = c.meetings[0] if c.meetings else None
+        if c.requested and held and held.held_on in period:
+            days.append(working_days_between(c.requested[0], held.held_on, holidays))
     t = Table("to-meeting", "Working days from request to meeting",
               "First meetings held in the period, by the working days (England and Wales) since the request.",
               ["Working days", "Meetings"])
@@ -131,23 +180,19 @@ def to_meeting(cases: dict[str, list[Recorded]], period: Period, holidays: Conta
     return t
 
 
-def outcomes(cases: dict[str, list[Recorded]], period: Period) -> Table:
-    counts: Counter[str] = Counter()
-    for history in cases.values():
-        for r in history:
-            if isinstance(r.payload, MeetingHeld) and period.holds(r.payload.held_at):
-                counts[r.payload.outcome.value] += 1
+def outcomes(cases: Iterable[CaseFacts], period: Period) -> Table:
+    counts: Counter[str] = Counter(m.outcome for c in cases for m in c.meetings if m.held_on in period)
     t = Table("outcomes", "Outcomes", "Meetings held in the period, by outcome.", ["Outcome", "Meetings"])
     t.rows = [[label, counts[key]] for key, label in OUTCOMES.items()]
     return t
 
 
-def actions_on_time(cases: dict[str, list[Recorded]], period: Period, today: date) -> Table:
+def actions_on_time(cases: Iterable[CaseFacts], period: Period, today: date) -> Table:
     """Actions due in the period, judged as they stand today."""
     counts: Counter[str] = Counter()
-    for history in cases.values():
-        for a in report.actions(history, today=today):
-            if not period.holds(a.due_date):
+    for c in cases:
+        for a in c.actions.lines(today):
+            if a.due_date not in period:
                 continue
             if a.completed_on is not None:
                 counts["on time" if a.completed_on <= a.due_date else "late"] += 1
@@ -163,14 +208,14 @@ def actions_on_time(cases: dict[str, list[Recorded]], period: Period, today: dat
     return t
 
 
-def escalation_stages(cases: dict[str, list[Recorded]], period: Period, holidays: Container[date],
+def escalation_stages(cases: Iterable[CaseFacts], period: Period, holidays: Container[date],
                       today: date) -> Table:
     entered: Counter[int] = Counter()
     names: dict[int, str] = {}
     spent: dict[int, list[int]] = defaultdict(list)
     missed: Counter[int] = Counter()
-    for history in cases.values():
-        for s in report.escalation_stages(history, today=today):
+    for c in cases:
+        for s in c.stages.lines(today):
             if not period.holds(s.entered_at):
                 continue
             entered[s.stage] += 1
@@ -190,13 +235,9 @@ def escalation_stages(cases: dict[str, list[Recorded]], period: Period, holidays
 WORD = re.compile(r"[a-z][a-z'-]{2,}")
 
 
-def learning_themes(cases: dict[str, list[Recorded]], period: Period, top: int = 10) -> Table:
-    words: Counter[str] = Counter()
-    for history in cases.values():
-        for r in history:
-            if isinstance(r.payload, MeetingHeld) and period.holds(r.payload.held_at):
-                seen = {w.strip("'-") for w in WORD.findall(r.payload.stages.learning.lower())}
-                words.update(w for w in seen if w not in STOPWORDS)  # once per meeting: how many meetings
+def learning_themes(cases: Iterable[CaseFacts], period: Period, top: int = 10) -> Table:
+    # Each word once per meeting (``learning_words``): the count is of meetings.
+    words: Counter[str] = Counter(w for c in cases for m in c.meetings if m.held_on in period for w in m.words)
     t = Table("learning", "Learning themes",
               "Words that recur in the learning recorded at stage 5 of the meetings held in the period, by the "
               "number of meetings whose learning uses them.", ["Word", "Meetings"])

@@ -1,6 +1,6 @@
 """The partnership manager's reports for a chosen period: tables, SVG charts and a CSV of each.
 
-The figures are folded from the event log itself (``Gateway.read_log``), never from another
+The figures are folded from the event log itself (``Gateway.report_facts``), never from another
 service's tables; docs/console.md says why.
 """
 
@@ -53,7 +53,7 @@ def routes(pages: Pages, gateway: Gateway, today: Callable[[], date]) -> list[Ro
         period, typed, errors = read_period(request.query_params, today())
         if errors:
             return period, typed, errors, []
-        return period, typed, errors, reports.build(await gateway.read_log(), period, holidays, today())
+        return period, typed, errors, reports.build(await gateway.report_facts(), period, holidays, today())
 
     async def page(request: Request) -> Response:
         period, typed, errors, built = await tables(request)

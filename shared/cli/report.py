@@ -15,7 +15,7 @@ import csv
 import io
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -33,6 +33,7 @@ from rethink.shared.events import (
     EscalationRaised,
     EscalationResolved,
     EscalationStageAdvanced,
+    Event,
     FacilitatorAssigned,
     MeetingCancelled,
     MeetingHeld,
@@ -130,7 +131,7 @@ def chronology(history: list[Recorded], as_of: datetime | None = None) -> list[R
 
 # --- what the events add up to -------------------------------------------------------------------
 
-@dataclass
+@dataclass(slots=True)  # many are held: one per action of every case, in the console's reports
 class ActionLine:
     action_id: str
     description: str
@@ -147,7 +148,7 @@ class ActionLine:
         return "overdue" if self.overdue else "open"
 
 
-@dataclass
+@dataclass(slots=True)
 class StageLine:
     escalation_id: str
     stage: int
@@ -165,50 +166,81 @@ def _reference_day(as_of: datetime | None, today: date | None) -> date | None:
     return as_of.astimezone(UTC).date() if as_of is not None else today
 
 
-def actions(history: list[Recorded], as_of: datetime | None = None, today: date | None = None) -> list[ActionLine]:
-    """Each agreed action with owner, due and completed dates; overdue by the reference day."""
-    found: dict[str, ActionLine] = {}
-    for r in visible(history, as_of):
-        e = r.payload
+class ActionFold:
+    """``actions`` one event at a time: what a case's events have said of its actions so far.
+
+    The console's reports keep one per case instead of the case's events (``rethink.console.reports``)."""
+
+    def __init__(self) -> None:
+        self._found: dict[str, ActionLine] = {}
+
+    def add(self, e: Event) -> None:
         # The meeting agrees the actions; ActionRecorded (same ids) follows as a reaction, so
         # either is enough to know an action exists as of a moment between the two.
         items = e.actions if isinstance(e, MeetingHeld) else [e] if isinstance(e, ActionRecorded) else []
         for a in items:
-            if a.action_id not in found:
-                found[a.action_id] = ActionLine(a.action_id, a.description, a.owner.agency, a.due_date)
-        if isinstance(e, ActionCompleted) and e.action_id in found:
-            found[e.action_id].completed_on = e.completed_on
-        elif isinstance(e, ActionOverdue) and e.action_id in found:
-            found[e.action_id].reported_overdue = True
-    day = _reference_day(as_of, today)
-    for a in found.values():
-        if a.completed_on is not None:
-            a.overdue = a.completed_on > a.due_date
-        else:
-            a.overdue = a.reported_overdue or (day is not None and a.due_date < day)
-    return list(found.values())
+            if a.action_id not in self._found:
+                self._found[a.action_id] = ActionLine(a.action_id, a.description, a.owner.agency, a.due_date)
+        if isinstance(e, ActionCompleted) and e.action_id in self._found:
+            self._found[e.action_id].completed_on = e.completed_on
+        elif isinstance(e, ActionOverdue) and e.action_id in self._found:
+            self._found[e.action_id].reported_overdue = True
+
+    def lines(self, day: date | None) -> list[ActionLine]:
+        """Each action, overdue judged by ``day``: new lines, so the fold can be asked again for another day."""
+        out = []
+        for a in self._found.values():
+            if a.completed_on is not None:
+                overdue = a.completed_on > a.due_date
+            else:
+                overdue = a.reported_overdue or (day is not None and a.due_date < day)
+            out.append(replace(a, overdue=overdue))
+        return out
+
+
+def actions(history: list[Recorded], as_of: datetime | None = None, today: date | None = None) -> list[ActionLine]:
+    """Each agreed action with owner, due and completed dates; overdue by the reference day."""
+    fold = ActionFold()
+    for r in visible(history, as_of):
+        fold.add(r.payload)
+    return fold.lines(_reference_day(as_of, today))
+
+
+class StageFold:
+    """``escalation_stages`` one event at a time (see ``ActionFold``)."""
+
+    def __init__(self) -> None:
+        self._lines: list[StageLine] = []
+        self._current: dict[str, StageLine] = {}
+
+    def add(self, r: Recorded) -> None:
+        e = r.payload
+        if isinstance(e, (EscalationStageAdvanced, EscalationResolved)) and e.escalation_id in self._current:
+            line = self._current.pop(e.escalation_id)
+            line.left_at = r.envelope.occurred_at.astimezone(UTC)
+            line.moved = f"advanced to stage {e.stage}" if isinstance(e, EscalationStageAdvanced) else "resolved"
+        if isinstance(e, (EscalationRaised, EscalationStageAdvanced)):
+            line = StageLine(e.escalation_id, e.stage, e.stage_name, e.holder, e.deadline,
+                             r.envelope.occurred_at.astimezone(UTC))
+            self._current[e.escalation_id] = line
+            self._lines.append(line)
+
+    def lines(self, day: date | None) -> list[StageLine]:
+        """Each stage, its deadline judged by ``day`` while it is open: new lines, as ``ActionFold.lines``."""
+        out = []
+        for line in self._lines:
+            moved_on = line.left_at.date() if line.left_at else day
+            out.append(replace(line, past_deadline=moved_on is not None and moved_on > line.deadline))
+        return out
 
 
 def escalation_stages(history: list[Recorded], as_of: datetime | None = None,
                       today: date | None = None) -> list[StageLine]:
     """Each escalation stage: holder, deadline, when it was entered and when (and how) it moved on."""
-    lines: list[StageLine] = []
-    current: dict[str, StageLine] = {}
+    fold = StageFold()
     for r in visible(history, as_of):
-        e, at = r.payload, r.envelope.occurred_at.astimezone(UTC)
-        if isinstance(e, (EscalationStageAdvanced, EscalationResolved)) and e.escalation_id in current:
-            line = current.pop(e.escalation_id)
-            line.left_at = at
-            line.moved = f"advanced to stage {e.stage}" if isinstance(e, EscalationStageAdvanced) else "resolved"
-        if isinstance(e, (EscalationRaised, EscalationStageAdvanced)):
-            line = StageLine(e.escalation_id, e.stage, e.stage_name, e.holder, e.deadline, at)
-            current[e.escalation_id] = line
-            lines.append(line)
-    day = _reference_day(as_of, today)
-    for line in lines:
-        moved_on = line.left_at.date() if line.left_at else day
-        line.past_deadline = moved_on is not None and moved_on > line.deadline
-    return lines
+        fold.add(r)
+    return fold.lines(_reference_day(as_of, today))
 
 
 def timings(history: list[Recorded], as_of: datetime | None = None) -> dict[str, Any]:

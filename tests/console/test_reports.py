@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from rethink.console import reports
+from rethink.console.gateway import Gateway
 from rethink.shared.cli.demo import meeting_record
 from tests.support import ask, request_payload, wait_for
 
@@ -26,7 +28,7 @@ def cells(fragment: str) -> list[str]:
 
 
 async def test_the_reports_count_requests_meetings_outcomes_actions_escalations_and_learning(
-        browser, nc, subjects, event_log, service_clock):
+        browser, nc, subjects, event_log, service_clock, settings):
     async def command(service: str, name: str, payload: dict) -> dict:
         reply = await ask(nc, subjects.command(service, name), payload)
         assert reply["status"] == "accepted", reply
@@ -92,6 +94,23 @@ async def test_the_reports_count_requests_meetings_outcomes_actions_escalations_
     r = await browser.get("/reports?from-day=1&from-month=1&from-year=2020&to-day=31&to-month=12&to-year=2020")
     assert r.status_code == 200 and "police" not in section(r.text, "by-agency")
 
+    # The facts are read with only the learning opened (no key fetched for the rest): the same
+    # figures as every event of every case read whole, personal fields opened.
+    gateway = Gateway(settings)
+    await gateway.connect()
+    try:
+        facts = await gateway.report_facts()
+        whole = sorted([r for case_id in facts for r in await event_log.read_case(case_id)], key=lambda r: r.seq)
+    finally:
+        await gateway.close()
+    assert {r.type for r in whole} >= {"RequestSubmitted", "MeetingHeld", "ActionCompleted", "EscalationStageAdvanced"}
+    def seen(cases: dict) -> dict:
+        return {case_id: (f.requested, f.meetings, f.actions.lines(end), f.stages.lines(end))
+                for case_id, f in cases.items()}
+
+    assert seen(facts) == seen(reports.fold({}, whole))
+    assert any(m.words for f in facts.values() for m in f.meetings)  # the learning's words, opened
+
 
 async def test_a_wrong_period_gets_the_error_summary_and_keeps_what_was_typed(browser):
     await browser.sign_in("morgan")
@@ -120,17 +139,71 @@ def test_working_days_skip_weekends_and_bank_holidays():
 
 
 def test_learning_themes_count_each_word_once_per_meeting_and_leave_out_filler():
-    from types import SimpleNamespace
+    from rethink.console.reports import CaseFacts, HeldMeeting, Period, learning_themes, learning_words
 
-    from rethink.console.reports import Period, learning_themes
-    from rethink.shared.events import MeetingHeld
+    def held(text: str) -> CaseFacts:
+        return CaseFacts(meetings=[HeldMeeting(date(2026, 3, 2), "resolved",
+                                               learning_words(text))])
 
-    def held(text: str):
-        payload = MeetingHeld.model_construct(held_at=datetime(2026, 3, 2, 10, tzinfo=LONDON),
-                                              stages=SimpleNamespace(learning=text))
-        return SimpleNamespace(payload=payload)
-
-    cases = {"A": [held("Share chronologies. Chronologies help.")], "B": [held("Share the chronologies early")],
-             "C": [held("Meet sooner")]}
+    cases = [held("Share chronologies. Chronologies help."), held("Share the chronologies early"),
+             held("Meet sooner")]
     table = learning_themes(cases, Period(date(2026, 3, 1), date(2026, 3, 31)))
     assert table.rows == [["chronologies", 2], ["share", 2]]
+
+
+async def test_a_read_of_the_log_cut_short_is_said_and_the_next_reads_on_with_nothing_lost_or_twice(
+        console_app, settings, nc, subjects, event_log, monkeypatch):
+    from rethink.console import gateway as gateway_module
+    from rethink.console.gateway import Unavailable
+    from rethink.shared import rebuild
+
+    case_ids = []
+    for n, agency in enumerate(("police", "police", "northside-school", "police")):
+        reply = await ask(nc, subjects.intake(agency, "submit"), request_payload(case_reference=f"CUT-{n}"))
+        case_ids.append(reply["case_id"])
+    for case_id in case_ids:
+        await wait_for(lambda c=case_id: event_log.read_case(c),
+                       lambda h: any(r.type == "FacilitatorAssigned" for r in h), what="assigned")
+
+    def seen(facts) -> dict:
+        return {c: (f.requested, f.meetings, f.actions.lines(date.today()), f.stages.lines(date.today()))
+                for c, f in facts.items()}
+
+    real_fold = reports.fold
+
+    async def read(cut_after: int | None) -> tuple[dict, list[int]]:
+        gateway = Gateway(settings)
+        await gateway.connect()
+        folded: list[int] = []  # each event's place in the log, as it is folded
+
+        def fold(cases, events):
+            events = list(events)
+            folded.extend(r.seq for r in events)
+            return real_fold(cases, events)
+
+        monkeypatch.setattr(reports, "fold", fold)
+        try:
+            if cut_after is None:
+                return seen(await gateway.report_facts()), folded
+            real, calls = rebuild.Batches.fetch, []
+
+            async def fetch(self, batch, timeout):
+                calls.append(batch)
+                if len(calls) == cut_after:
+                    raise rebuild.Interrupted("a message went missing")
+                return await real(self, batch, timeout)
+
+            monkeypatch.setattr(gateway_module, "BATCH", 3)  # a few events a request: several requests
+            monkeypatch.setattr(rebuild.Batches, "fetch", fetch)
+            with pytest.raises(Unavailable, match="cut short"):
+                await gateway.report_facts()
+            monkeypatch.setattr(rebuild.Batches, "fetch", real)
+            return seen(await gateway.report_facts()), folded
+        finally:
+            await gateway.close()
+
+    whole, every = await read(None)
+    assert set(case_ids) <= set(whole) and all(whole[c][0] for c in case_ids)
+    assert every == sorted(set(every)) and len(every) >= len(case_ids)
+    assert await read(cut_after=2) == (whole, every)  # nothing lost, nothing twice, in order
+    assert await read(cut_after=1) == (whole, every)

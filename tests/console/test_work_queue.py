@@ -92,7 +92,7 @@ async def test_the_queue_shows_awaiting_ready_this_weeks_meetings_overdue_action
         async def no_replay(self):
             raise AssertionError("the work queue read the whole event log")
 
-        monkeypatch.setattr(Gateway, "read_log", no_replay)
+        monkeypatch.setattr(Gateway, "report_facts", no_replay)
         mine = {}
         for fac_id in ("fac-1", "fac-2"):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as c:

@@ -132,7 +132,7 @@ class LeaderMoves:
         return info
 
     def lose_the_first_consumer_after_one_batch(self, monkeypatch, rebuild) -> None:
-        real_fetch, fetched = rebuild._Batches.fetch, []
+        real_fetch, fetched = rebuild.Batches.fetch, []
 
         async def fetch(batches, *a, **k):
             msgs = await real_fetch(batches, *a, **k)
@@ -140,7 +140,7 @@ class LeaderMoves:
                 fetched.append(1)
                 await self._js.delete_consumer(*batches._next.rsplit(".", 2)[-2:])
             return msgs
-        monkeypatch.setattr(rebuild._Batches, "fetch", fetch)
+        monkeypatch.setattr(rebuild.Batches, "fetch", fetch)
 
 
 async def _one_lifecycle_then_stopped(run_services, settings, nc, subjects):
@@ -181,7 +181,7 @@ async def test_a_message_lost_on_its_way_to_the_replay_is_read_again_from_a_fres
     js = await _one_lifecycle_then_stopped(run_services, settings, nc, subjects)
 
     monkeypatch.setattr(rebuild, "BATCH", 5)
-    real_fetch, fetched = rebuild._Batches.fetch, []
+    real_fetch, fetched = rebuild.Batches.fetch, []
 
     async def fetch(batches, *a, **k):
         msgs = await real_fetch(batches, *a, **k)
@@ -189,7 +189,7 @@ async def test_a_message_lost_on_its_way_to_the_replay_is_read_again_from_a_fres
             fetched.append(1)
             return msgs[:-1]  # the first batch's last message never arrives
         return msgs
-    monkeypatch.setattr(rebuild._Batches, "fetch", fetch)
+    monkeypatch.setattr(rebuild.Batches, "fetch", fetch)
     counting = LeaderMoves(js)
     rebuilt = projection_store("scheduling", f"sqlite:///{tmp_path / 'scheduling-rebuilt.db'}")
     result = await replay_into(counting, settings, rebuilt)
