@@ -176,7 +176,7 @@ class Gateway:
                 if pending == 0:
                     return
         except (Interrupted, NatsTimeout, ServiceUnavailableError, NoStreamResponseError) as exc:
-            raise Unavailable("event log", f"the read of the log was cut short ({exc or type(exc).__name__}); "
+            raise Unavailable("event log", f"the read of the log was cut short ({str(exc) or type(exc).__name__}); "
                                            "the next request reads on from where it stopped") from None
         finally:
             with contextlib.suppress(Exception):
