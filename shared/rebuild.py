@@ -86,6 +86,21 @@ class Batches:
     def __init__(self, js: JetStreamContext, stream: str, consumer: str) -> None:
         self._nc = js._nc  # type: ignore[attr-defined]
         self._next = f"{js._prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"  # type: ignore[attr-defined]
+        self.delivered = 0  # the consumer's own count of messages sent: each must arrive, in order
+
+    async def next(self, batch: int, timeout: float) -> tuple[list[_Delivered], int]:
+        """The next batch (``fetch``), every message the consumer sent for it come, and how many it has left.
+
+        One that never came raises ``Interrupted``: its reader reads on from the last one it took,
+        on a fresh consumer (nothing skipped, nothing twice)."""
+        msgs = await self.fetch(batch, timeout)
+        first = positions(msgs[0].reply.decode())[1]
+        _, end, pending = positions(msgs[-1].reply.decode())
+        if first != self.delivered + 1 or end != self.delivered + len(msgs):
+            raise Interrupted(f"deliveries {self.delivered + 1}-{self.delivered + len(msgs)} expected, "
+                              f"{first}-{end} received")
+        self.delivered = end
+        return msgs, pending
 
     async def fetch(self, batch: int, timeout: float) -> list[_Delivered]:
         """Up to ``batch`` messages, as many as the consumer has now (``no_wait``)."""
@@ -204,21 +219,12 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
                 filter_subject=subjects.all_events, ack_policy=api.AckPolicy.NONE, mem_storage=True,
                 inactive_threshold=30.0, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1))
             batches = Batches(js, settings.stream, consumer.name)
-            delivered = 0  # the consumer's own count of messages sent: each must arrive, in order
             try:
                 while seq < last:
-                    msgs = await batches.fetch(BATCH, timeout=FETCH_TIMEOUT)
+                    msgs, pending = await batches.next(BATCH, timeout=FETCH_TIMEOUT)
                     wanted: list[_Wanted] = []  # in log order
                     cases: list[str] = []
                     ignored = through = 0
-                    first = positions(msgs[0].reply.decode())[1]
-                    _, end, pending = positions(msgs[-1].reply.decode())
-                    if first != delivered + 1 or end != delivered + len(msgs):
-                        # A message this consumer delivered never reached the replay: read on from
-                        # the last one that did, on a fresh consumer (nothing skipped, nothing twice).
-                        raise Interrupted(f"deliveries {delivered + 1}-{delivered + len(msgs)} expected, "
-                                          f"{first}-{end} received")
-                    delivered = end
                     for m in msgs:
                         seq = stream_seq(m.reply)
                         if seq > last:

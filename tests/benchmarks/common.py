@@ -6,12 +6,14 @@ Nothing here talks to NATS. Every figure is a ``Figure``; the table, the JSON fi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,3 +186,13 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
         proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+
+
+def run_in_temp(amain: Callable[[Any, Path, Cleanup], Awaitable[None]], args: Any, prefix: str) -> None:
+    """A benchmark's main: ``amain`` in a temp folder of its own, whatever it started undone after."""
+    cleanup = Cleanup()
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        try:
+            asyncio.run(amain(args, Path(tmp), cleanup))
+        finally:
+            cleanup.run(print)

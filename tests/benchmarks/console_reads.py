@@ -30,11 +30,9 @@ The sizes are read in turn, read by read, so the machine's drift falls on each a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import os
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -58,7 +56,7 @@ from rethink.shared.natsserver import EmbeddedNats, free_port
 from rethink.shared.settings import Settings
 
 from .baselines import pipelined_publish
-from .common import Cleanup
+from .common import Cleanup, run_in_temp
 from .growth import fill
 
 TEMPLATE_CASE = "RT-AAAAAAAAAA"  # the test log's closed lifecycle
@@ -253,12 +251,7 @@ def main() -> None:
         parser.error("--closed takes whole numbers, comma-separated")
     if args.open < 1 or args.reads < 1 or any(n < 0 for n in args.closed) or args.closed != sorted(args.closed):
         parser.error("--open and --reads must be at least 1, --closed at least 0 and smallest first")
-    cleanup = Cleanup()
-    with tempfile.TemporaryDirectory(prefix="rethink-console-reads-") as tmp:
-        try:
-            asyncio.run(amain(args, Path(tmp), cleanup))
-        finally:
-            cleanup.run(print)
+    run_in_temp(amain, args, "rethink-console-reads-")
 
 
 if __name__ == "__main__":

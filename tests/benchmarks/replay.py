@@ -21,11 +21,9 @@ log as large as asked.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import secrets
 import statistics
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -40,7 +38,7 @@ from rethink.shared.privacy import personal_data
 from rethink.shared.settings import SERVICES, Settings
 
 from .baselines import ordered_read
-from .common import Cleanup
+from .common import Cleanup, run_in_temp
 from .rebuild import Postgres, RebuildRun, replay_once
 
 ACTOR = "sw@council.example.org"
@@ -131,12 +129,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.copies < 1 or args.rounds < 1:
         parser.error("--copies and --rounds must be at least 1")
-    cleanup = Cleanup()
-    with tempfile.TemporaryDirectory(prefix="rethink-replay-") as tmp:
-        try:
-            asyncio.run(amain(args, Path(tmp), cleanup))
-        finally:
-            cleanup.run(print)
+    run_in_temp(amain, args, "rethink-replay-")
 
 
 if __name__ == "__main__":
