@@ -150,6 +150,9 @@ class Settings(BaseSettings):
         default=None, description="Local console accounts (`rethink users add`); unset = state_dir/console-users.json.")
     console_secure_cookies: bool = Field(
         default=False, description="Mark the session cookie Secure: set it when the console is served over HTTPS.")
+    console_read_log_at_start: bool = Field(
+        default=True, description="Read the log for the reports in the background when the console starts, so the "
+                                  "first person to open them does not wait for the whole log.")
     console_sign_in_attempts: int = Field(
         default=5, ge=1, le=1000, description="Failed sign-ins allowed per user name in 15 minutes (ten times as many per address).")
     console_oidc_issuer: str | None = Field(

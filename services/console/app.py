@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -17,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from rethink.shared.logs import get_logger
 from rethink.shared.settings import Settings
 
 from . import views_audit, views_common, views_facilitator, views_queue, views_reports, views_request
@@ -28,9 +31,20 @@ from .oidc import OidcSignIn
 from .security import AuditorsReadOnly, SecurityHeaders, SignInLimiter
 from .web import STATIC, Pages
 
+logger = get_logger("rethink.console")
 SESSION_COOKIE = "rethink_session"
 SESSION_SECONDS = 8 * 3600  # a working day
 SIGN_IN_WINDOW_SECONDS = 15 * 60
+
+
+async def read_ahead(gateway: Gateway) -> None:
+    """The reports' first read of the whole log, at start and in the background: a report opened
+    meanwhile waits only for the rest of it (the gateway reads the log once at a time)."""
+    try:
+        facts = await gateway.report_facts()
+        logger.info("console_reports_read_ahead", cases=len(facts), read_to=gateway.reports_read_to)
+    except Exception as exc:  # noqa: BLE001 - the first report reads it instead, and says what is wrong
+        logger.warning("console_reports_read_ahead_failed", error=str(exc) or type(exc).__name__)
 
 
 def build_app(settings: Settings, *, now: Callable[[], datetime] | None = None,
@@ -50,9 +64,14 @@ def build_app(settings: Settings, *, now: Callable[[], datetime] | None = None,
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.connect()
+        ahead = asyncio.create_task(read_ahead(gateway)) if settings.console_read_log_at_start else None
         try:
             yield
         finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ahead
             await gateway.close()
 
     async def http_error(request: Request, exc: Exception) -> Response:

@@ -113,6 +113,11 @@ class Gateway:
         except (KeyStoreUnavailable, PersonalDataLocked) as exc:
             raise Unavailable("key store", str(exc)) from None
 
+    @property
+    def reports_read_to(self) -> int:
+        """The last event of the log folded into the reports' facts (0: none yet)."""
+        return self._read_to
+
     async def report_facts(self) -> Mapping[str, reports.CaseFacts]:
         """What the partnership's reports read of every case, folded from the whole log.
 

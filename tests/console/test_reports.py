@@ -207,3 +207,43 @@ async def test_a_read_of_the_log_cut_short_is_said_and_the_next_reads_on_with_no
     assert every == sorted(set(every)) and len(every) >= len(case_ids)
     assert await read(cut_after=2) == (whole, every)  # nothing lost, nothing twice, in order
     assert await read(cut_after=1) == (whole, every)
+
+
+async def test_the_console_reads_the_log_for_its_reports_when_it_starts(console_app, settings, nc, subjects,
+                                                                        event_log, accounts, monkeypatch):
+    from rethink.console.app import build_app
+
+    case_ids = []
+    for n in range(3):
+        reply = await ask(nc, subjects.intake("police", "submit"), request_payload(case_reference=f"AHEAD-{n}"))
+        case_ids.append(reply["case_id"])
+    for case_id in case_ids:
+        await wait_for(lambda c=case_id: event_log.read_case(c),
+                       lambda h: any(r.type == "FacilitatorAssigned" for r in h), what="assigned")
+    last = (await nc.jetstream().stream_info(settings.stream)).state.last_seq
+
+    async def read_to(gateway: Gateway) -> int:
+        return gateway.reports_read_to
+
+    folded: list[int] = []
+    real_fold = reports.fold
+
+    def fold(cases, events):
+        events = list(events)
+        folded.extend(r.seq for r in events)
+        return real_fold(cases, events)
+
+    app = build_app(settings, accounts=accounts)  # a console started now, with that log behind it
+    async with app.router.lifespan_context(app):
+        gateway = app.state.gateway
+        await wait_for(lambda: read_to(gateway), lambda n: n >= last, what="the log read at start, unasked")
+        monkeypatch.setattr(reports, "fold", fold)
+        facts = await gateway.report_facts()  # the first report
+    assert set(case_ids) <= set(facts) and all(facts[c].requested for c in case_ids)
+    assert all(seq > last for seq in folded)  # it waited for nothing read before it asked
+
+    quiet = build_app(settings.model_copy(update={"console_read_log_at_start": False}), accounts=accounts)
+    async with quiet.router.lifespan_context(quiet):
+        assert quiet.state.gateway.reports_read_to == 0
+        await quiet.state.gateway.report_facts()
+        assert quiet.state.gateway.reports_read_to >= last  # read when first asked, as before
