@@ -154,14 +154,14 @@ class Gateway:
                 # As a rebuild reads; one the consumer sent that never came: nothing of this batch is
                 # folded, and the next request reads on from the last event folded.
                 msgs, pending = await batches.next(BATCH, timeout=FETCH_TIMEOUT)
+                # Each subject ends in the event's case and type: <prefix>.events.<case>.<type>.
+                named = [(m, *m.subject.rsplit(".", 2)[1:]) for m in msgs]
                 if log.personal is not None:  # the keys of the cases whose events are opened: one request
-                    await log.personal.prefetch([m.subject.rsplit(".", 2)[1] for m in msgs
-                                                 if m.subject.rsplit(".", 1)[1] in reports.OPENS])
-                for m in msgs:
+                    await log.personal.prefetch([case_id for _, case_id, kind in named if kind in reports.OPENS])
+                for m, case_id, kind in named:
                     seq = stream_seq(m.reply)
                     if seq > last:  # appended since we asked where the log ends: the next read's
                         return
-                    *_, case_id, kind = m.subject.rsplit(".", 2)
                     try:
                         events = await self._for_reports(log, m.data, seq, kind)
                     except InvalidEvent:

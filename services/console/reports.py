@@ -48,9 +48,6 @@ class Period:
         day = moment.astimezone(LONDON).date() if isinstance(moment, datetime) else moment
         return self.start <= day <= self.end
 
-    def __contains__(self, day: date) -> bool:
-        return self.start <= day <= self.end
-
     @property
     def label(self) -> str:
         return f"{self.start:%-d %B %Y} to {self.end:%-d %B %Y}"
@@ -147,7 +144,7 @@ def build(cases: Mapping[str, CaseFacts], period: Period, holidays: Container[da
 def by_agency(cases: Iterable[CaseFacts], period: Period) -> Table:
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for c in cases:
-        if c.requested and c.requested[0] in period:
+        if c.requested and period.holds(c.requested[0]):
             _, agency, reason = c.requested
             counts[agency][reason] += 1
     t = Table("by-agency", "Re-thinks by agency and reason",
@@ -167,7 +164,7 @@ def to_meeting(cases: Iterable[CaseFacts], period: Period, holidays: Container[d
     days: list[int] = []
     for c in cases:
         held = c.meetings[0] if c.meetings else None
-        if c.requested and held and held.held_on in period:
+        if c.requested and held and period.holds(held.held_on):
             days.append(working_days_between(c.requested[0], held.held_on, holidays))
     t = Table("to-meeting", "Working days from request to meeting",
               "First meetings held in the period, by the working days (England and Wales) since the request.",
@@ -181,7 +178,7 @@ def to_meeting(cases: Iterable[CaseFacts], period: Period, holidays: Container[d
 
 
 def outcomes(cases: Iterable[CaseFacts], period: Period) -> Table:
-    counts: Counter[str] = Counter(m.outcome for c in cases for m in c.meetings if m.held_on in period)
+    counts: Counter[str] = Counter(m.outcome for c in cases for m in c.meetings if period.holds(m.held_on))
     t = Table("outcomes", "Outcomes", "Meetings held in the period, by outcome.", ["Outcome", "Meetings"])
     t.rows = [[label, counts[key]] for key, label in OUTCOMES.items()]
     return t
@@ -192,7 +189,7 @@ def actions_on_time(cases: Iterable[CaseFacts], period: Period, today: date) -> 
     counts: Counter[str] = Counter()
     for c in cases:
         for a in c.actions.lines(today):
-            if a.due_date not in period:
+            if not period.holds(a.due_date):
                 continue
             if a.completed_on is not None:
                 counts["on time" if a.completed_on <= a.due_date else "late"] += 1
@@ -237,7 +234,7 @@ WORD = re.compile(r"[a-z][a-z'-]{2,}")
 
 def learning_themes(cases: Iterable[CaseFacts], period: Period, top: int = 10) -> Table:
     # Each word once per meeting (``learning_words``): the count is of meetings.
-    words: Counter[str] = Counter(w for c in cases for m in c.meetings if m.held_on in period for w in m.words)
+    words: Counter[str] = Counter(w for c in cases for m in c.meetings if period.holds(m.held_on) for w in m.words)
     t = Table("learning", "Learning themes",
               "Words that recur in the learning recorded at stage 5 of the meetings held in the period, by the "
               "number of meetings whose learning uses them.", ["Word", "Meetings"])

@@ -48,7 +48,7 @@ from rethink.console.gateway import Gateway
 from rethink.scheduling import projection as p
 from rethink.shared import natsheaders, natsparser
 from rethink.shared.bootstrap import bootstrap
-from rethink.shared.envelope import Recorded
+from rethink.shared.envelope import Recorded, new_case_id
 from rethink.shared.eventlog import Subjects
 from rethink.shared.events import FacilitatorAssigned
 from rethink.shared.migrations import target_for, upgrade
@@ -62,7 +62,6 @@ from .growth import fill
 TEMPLATE_CASE = "RT-AAAAAAAAAA"  # the test log's closed lifecycle
 OPEN_TYPES = ("RequestSubmitted", "ChecksConfirmed", "FacilitatorAssigned")
 ME = "fac-1"
-CASE_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 
 def settings(url: str, state: Path, closed: int) -> Settings:
@@ -80,17 +79,12 @@ def template() -> list[tuple[str, bytes, bytes]]:
             for r in events() if r.envelope.case_id == TEMPLATE_CASE]
 
 
-def case_id(n: int) -> str:
-    """The n-th case id: n in base 32, in the letters and digits a case id is made of."""
-    return "RT-" + "".join(CASE_LETTERS[n >> (5 * k) & 31] for k in reversed(range(10)))
-
-
 def copies(subjects: Subjects, closed: int, open_cases: int) -> Iterable[tuple[str, bytes]]:
     """The log: ``closed`` copies of the whole case, then ``open_cases`` of its first three events,
     the facilitators taken in turn."""
     case = template()
     for n in range(closed + open_cases):
-        case_id_n = case_id(n)
+        case_id_n = new_case_id(f"bench-console-{n}")
         facilitator = b'"fac-%d"' % (n % 3 + 1)
         for event_type, body, event_id in case if n < closed else [c for c in case if c[0] in OPEN_TYPES]:
             yield subjects.event(case_id_n, event_type), (
