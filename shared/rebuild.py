@@ -18,7 +18,7 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -173,6 +173,65 @@ class Interrupted(RuntimeError):
     """The replay's consumer must be replaced: it lost track of what it delivered."""
 
 
+@contextlib.asynccontextmanager
+async def log_batches(js: JetStreamContext, stream: str, subjects: Subjects, after: int) -> AsyncIterator[Batches]:
+    """The log's events from ``after + 1`` in order, read raw (``Batches``) from an ephemeral consumer
+    of its own: unacknowledged, held in memory, forgotten by the server 30 s after its last use,
+    deleted here when done. A replay reads the log so, and so do the readers of the whole log for
+    the partnership's figures (the console's reports, ``rethink audit search``)."""
+    consumer = await js.add_consumer(stream, config=api.ConsumerConfig(
+        filter_subject=subjects.all_events, ack_policy=api.AckPolicy.NONE, mem_storage=True,
+        inactive_threshold=30.0, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1))
+    try:
+        yield Batches(js, stream, consumer.name)
+    finally:
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(stream, consumer.name)
+
+
+class Scanned(NamedTuple):
+    """One event of ``scan_log``: its place in the stream, and its case and type (from its subject)."""
+
+    seq: int
+    case_id: str
+    kind: str
+    data: bytes
+
+
+async def scan_log(js: JetStreamContext, stream: str, subjects: Subjects, last: int) -> AsyncIterator[list[Scanned]]:
+    """Every event of the log up to ``last``, in order, a batch at a time, its bytes undecoded.
+
+    As a replay reads: a consumer that loses track of what it sent (or goes with a clustered
+    stream's leader) is replaced, and the read goes on after the last event handed out, up to
+    ``MAX_INTERRUPTIONS`` times. Close it (``contextlib.aclosing``) if it is left before its end,
+    so its consumer is deleted at once rather than left to expire."""
+    seq = interruptions = 0
+    while seq < last:
+        try:
+            async with log_batches(js, stream, subjects, seq) as batches:
+                while seq < last:
+                    msgs, pending = await batches.next(BATCH, timeout=FETCH_TIMEOUT)
+                    out = []
+                    for m in msgs:
+                        at = stream_seq(m.reply)
+                        if at > last:  # appended since the reader asked where the log ends
+                            break
+                        # Each subject ends in the event's case and type: <prefix>.events.<case>.<type>.
+                        *_, case_id, kind = m.subject.rsplit(".", 2)
+                        out.append(Scanned(at, case_id, kind, m.data))
+                    if out:
+                        seq = out[-1].seq
+                        yield out
+                    if pending == 0 or len(out) < len(msgs):
+                        return
+        except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError, Interrupted) as exc:
+            interruptions += 1
+            if interruptions > MAX_INTERRUPTIONS:
+                raise RuntimeError(f"the read of the log was interrupted {interruptions} times; "
+                                   f"last after seq {seq}: {exc}") from exc
+            await asyncio.sleep(0.2 * interruptions)
+
+
 def projection_store(service: str, url: str, schema: str | None = None) -> ProjectionStore:
     """A store for SERVICE's projection at URL (in ``schema`` on PostgreSQL, default the service's name)."""
     return service_store(Settings(), service, url=url, schema=schema or service)
@@ -215,61 +274,55 @@ async def _replay_into(js: JetStreamContext, settings: Settings, store: Projecti
         while seq < last:
             # A clustered stream may move its leader mid-replay, and the ephemeral consumer goes
             # with it (503); carry on from the next sequence on a fresh one.
-            consumer = await js.add_consumer(settings.stream, config=api.ConsumerConfig(
-                filter_subject=subjects.all_events, ack_policy=api.AckPolicy.NONE, mem_storage=True,
-                inactive_threshold=30.0, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=seq + 1))
-            batches = Batches(js, settings.stream, consumer.name)
             try:
-                while seq < last:
-                    msgs, pending = await batches.next(BATCH, timeout=FETCH_TIMEOUT)
-                    wanted: list[_Wanted] = []  # in log order
-                    cases: list[str] = []
-                    ignored = through = 0
-                    for m in msgs:
-                        seq = stream_seq(m.reply)
-                        if seq > last:
-                            break
-                        read += 1
-                        through = seq
-                        *_, case_id, kind = m.subject.rsplit(".", 2)
-                        # The subject ends in the event type: an event the projection ignores is not
-                        # worth decoding. An erasure always is: reading it makes the key cache forget
-                        # the case, as the live consumer's does.
-                        if handles is not None and kind not in handles and kind != ERASURE:
-                            if unread:
-                                wanted.append(Unread(seq, case_id, kind))
+                async with log_batches(js, settings.stream, subjects, seq) as batches:
+                    while seq < last:
+                        msgs, pending = await batches.next(BATCH, timeout=FETCH_TIMEOUT)
+                        wanted: list[_Wanted] = []  # in log order
+                        cases: list[str] = []
+                        ignored = through = 0
+                        for m in msgs:
+                            seq = stream_seq(m.reply)
+                            if seq > last:
+                                break
+                            read += 1
+                            through = seq
+                            *_, case_id, kind = m.subject.rsplit(".", 2)
+                            # The subject ends in the event type: an event the projection ignores is not
+                            # worth decoding. An erasure always is: reading it makes the key cache forget
+                            # the case, as the live consumer's does.
+                            if handles is not None and kind not in handles and kind != ERASURE:
+                                if unread:
+                                    wanted.append(Unread(seq, case_id, kind))
+                                else:
+                                    ignored += 1
+                            elif kind in unopened:  # its writes read no personal field: no key needed
+                                wanted.append((m.data, seq, False, kind))
                             else:
-                                ignored += 1
-                        elif kind in unopened:  # its writes read no personal field: no key needed
-                            wanted.append((m.data, seq, False, kind))
+                                wanted.append((m.data, seq, True, kind))
+                                cases.append(case_id)
+                        if log.personal is not None and cases:
+                            await log.personal.prefetch(cases)
+                        batch = _Decoding(log, wanted)
+                        await batch.open()  # the others are decoded as the store takes them, in its thread
+                        if writing is not None:
+                            applied, skipped = _counted(applied, skipped, await writing)
+                        # Ignored events are applied too, as far as the checkpoint goes (it moves past them).
+                        applied += ignored
+                        if beside:
+                            writing = asyncio.ensure_future(asyncio.to_thread(_apply, store, batch, through))
                         else:
-                            wanted.append((m.data, seq, True, kind))
-                            cases.append(case_id)
-                    if log.personal is not None and cases:
-                        await log.personal.prefetch(cases)
-                    batch = _Decoding(log, wanted)
-                    await batch.open()  # the others are decoded as the store takes them, in its thread
-                    if writing is not None:
-                        applied, skipped = _counted(applied, skipped, await writing)
-                    # Ignored events are applied too, as far as the checkpoint goes (it moves past them).
-                    applied += ignored
-                    if beside:
-                        writing = asyncio.ensure_future(asyncio.to_thread(_apply, store, batch, through))
-                    else:
-                        applied, skipped = _counted(applied, skipped, _apply(store, batch, through))
-                    if progress:
-                        progress(read, info.state.messages)
-                    if pending == 0:
-                        seq = last
+                            applied, skipped = _counted(applied, skipped, _apply(store, batch, through))
+                        if progress:
+                            progress(read, info.state.messages)
+                        if pending == 0:
+                            seq = last
             except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError, Interrupted) as exc:
                 interruptions += 1
                 if interruptions > MAX_INTERRUPTIONS:
                     raise RuntimeError(
                         f"the replay was interrupted {interruptions} times; last at seq {seq}: {exc}") from exc
                 await asyncio.sleep(0.2 * interruptions)
-            finally:
-                with contextlib.suppress(Exception):
-                    await js.delete_consumer(settings.stream, consumer.name)
         if writing is not None:
             applied, skipped = _counted(applied, skipped, await writing)
             writing = None

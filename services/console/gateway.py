@@ -14,7 +14,6 @@ from typing import Any
 import nats
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js import api
 from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
 from rethink.shared import natsheaders, natsparser
@@ -23,7 +22,7 @@ from rethink.shared.envelope import InvalidEvent, Recorded
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.keystore import KeyStoreUnavailable
 from rethink.shared.privacy import ERASURE, PersonalData, PersonalDataLocked, personal_data
-from rethink.shared.rebuild import BATCH, FETCH_TIMEOUT, Batches, Interrupted, stream_seq
+from rethink.shared.rebuild import BATCH, FETCH_TIMEOUT, Interrupted, log_batches, stream_seq
 from rethink.shared.settings import Settings
 
 from . import reports
@@ -140,46 +139,39 @@ class Gateway:
             return self._facts
 
     async def _top_up(self, js: Any, last: int) -> None:
-        """Fold the events after ``_read_to`` up to ``last``, read as a rebuild reads them (``Batches``:
+        """Fold the events after ``_read_to`` up to ``last``, read as a rebuild reads them (``log_batches``:
         a raw pull consumer, each message's bytes only): nats-py's ``fetch`` spent more on each
         message than folding it costs."""
         log = self._event_log()
-        consumer = await js.add_consumer(self.settings.stream, config=api.ConsumerConfig(
-            filter_subject=self.subjects.all_events, ack_policy=api.AckPolicy.NONE, mem_storage=True,
-            inactive_threshold=30.0, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=self._read_to + 1))
-        batches = Batches(js, self.settings.stream, consumer.name)
         try:
-            while self._read_to < last:
-                # As a rebuild reads; one the consumer sent that never came: nothing of this batch is
-                # folded, and the next request reads on from the last event folded.
-                msgs, pending = await batches.next(BATCH, timeout=FETCH_TIMEOUT)
-                # Each subject ends in the event's case and type: <prefix>.events.<case>.<type>.
-                named = [(m, *m.subject.rsplit(".", 2)[1:]) for m in msgs]
-                if log.personal is not None:  # the keys of the cases whose events are opened: one request
-                    await log.personal.prefetch([case_id for _, case_id, kind in named if kind in reports.OPENS])
-                for m, case_id, kind in named:
-                    seq = stream_seq(m.reply)
-                    if seq > last:  # appended since we asked where the log ends: the next read's
+            async with log_batches(js, self.settings.stream, self.subjects, self._read_to) as batches:
+                while self._read_to < last:
+                    # As a rebuild reads; one the consumer sent that never came: nothing of this batch is
+                    # folded, and the next request reads on from the last event folded.
+                    msgs, pending = await batches.next(BATCH, timeout=FETCH_TIMEOUT)
+                    # Each subject ends in the event's case and type: <prefix>.events.<case>.<type>.
+                    named = [(m, *m.subject.rsplit(".", 2)[1:]) for m in msgs]
+                    if log.personal is not None:  # the keys of the cases whose events are opened: one request
+                        await log.personal.prefetch([case_id for _, case_id, kind in named if kind in reports.OPENS])
+                    for m, case_id, kind in named:
+                        seq = stream_seq(m.reply)
+                        if seq > last:  # appended since we asked where the log ends: the next read's
+                            return
+                        try:
+                            events = await self._for_reports(log, m.data, seq, kind)
+                        except InvalidEvent:
+                            events = []  # the services skip (and log) these too
+                        except (KeyStoreUnavailable, PersonalDataLocked) as exc:
+                            raise Unavailable("key store", str(exc)) from None
+                        reports.fold(self._facts, events)
+                        if kind == ERASURE:
+                            self._to_refold.add(case_id)
+                        self._read_to = seq
+                    if pending == 0:
                         return
-                    try:
-                        events = await self._for_reports(log, m.data, seq, kind)
-                    except InvalidEvent:
-                        events = []  # the services skip (and log) these too
-                    except (KeyStoreUnavailable, PersonalDataLocked) as exc:
-                        raise Unavailable("key store", str(exc)) from None
-                    reports.fold(self._facts, events)
-                    if kind == ERASURE:
-                        self._to_refold.add(case_id)
-                    self._read_to = seq
-                if pending == 0:
-                    return
         except (Interrupted, NatsTimeout, ServiceUnavailableError, NoStreamResponseError) as exc:
             raise Unavailable("event log", f"the read of the log was cut short ({str(exc) or type(exc).__name__}); "
                                            "the next request reads on from where it stopped") from None
-        finally:
-            with contextlib.suppress(Exception):
-                await js.delete_consumer(self.settings.stream, consumer.name)
 
     @staticmethod
     async def _for_reports(log: EventLog, data: bytes, seq: int, kind: str) -> list[Recorded]:

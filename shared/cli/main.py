@@ -921,7 +921,7 @@ def audit_search(
 
     from rich.table import Table
 
-    from .search import Criteria, matches, summarise
+    from .search import Criteria, search
 
     if outcome is not None and outcome not in ("resolved", "partly_resolved", "unresolved"):
         raise CliError(f"--outcome must be resolved, partly_resolved or unresolved, not {outcome!r}")
@@ -932,14 +932,17 @@ def audit_search(
         raise CliError(f"--from/--to must be YYYY-MM-DD: {exc}") from None
 
     async def run(c: Client):
-        found = []
-        for case_id in await c.case_ids():
-            summary = summarise(case_id, await c.history(case_id))
-            if matches(summary, criteria):
-                found.append(summary)
-        return found
+        assert c.nc is not None
+        return await search(c.nc.jetstream(), c.settings, criteria)
 
-    found = call(run)
+    result = call(run)
+    found = result.cases
+    if result.unreadable:  # said, not hidden: a search that silently left events out would mislead
+        n = len(result.unreadable)
+        shown = ", ".join(str(seq) for seq in result.unreadable[:10]) + (f" and {n - 10} more" if n > 10 else "")
+        said = "1 event could not be read and was left out" if n == 1 else f"{n} events could not be read and were left out"
+        err.print(f"{said} (seq {shown}); `rethink deadletter list` and the services' logs say why",
+                  highlight=False, markup=False)
     if as_json:
         typer.echo(json.dumps([f.as_dict() for f in found], indent=2))
         return

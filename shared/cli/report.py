@@ -265,31 +265,45 @@ def timings(history: list[Recorded], as_of: datetime | None = None) -> dict[str,
     return {"request_to_meeting": span(requested, held), "meeting_to_resolution": span(held, closed)}
 
 
+NOT_REQUESTED = "not yet requested"
+
+
+def status_after(status: str, e: Event) -> str:
+    """The case's status once ``e`` has happened (``status`` before it): one line of words."""
+    match e:
+        case RequestSubmitted():
+            return "awaiting checks"
+        case ChecksConfirmed():
+            return "checks confirmed"
+        case MeetingScheduled() | MeetingRescheduled():
+            return "meeting scheduled"
+        case MeetingCancelled():
+            return "meeting cancelled"
+        case MeetingHeld():
+            return f"meeting held ({e.outcome.value})"
+        case EscalationRaised() | EscalationStageAdvanced():
+            return f"escalation stage {e.stage}"
+        case EscalationResolved():
+            return "escalation resolved"
+        case CaseClosed():
+            return "closed"
+    return status
+
+
 def case_state(history: list[Recorded], as_of: datetime | None = None, today: date | None = None) -> dict[str, Any]:
     """The case as it stood at ``as_of`` (now, without one), in a few plain values."""
     seen = visible(history, as_of)
-    status, reference, facilitator, closed_reason = "not yet requested", None, None, None
+    status, reference, facilitator, closed_reason = NOT_REQUESTED, None, None, None
     for r in seen:
         e = r.payload
+        status = status_after(status, e)
         match e:
             case RequestSubmitted():
-                status, reference = "awaiting checks", e.case_reference
-            case ChecksConfirmed():
-                status = "checks confirmed"
+                reference = e.case_reference
             case FacilitatorAssigned():
                 facilitator = e.facilitator_id
-            case MeetingScheduled() | MeetingRescheduled():
-                status = "meeting scheduled"
-            case MeetingCancelled():
-                status = "meeting cancelled"
-            case MeetingHeld():
-                status = f"meeting held ({e.outcome.value})"
-            case EscalationRaised() | EscalationStageAdvanced():
-                status = f"escalation stage {e.stage}"
-            case EscalationResolved():
-                status = "escalation resolved"
             case CaseClosed():
-                status, closed_reason = "closed", e.reason
+                closed_reason = e.reason
     lines = actions(history, as_of, today)
     open_stage = next((s for s in reversed(escalation_stages(history, as_of, today)) if s.left_at is None), None)
     return {

@@ -35,7 +35,7 @@ from rethink.shared.events import (
     RequestSubmitted,
     Stages,
 )
-from tests.support import request_payload
+from tests.support import request_payload, seed_case
 
 pytestmark = pytest.mark.nats
 
@@ -277,6 +277,47 @@ async def test_audit_search_finds_cases_by_agency_and_overdue_actions_from_the_l
 
     result = await rethink(monkeypatch, settings, "audit", "search", "--outcome", "maybe")
     assert result.exit_code == 1 and "--outcome must be" in result.stderr
+
+
+async def test_audit_search_reads_the_log_once_and_needs_no_key(event_log, settings, monkeypatch, nc):
+    """One pass over the log, nothing opened: with the key store gone and reading a case forbidden,
+    the search still finds each case by what it asks. Its reading until the twelfth round read every
+    case's history opened, so it failed here."""
+    case_id, _ = await seed_hostile_case(event_log)
+    other = new_case_id()
+    await seed_case(event_log, other, [submitted()], producer="health-trust")
+    await nc.jetstream().delete_stream(f"KV_{settings.keys_bucket}")  # every case's key, gone
+
+    async def no_case_reads(*_: Any) -> None:
+        raise AssertionError("the search read a case on its own")
+    monkeypatch.setattr(EventLog, "read_case", no_case_reads)
+    monkeypatch.setattr(EventLog, "read_sealed", no_case_reads)
+
+    result = await rethink(monkeypatch, settings, "audit", "search", "--overdue", "--json")
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert (row["case_id"], row["agency"], row["outcome"], row["overdue_actions"]) == (
+        case_id, "meeting", "partly_resolved", 1)
+    assert row["case_reference"] == "CSC-2026-0042" and HOSTILE not in result.stdout
+
+    result = await rethink(monkeypatch, settings, "audit", "search", "--agency", "health-trust", "--json")
+    assert [(r["case_id"], r["status"]) for r in json.loads(result.stdout)] == [(other, "awaiting checks")]
+    assert result.stderr == ""
+
+
+async def test_audit_search_leaves_out_an_unreadable_event_and_says_so(event_log, settings, monkeypatch, nc):
+    case_id, _ = await seed_hostile_case(event_log)
+    broken = new_case_id()
+    await seed_case(event_log, broken, [submitted()], producer="health-trust")
+    ack = await nc.jetstream().publish(Subjects(settings.subject_prefix).event(broken, "MeetingHeld"), b"{not json")
+
+    result = await rethink(monkeypatch, settings, "audit", "search", "--json")
+    assert result.exit_code == 0, result.output
+    assert [r["case_id"] for r in json.loads(result.stdout)] == sorted([case_id, broken])
+    assert f"1 event could not be read and was left out (seq {ack.seq})" in result.stderr
+
+    result = await rethink(monkeypatch, settings, "audit", "search", "--agency", "health-trust", "--json")
+    assert [(r["case_id"], r["status"]) for r in json.loads(result.stdout)] == [(broken, "awaiting checks")]
 
 
 async def test_audit_verify_reports_each_case_and_fails_when_a_chain_is_broken(event_log, settings, monkeypatch, nc):
