@@ -946,7 +946,7 @@ def audit_search(
     if as_json:
         typer.echo(json.dumps([f.as_dict() for f in found], indent=2))
         return
-    table = Table(title=f"{len(found)} matching cases")
+    table = Table(title=f"{len(found)} of {result.searched} cases match")
     for col in ("case", "agency", "reference", "requested", "status", "outcome", "stage", "overdue"):
         table.add_column(col)
     for f in found:

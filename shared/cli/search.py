@@ -122,7 +122,6 @@ def summarise(case_id: str, history: list[Recorded], today: date | None = None) 
 class Found:
     cases: list[CaseSummary]  # by case id
     searched: int  # cases in the log
-    events: int  # events read
     unreadable: list[int] = field(default_factory=list)  # seqs of events that could not be decoded, left out
 
 
@@ -130,10 +129,9 @@ async def search(js: JetStreamContext, settings: Settings, criteria: Criteria, t
     """The cases of the whole log (as it stands when asked) that match ``criteria``."""
     last = (await js.stream_info(settings.stream)).state.last_seq
     folds: dict[str, CaseFold] = {}
-    events, unreadable = 0, []
+    unreadable: list[int] = []
     async with contextlib.aclosing(scan_log(js, settings.stream, Subjects(settings.subject_prefix), last)) as scan:
         async for batch in scan:
-            events += len(batch)
             for seq, case_id, kind, data in batch:
                 fold = folds.get(case_id)
                 if fold is None:  # a case with any event is searched, as its history would be
@@ -145,7 +143,7 @@ async def search(js: JetStreamContext, settings: Settings, criteria: Criteria, t
                 except InvalidEvent:
                     unreadable.append(seq)  # the services skip (and park) these too
     summaries = (folds[case_id].summary(case_id, today) for case_id in sorted(folds))
-    return Found([s for s in summaries if matches(s, criteria)], len(folds), events, unreadable)
+    return Found([s for s in summaries if matches(s, criteria)], len(folds), unreadable)
 
 
 def matches(s: CaseSummary, c: Criteria) -> bool:

@@ -32,7 +32,7 @@ from rethink.shared.natsserver import EmbeddedNats, free_port
 
 from .baselines import pipelined_publish
 from .common import Cleanup, run_in_temp
-from .console_reads import copies, settings
+from .console_reads import add_closed, copies, parse_closed, settings
 
 
 async def case_by_case(log: EventLog) -> list[CaseSummary]:
@@ -87,16 +87,12 @@ async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--closed", default="1000,25000",
-                        help="closed cases in the log, comma-separated, smallest first (default 1000,25000)")
+    add_closed(parser)
     parser.add_argument("--rounds", type=int, default=3, help="timed searches each way (default 3)")
     args = parser.parse_args()
-    try:
-        args.closed = [int(n) for n in args.closed.split(",")]
-    except ValueError:
-        parser.error("--closed takes whole numbers, comma-separated")
-    if args.rounds < 1 or any(n < 1 for n in args.closed) or args.closed != sorted(args.closed):
-        parser.error("--rounds must be at least 1, --closed at least 1 and smallest first")
+    parse_closed(parser, args, least=1)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     run_in_temp(amain, args, "rethink-audit-search-")
 
 

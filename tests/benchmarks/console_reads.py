@@ -232,19 +232,30 @@ async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
           f"{answers['queue, after', args.closed[-1]]:,} of the {len(asked[args.closed[-1]]):,} asked after)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_closed(parser: argparse.ArgumentParser) -> None:
+    """``--closed``: the log's sizes, as this benchmark and ``audit_search`` take them."""
     parser.add_argument("--closed", default="1000,25000",
                         help="closed cases in the log, comma-separated, smallest first (default 1000,25000)")
-    parser.add_argument("--open", type=int, default=200, help="open cases after them (default 200)")
-    parser.add_argument("--reads", type=int, default=15, help="timed reads of each (default 15)")
-    args = parser.parse_args()
+
+
+def parse_closed(parser: argparse.ArgumentParser, args: argparse.Namespace, least: int) -> None:
     try:
         args.closed = [int(n) for n in args.closed.split(",")]
     except ValueError:
         parser.error("--closed takes whole numbers, comma-separated")
-    if args.open < 1 or args.reads < 1 or any(n < 0 for n in args.closed) or args.closed != sorted(args.closed):
-        parser.error("--open and --reads must be at least 1, --closed at least 0 and smallest first")
+    if any(n < least for n in args.closed) or args.closed != sorted(args.closed):
+        parser.error(f"--closed takes sizes of at least {least}, smallest first")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_closed(parser)
+    parser.add_argument("--open", type=int, default=200, help="open cases after them (default 200)")
+    parser.add_argument("--reads", type=int, default=15, help="timed reads of each (default 15)")
+    args = parser.parse_args()
+    parse_closed(parser, args, least=0)
+    if args.open < 1 or args.reads < 1:
+        parser.error("--open and --reads must be at least 1")
     run_in_temp(amain, args, "rethink-console-reads-")
 
 

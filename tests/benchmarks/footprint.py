@@ -83,7 +83,8 @@ def stream_names(s: Settings) -> dict[str, str]:
 
 
 def sqlite_files(state: Path) -> dict[str, int]:
-    """Each SQLite file's bytes, and its write-ahead log's where one is left (``<name> wal``)."""
+    """Each SQLite file's bytes, and its write-ahead log's (``<name> wal``: the benchmark's own reader of
+    the checkpoints keeps each file open, so it stays as it is while a service runs)."""
     sizes: dict[str, int] = {}
     for f in state.glob("*.db"):
         sizes[f.stem] = f.stat().st_size
@@ -131,14 +132,13 @@ async def drive(driver: Driver, n: int, inflight: int) -> None:
 
 
 async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
+    for key in [k for k in os.environ if k.startswith("RETHINK_")]:
+        del os.environ[key]  # a developer's own settings must not reach the services, nor these settings
     server = EmbeddedNats(free_port(), tmp / "nats").start()
     cleanup.add("stop nats-server", server.stop)
     state = tmp / "state"
     s = Settings(nats_url=server.url, state_dir=state, overdue_check_interval_seconds=3600)
-    for key in [k for k in os.environ if k.startswith("RETHINK_")]:
-        del os.environ[key]  # a developer's own settings must not reach the services
     nc = await nats.connect(server.url)
-    cleanup.add("close the connection", lambda: None)
     js = nc.jetstream()
     procs = await start_services(nc, s, SERVICES, cleanup)
     monitor = Monitor(js, s)
@@ -159,7 +159,7 @@ async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
             print(f"{n:,} cases: {last:,} events driven in {now() - t:.0f}s")
             size = Size(n, last, await event_bytes(js, s, last))
             size.rss_after_traffic = {name: rss_kb(p.pid) for name, p in procs.items()}
-            for proc in procs.values():  # stopped cleanly: each SQLite file's write-ahead log folded in
+            for proc in procs.values():  # stopped first: the files are measured at rest
                 stop_process(proc)
             size.files = sqlite_files(state)
             for label, stream in stream_names(s).items():

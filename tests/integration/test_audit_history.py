@@ -304,6 +304,9 @@ async def test_audit_search_reads_the_log_once_and_needs_no_key(event_log, setti
     assert [(r["case_id"], r["status"]) for r in json.loads(result.stdout)] == [(other, "awaiting checks")]
     assert result.stderr == ""
 
+    result = await rethink(monkeypatch, settings, "audit", "search", "--agency", "health-trust")
+    assert result.exit_code == 0 and "1 of 2 cases match" in result.stdout and other in result.stdout
+
 
 async def test_audit_search_leaves_out_an_unreadable_event_and_says_so(event_log, settings, monkeypatch, nc):
     case_id, _ = await seed_hostile_case(event_log)

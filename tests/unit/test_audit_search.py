@@ -21,6 +21,7 @@ from rethink.shared.events import (
     MeetingScheduled,
     RequestSubmitted,
 )
+from rethink.shared.upcasting import UPCASTERS
 from tests.support import recorded, request_payload
 from tests.unit import test_unopened_types as unopened_types
 
@@ -178,3 +179,10 @@ def test_a_search_opens_no_personal_field(today):
     assert {"RequestSubmitted", "MeetingHeld", "ActionRecorded"} <= set(erased)  # so the search saw them erased
     for case_id, history in cases.items():
         assert summarise(case_id, decoded[case_id], today) == _summarised_whole(case_id, history, today), case_id
+
+
+def test_no_upcaster_reads_the_data_of_a_type_the_search_decodes():
+    """As for the projections' unopened types (``test_unopened_types``): the test log has no old
+    events, so the comparisons above would not see an upcaster that derives a field from a personal
+    value, which the search reads erased. One for a type the search reads must be checked, and this relaxed."""
+    assert not [key for key in UPCASTERS if key[0] in READS]
