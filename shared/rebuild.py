@@ -198,19 +198,22 @@ class Scanned(NamedTuple):
     data: bytes
 
 
-async def scan_log(js: JetStreamContext, stream: str, subjects: Subjects, last: int) -> AsyncIterator[list[Scanned]]:
-    """Every event of the log up to ``last``, in order, a batch at a time, its bytes undecoded.
+async def scan_log(js: JetStreamContext, stream: str, subjects: Subjects, last: int, *, after: int = 0,
+                   batch: int | None = None, resume: bool = True) -> AsyncIterator[list[Scanned]]:
+    """Every event of the log after ``after`` up to ``last``, in order, ``batch`` (``BATCH``) at a time, undecoded.
 
     As a replay reads: a consumer that loses track of what it sent (or goes with a clustered
     stream's leader) is replaced, and the read goes on after the last event handed out, up to
-    ``MAX_INTERRUPTIONS`` times. Close it (``contextlib.aclosing``) if it is left before its end,
-    so its consumer is deleted at once rather than left to expire."""
-    seq = interruptions = 0
+    ``MAX_INTERRUPTIONS`` times. Without ``resume`` the first such interruption is raised as it
+    came, for a reader that reads on later by itself (the console's reports). Close it
+    (``contextlib.aclosing``) if it is left before its end, so its consumer is deleted at once
+    rather than left to expire."""
+    seq, interruptions, batch = after, 0, batch or BATCH
     while seq < last:
         try:
             async with log_batches(js, stream, subjects, seq) as batches:
                 while seq < last:
-                    msgs, pending = await batches.next(BATCH, timeout=FETCH_TIMEOUT)
+                    msgs, pending = await batches.next(batch, timeout=FETCH_TIMEOUT)
                     out = []
                     for m in msgs:
                         at = stream_seq(m.reply)
@@ -226,6 +229,8 @@ async def scan_log(js: JetStreamContext, stream: str, subjects: Subjects, last: 
                         return
         except (nats.js.errors.ServiceUnavailableError, nats.js.errors.NoStreamResponseError, Interrupted) as exc:
             interruptions += 1
+            if not resume:
+                raise
             if interruptions > MAX_INTERRUPTIONS:
                 raise RuntimeError(f"the read of the log was interrupted {interruptions} times; "
                                    f"last after seq {seq}: {exc}") from exc

@@ -22,7 +22,7 @@ from rethink.shared.envelope import InvalidEvent, Recorded
 from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.keystore import KeyStoreUnavailable
 from rethink.shared.privacy import ERASURE, PersonalData, PersonalDataLocked, personal_data
-from rethink.shared.rebuild import BATCH, FETCH_TIMEOUT, Interrupted, log_batches, stream_seq
+from rethink.shared.rebuild import BATCH, Interrupted, scan_log
 from rethink.shared.settings import Settings
 
 from . import reports
@@ -139,36 +139,29 @@ class Gateway:
             return self._facts
 
     async def _top_up(self, js: Any, last: int) -> None:
-        """Fold the events after ``_read_to`` up to ``last``, read as a rebuild reads them (``log_batches``:
+        """Fold the events after ``_read_to`` up to ``last``, read as a rebuild reads them (``scan_log``:
         a raw pull consumer, each message's bytes only): nats-py's ``fetch`` spent more on each
         message than folding it costs."""
         log = self._event_log()
+        # One the consumer sent that never came: nothing of its batch is folded, the page says the read
+        # was cut short, and the next request reads on from the last event folded.
+        scan = scan_log(js, self.settings.stream, self.subjects, last, after=self._read_to, batch=BATCH, resume=False)
         try:
-            async with log_batches(js, self.settings.stream, self.subjects, self._read_to) as batches:
-                while self._read_to < last:
-                    # As a rebuild reads; one the consumer sent that never came: nothing of this batch is
-                    # folded, and the next request reads on from the last event folded.
-                    msgs, pending = await batches.next(BATCH, timeout=FETCH_TIMEOUT)
-                    # Each subject ends in the event's case and type: <prefix>.events.<case>.<type>.
-                    named = [(m, *m.subject.rsplit(".", 2)[1:]) for m in msgs]
+            async with contextlib.aclosing(scan):
+                async for events in scan:
                     if log.personal is not None:  # the keys of the cases whose events are opened: one request
-                        await log.personal.prefetch([case_id for _, case_id, kind in named if kind in reports.OPENS])
-                    for m, case_id, kind in named:
-                        seq = stream_seq(m.reply)
-                        if seq > last:  # appended since we asked where the log ends: the next read's
-                            return
+                        await log.personal.prefetch([e.case_id for e in events if e.kind in reports.OPENS])
+                    for seq, case_id, kind, data in events:
                         try:
-                            events = await self._for_reports(log, m.data, seq, kind)
+                            read = await self._for_reports(log, data, seq, kind)
                         except InvalidEvent:
-                            events = []  # the services skip (and log) these too
+                            read = []  # the services skip (and park) these too
                         except (KeyStoreUnavailable, PersonalDataLocked) as exc:
                             raise Unavailable("key store", str(exc)) from None
-                        reports.fold(self._facts, events)
+                        reports.fold(self._facts, read)
                         if kind == ERASURE:
                             self._to_refold.add(case_id)
                         self._read_to = seq
-                    if pending == 0:
-                        return
         except (Interrupted, NatsTimeout, ServiceUnavailableError, NoStreamResponseError) as exc:
             raise Unavailable("event log", f"the read of the log was cut short ({str(exc) or type(exc).__name__}); "
                                            "the next request reads on from where it stopped") from None

@@ -22,17 +22,13 @@ import statistics
 import time
 from pathlib import Path
 
-import nats
-
-from rethink.shared import natsheaders, natsparser
 from rethink.shared.bootstrap import bootstrap
 from rethink.shared.cli.search import CaseSummary, Criteria, search, summarise
 from rethink.shared.eventlog import EventLog, Subjects
-from rethink.shared.natsserver import EmbeddedNats, free_port
 
 from .baselines import pipelined_publish
 from .common import Cleanup, run_in_temp
-from .console_reads import add_closed, copies, parse_closed, settings
+from .console_reads import add_closed, copies, own_server, parse_closed, settings
 
 
 async def case_by_case(log: EventLog) -> list[CaseSummary]:
@@ -41,11 +37,7 @@ async def case_by_case(log: EventLog) -> list[CaseSummary]:
 
 
 async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
-    server = EmbeddedNats(free_port(), tmp / "nats").start()
-    cleanup.add("stop the nats-server", server.stop)
-    natsheaders.install()  # as the CLI does
-    natsparser.install()
-    nc = await nats.connect(server.url)
+    server, nc = await own_server(tmp, cleanup)
     times: dict[tuple[str, int], list[float]] = {}
     events: dict[int, int] = {}
     try:

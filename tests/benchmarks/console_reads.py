@@ -145,12 +145,18 @@ async def first_read(read: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
     return time.perf_counter() - started, resident_mb() - before
 
 
-async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
+async def own_server(tmp: Path, cleanup: Cleanup) -> tuple[EmbeddedNats, nats.NATS]:
+    """A nats-server of the benchmark's own (loopback, a free port, its store under ``tmp``, stopped at
+    the end), and a connection to it as the console and the CLI make theirs (their parsers installed)."""
     server = EmbeddedNats(free_port(), tmp / "nats").start()
     cleanup.add("stop the nats-server", server.stop)
-    natsheaders.install()  # as the console does
+    natsheaders.install()
     natsparser.install()
-    nc = await nats.connect(server.url)
+    return server, await nats.connect(server.url)
+
+
+async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
+    server, nc = await own_server(tmp, cleanup)
     gateways: dict[int, Gateway] = {}
     old: dict[int, EveryEvent] = {}
     engines = {}
