@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -37,10 +38,62 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+# Ports already handed out by this process: a server not started yet does not hold its port, so
+# a second pick must not land on it.
+_HANDED_OUT: set[int] = set()
+_LOWEST = 10_000
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default; elsewhere the picks below are still checked by binding
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, below the kernel's ephemeral range.
+
+    A port from ``bind(0)`` lies in the ephemeral range, where any outgoing connection on the
+    machine may take it before the server we pick it for binds it (a nats-server then exits with
+    "address already in use"). Below that range only a listener can take it, and one picked here
+    was free when picked and is never picked twice by this process.
+    """
+    low, _ = _ephemeral_range()
+    if low - _LOWEST >= 1000:
+        for _ in range(200):
+            port = random.randrange(_LOWEST, low)
+            if port not in _HANDED_OUT and _bindable(port):
+                _HANDED_OUT.add(port)
+                return port
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+
+
+def _bindable(port: int) -> bool:
+    # Without SO_REUSEADDR too: a port some connection still uses (not just TIME_WAIT) fails here.
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def fatal_line(log: Path) -> str | None:
+    """The line a nats-server logs as it gives up ([FTL]), so an exit at start says why."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    fatal = [line for line in lines if "[FTL]" in line]
+    return fatal[-1].split("[FTL]", 1)[1].strip() if fatal else None
 
 
 class EmbeddedNats:
@@ -70,7 +123,8 @@ class EmbeddedNats:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-                raise NatsServerError(f"nats-server exited at start: {err.strip() or 'see ' + str(log)}")
+                why = err.strip() or fatal_line(log) or f"see {log}"
+                raise NatsServerError(f"nats-server exited at start: {why}")
             if _accepts(self.port) and _jetstream_ready(log):
                 return self
             time.sleep(0.05)

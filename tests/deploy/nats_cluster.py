@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rethink.shared.natsserver import free_port, nats_server_binary
+from rethink.shared.natsserver import fatal_line, free_port, nats_server_binary
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 NATS_DIR = DEPLOY / "nats"
@@ -131,7 +131,9 @@ class LoopbackCluster:
             for node in self.nodes.values():
                 if node.process is not None and node.process.poll() is not None:
                     err = node.process.stderr.read().decode(errors="replace") if node.process.stderr else ""
-                    raise AssertionError(f"nats-server {node.name} exited: {err or (node.folder / 'server.log')}")
+                    log = node.folder / "server.log"
+                    why = err.strip() or fatal_line(log) or f"see {log}"
+                    raise AssertionError(f"nats-server {node.name} exited: {why} (log: {log})")
             healthy = all(n.monitor("/healthz")[0] == 200 for n in self.running())
             leader = self.meta_leader()
             if healthy and leader:
