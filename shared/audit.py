@@ -21,6 +21,7 @@ Pure: histories in, a report out.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,8 +71,82 @@ class Anchor:
     anchored_at: str
 
     @classmethod
-    def of(cls, head: Recorded, at: str) -> Anchor:
-        return cls(str(head.envelope.event_id), head.digest, head.seq, at)
+    def of(cls, head: Recorded | Link, at: str) -> Anchor:
+        link = head if isinstance(head, Link) else Link.of(head)
+        return cls(str(link.event_id), link.digest, link.seq, at)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """What the chain reads of one event: its id, what it points at, the digest of its bytes."""
+
+    event_id: Any  # uuid.UUID
+    prev_event_id: Any  # uuid.UUID | None
+    prev_hash: str | None
+    digest: str
+    seq: int
+    type: str
+
+    @classmethod
+    def of(cls, r: Recorded) -> Link:
+        env = r.envelope
+        return cls(env.event_id, env.prev_event_id, env.prev_hash, r.digest, r.seq, env.type)
+
+
+class ChainWalk:
+    """One case's chain, an event at a time in stream order, for reading the whole log in one pass.
+
+    Only the last event is kept. While each event points at the one before it with that event's
+    digest, the chain is whole, and ``verify_chain`` of the same history would find no break (its
+    first event points at nothing, each next at the tail). At the first event that does anything
+    else, or that cannot be read, the walk stops judging (``whole`` False): classifying a break needs
+    the case's whole history, looking ahead (an event deleted and published again is found later),
+    so the caller reads that case in full and asks ``verify_chain``. Breaks are rare; memory stays
+    one event per case, not one per event.
+    """
+
+    __slots__ = ("anchor_id", "anchored_digest", "events", "last", "readable", "whole")
+
+    def __init__(self, anchor: Anchor | None = None) -> None:
+        # Compared as a UUID: a string made of each event's id cost more than the rest of the walk.
+        self.anchor_id = _uuid_or_none(anchor.event_id) if anchor is not None else None
+        self.anchored_digest: str | None = None  # of the anchored event, as first found
+        self.events = 0
+        self.last: Link | None = None  # of the events that could be read
+        self.readable = True
+        self.whole = True
+
+    def add(self, link: Link) -> None:
+        if self.whole:
+            tail = self.last
+            self.whole = (link.prev_event_id is None if tail is None
+                          else link.prev_event_id == tail.event_id and link.prev_hash == tail.digest)
+        if self.anchored_digest is None and self.anchor_id is not None and link.event_id == self.anchor_id:
+            self.anchored_digest = link.digest
+        self.events += 1
+        self.last = link
+
+    def unreadable(self) -> None:
+        self.events += 1
+        self.readable = self.whole = False
+
+    def report(self, case_id: str, anchor: Anchor | None = None) -> ChainReport | None:
+        """The case's report when the walk can give it (whole, and its anchor found unchanged); else None."""
+        if not self.whole or self.last is None:
+            return None
+        if anchor is not None and self.anchored_digest != anchor.digest:
+            return None
+        return ChainReport(case_id, self.events)
+
+
+def _uuid_or_none(text: str) -> uuid.UUID | None:
+    """An anchor's event id as the log's ids are read; None unless written as ``verify_chain``
+    matches it (the id's usual lowercase text): then no event is it, for either."""
+    try:
+        parsed = uuid.UUID(text)
+    except ValueError:
+        return None
+    return parsed if str(parsed) == text else None
 
 
 def verify_chain(case_id: str, history: list[Recorded], anchor: Anchor | None = None) -> ChainReport:

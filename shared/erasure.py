@@ -5,19 +5,22 @@ the case's key. In that order: if destroying fails, the record already makes eve
 treat the key as destroyed, and running erase again finishes the job. The log itself is never
 changed, so the hash chain still verifies; the ciphertext stays and can no longer be read.
 
-The retention decision is pure: a sealed history in, a due date (or none) out. It needs no key.
+The retention decision is pure: a case's sealed events folded in, a due date (or none) out. It
+needs no key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from .envelope import Origin, Recorded, derived_id, stamp
+from .envelope import Envelope, Origin, derived_id, stamp
 from .eventlog import ConcurrencyConflict, DuplicateEvent, EventLog
 from .events import PersonalDataErased
 from .privacy import ERASURE, envelope_kids
+from .rebuild import scan_sealed
 
 CLOSED = "CaseClosed"
 
@@ -30,28 +33,11 @@ class Erasure:
     key_destroyed: bool  # a key existed and was destroyed now
 
 
-def already_erased(history: list[Recorded]) -> bool:
-    """An erasure was recorded and nothing personal was written after it."""
-    last = max((i for i, r in enumerate(history) if r.type == ERASURE), default=None)
-    return last is not None and not any(envelope_kids(r.envelope) for r in history[last + 1:])
-
-
-def closed_on(history: list[Recorded]) -> date | None:
-    closed = [r for r in history if r.type == CLOSED]
-    return closed[-1].envelope.occurred_at.date() if closed else None
-
-
 def add_years(day: date, years: int) -> date:
     try:
         return day.replace(year=day.year + years)
     except ValueError:  # 29 February into a year without one
         return day.replace(year=day.year + years, day=28)
-
-
-def retention_due(history: list[Recorded], years: int) -> date | None:
-    """The day a case's personal data is due for erasure: ``years`` after it closed; open cases never."""
-    closed = closed_on(history)
-    return add_years(closed, years) if closed is not None else None
 
 
 async def erase_case(log: EventLog, case_id: str, actor: str, reason: str, now: datetime) -> Erasure:
@@ -91,20 +77,61 @@ class SweepItem:
     action: str  # "erased" | "due" (dry run) | "kept" | "already erased"
 
 
+class RetentionFold:
+    """What the sweep reads of a case, an event at a time in the case's order, without keeping it:
+    the day it last closed, and whether an erasure was recorded with nothing personal written since."""
+
+    __slots__ = ("closed_on", "erased", "readable")
+
+    def __init__(self) -> None:
+        self.closed_on: date | None = None
+        self.erased = False  # an erasure, and nothing personal since
+        self.readable = True
+
+    def due(self, years: int) -> date | None:
+        """The day the case's personal data is due for erasure: ``years`` after it closed; open cases never."""
+        return add_years(self.closed_on, years) if self.closed_on is not None else None
+
+    def add(self, env: Envelope) -> None:
+        if env.type == CLOSED:  # the last closing counts: a case closed, reopened, closed again
+            self.closed_on = env.occurred_at.date()
+        if env.type == ERASURE:
+            self.erased = True
+        elif self.erased and envelope_kids(env):
+            self.erased = False
+
+
 async def sweep(log: EventLog, years: int, today: date, apply: bool, actor: str,
                 now: datetime) -> list[SweepItem]:
-    """Every case past retention: erased with ``apply``, listed otherwise. Open cases are kept."""
+    """Every case past retention: erased with ``apply``, listed otherwise. Open cases are kept.
+
+    The log is read once (``scan_sealed``), each case folded as it goes (``RetentionFold``); until
+    the thirteenth round of the performance work each case was read in turn (docs/performance.md).
+    A case with an event that cannot be read is read on its own, which stops the sweep there with
+    what is wrong, as it did."""
+    folds: dict[str, RetentionFold] = {}
+    async with contextlib.aclosing(scan_sealed(log.js, log.stream, log.subjects)) as events:
+        async for _, case_id, _, env in events:
+            fold = folds.get(case_id)
+            if fold is None:
+                fold = folds[case_id] = RetentionFold()
+            if env is None:
+                fold.readable = False
+            else:
+                fold.add(env)
     items = []
-    for case_id in await log.case_ids():
-        history = await log.read_sealed(case_id)
-        due = retention_due(history, years)
+    for case_id in sorted(folds):
+        fold = folds[case_id]
+        if not fold.readable:
+            await log.read_sealed(case_id)  # raises, naming what cannot be read
+        closed, due = fold.closed_on, fold.due(years)
         if due is None or due > today:
-            items.append(SweepItem(case_id, closed_on(history), due, "kept"))
-        elif already_erased(history):
-            items.append(SweepItem(case_id, closed_on(history), due, "already erased"))
+            items.append(SweepItem(case_id, closed, due, "kept"))
+        elif fold.erased:
+            items.append(SweepItem(case_id, closed, due, "already erased"))
         elif not apply:
-            items.append(SweepItem(case_id, closed_on(history), due, "due"))
+            items.append(SweepItem(case_id, closed, due, "due"))
         else:
             await erase_case(log, case_id, actor, f"retention: {years} years after the case closed", now)
-            items.append(SweepItem(case_id, closed_on(history), due, "erased"))
+            items.append(SweepItem(case_id, closed, due, "erased"))
     return items

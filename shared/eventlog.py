@@ -159,6 +159,10 @@ class EventLog:
         self.personal = personal
         self.cache = cache
 
+    @property
+    def js(self) -> JetStreamContext:
+        return self._js
+
     async def read_case(self, case_id: str) -> list[Recorded]:
         """Every event of one case, in order, personal fields opened. Cost follows the case, not the log."""
         events = await self.decode(await self._read_raw(case_id))

@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from . import gctune
-from .envelope import InvalidEvent, Recorded
+from .envelope import Envelope, InvalidEvent, Recorded
 from .eventlog import EventLog, Subjects
 from .migrations import service_store, upgrade
 from .privacy import ERASURE, personal_data
@@ -235,6 +235,30 @@ async def scan_log(js: JetStreamContext, stream: str, subjects: Subjects, last: 
                 raise RuntimeError(f"the read of the log was interrupted {interruptions} times; "
                                    f"last after seq {seq}: {exc}") from exc
             await asyncio.sleep(0.2 * interruptions)
+
+
+class Sealed(NamedTuple):
+    """One event of ``scan_sealed``: its place, its case (from its subject), its bytes and envelope."""
+
+    seq: int
+    case_id: str
+    data: bytes
+    envelope: Envelope | None  # None: the bytes are not an event envelope
+
+
+async def scan_sealed(js: JetStreamContext, stream: str, subjects: Subjects) -> AsyncIterator[Sealed]:
+    """Every event of the log as it stands when asked, in order, its envelope parsed and its payload
+    left unread (no key needed): for the auditors' and the retention sweep's passes over every case,
+    which once read each case in turn. Close it (``contextlib.aclosing``) if left before its end."""
+    last = (await js.stream_info(stream)).state.last_seq
+    async with contextlib.aclosing(scan_log(js, stream, subjects, last)) as scan:
+        async for batch in scan:
+            for seq, case_id, _, data in batch:
+                try:
+                    envelope: Envelope | None = Envelope.from_bytes(data)
+                except InvalidEvent:
+                    envelope = None
+                yield Sealed(seq, case_id, data, envelope)
 
 
 def projection_store(service: str, url: str, schema: str | None = None) -> ProjectionStore:

@@ -53,6 +53,19 @@ async def take_from_durable(nc, stream: str, durable: str):
     return msg
 
 
+def calls_to(monkeypatch, cls: type, method: str) -> list[Any]:
+    """The first argument of each call to the async method ``cls.method`` from now on; the calls still run."""
+    seen: list[Any] = []
+    original = getattr(cls, method)
+
+    async def counted(self, first, *args, **kwargs):
+        seen.append(first)
+        return await original(self, first, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, counted)
+    return seen
+
+
 def request_payload(**overrides: Any) -> dict[str, Any]:
     """A valid Re-think request; every address is example.org, the child is a case reference only."""
     yes = {"answer": True}

@@ -132,9 +132,6 @@ class Client:
             raise CliError(f"cannot record this read of {case_id} in {self.settings.access_stream} "
                            f"({type(exc).__name__}: {exc}); nothing is shown without a record") from None
 
-    async def case_ids(self) -> list[str]:
-        return await self.log.case_ids()
-
 
 async def _quiet(_: Exception) -> None:
     """nats-py prints every connection error with a traceback; the CLI reports one line instead."""

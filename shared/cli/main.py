@@ -697,14 +697,16 @@ def audit_verify(
 ) -> None:
     """Check each case's hash chain: intact, or the exact event where it breaks (exit 2 if any break)."""
     from rethink.shared.audit import verify_chain
+    from rethink.shared.cli.chains import verify_all
 
     if bool(case_id) == all_cases:
         raise CliError("give one CASE or --all")
     held = _load_anchors(anchors, public_key or settings().audit_public_key_file) if anchors else {}
 
     async def run(c: Client) -> list[Any]:
-        ids = [case_id] if case_id else sorted(set(await c.case_ids()) | set(held))
-        return [verify_chain(cid, await c.sealed_history(cid), held.get(cid)) for cid in ids]
+        if case_id:
+            return [verify_chain(case_id, await c.sealed_history(case_id), held.get(case_id))]
+        return await verify_all(c, held)
 
     reports = call(run)
     if as_json:
@@ -741,6 +743,7 @@ def audit_anchor(
 
     from rethink.shared.anchors import load_private_key, signed_document, write_atomically
     from rethink.shared.audit import Anchor
+    from rethink.shared.cli.chains import heads as case_heads
 
     s = settings()
     key_file = key or s.audit_signing_key_file
@@ -753,12 +756,7 @@ def audit_anchor(
     target = out_file / f"anchors-{now:%Y%m%dT%H%M%SZ}.json" if out_file.is_dir() else out_file
 
     async def run(c: Client) -> dict[str, Anchor]:
-        heads = {}
-        for cid in await c.case_ids():
-            history = await c.sealed_history(cid)
-            if history:
-                heads[cid] = Anchor.of(history[-1], stamp)
-        return heads
+        return await case_heads(c, stamp)
 
     heads = call(run)
     try:

@@ -27,8 +27,8 @@ from rethink.shared.cli.search import CaseSummary, Criteria, search, summarise
 from rethink.shared.eventlog import EventLog, Subjects
 
 from .baselines import pipelined_publish
-from .common import Cleanup, run_in_temp
-from .console_reads import add_closed, copies, own_server, parse_closed, settings
+from .common import Cleanup
+from .console_reads import copies, own_server, settings, timed_both_ways
 
 
 async def case_by_case(log: EventLog) -> list[CaseSummary]:
@@ -78,14 +78,7 @@ async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_closed(parser)
-    parser.add_argument("--rounds", type=int, default=3, help="timed searches each way (default 3)")
-    args = parser.parse_args()
-    parse_closed(parser, args, least=1)
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
-    run_in_temp(amain, args, "rethink-audit-search-")
+    timed_both_ways(__doc__, amain, "rethink-audit-search-", "timed searches")
 
 
 if __name__ == "__main__":

@@ -253,6 +253,19 @@ def parse_closed(parser: argparse.ArgumentParser, args: argparse.Namespace, leas
         parser.error(f"--closed takes sizes of at least {least}, smallest first")
 
 
+def timed_both_ways(doc: str, amain: Callable[[argparse.Namespace, Path, Cleanup], Awaitable[None]],
+                    prefix: str, rounds: str) -> None:
+    """``main`` of the benchmarks that time a read before and after behind logs of ``--closed`` sizes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_closed(parser)
+    parser.add_argument("--rounds", type=int, default=3, help=f"{rounds} each way (default 3)")
+    args = parser.parse_args()
+    parse_closed(parser, args, least=1)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    run_in_temp(amain, args, prefix)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_closed(parser)

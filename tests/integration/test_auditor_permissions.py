@@ -52,6 +52,8 @@ async def secured(settings, tmp_path):
         await seed_case(services_log, case_id, [ActionCompleted(action_id=f"A{i}", completed_on="2026-11-20")
                                                 for i in range(3)])
         clients["refusals"] = refusals
+        clients["auditor_settings"] = settings.model_copy(update={"nats_url": url_with("auditor", users["auditor"],
+                                                                                       port=port)})
         auditor_js = clients["auditor"].jetstream(timeout=1)
         yield clients, case_id, services_log, EventLog(auditor_js, settings.stream, subjects,
                                                        personal=personal_data(auditor_js, settings))
@@ -68,6 +70,19 @@ async def test_the_auditor_reads_and_verifies_every_case(secured):
     history = await auditor_log.read_case(case_id)
     assert [r.payload.action_id for r in history] == ["A0", "A1", "A2"]
     assert verify_chain(case_id, history).intact
+
+
+async def test_the_auditor_anchors_and_verifies_every_case_in_one_read_of_the_log(secured):
+    from rethink.shared.cli.chains import heads, verify_all
+    from rethink.shared.cli.client import Client
+
+    clients, case_id, services_log, _ = secured
+    async with Client(clients["auditor_settings"]) as auditor:
+        anchors = await heads(auditor, "2026-11-27T10:00:00+00:00")
+        [report] = await verify_all(auditor, anchors)
+    assert anchors[case_id].seq == (await services_log.read_case(case_id))[-1].seq
+    assert report.case_id == case_id and report.intact and report.events == 3
+    assert not clients["refusals"].seen
 
 
 async def test_the_auditor_can_export_the_whole_log_for_a_copy_of_its_own(secured, settings, tmp_path):

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from rethink.shared.cli import main
 from rethink.shared.envelope import Origin, new_case_id, stamp
+from rethink.shared.eventlog import EventLog
 from rethink.shared.events import ERASED, ActionCompleted, CaseClosed
-from tests.support import seed_case
+from tests.support import calls_to, seed_case
 
 pytestmark = pytest.mark.nats
 
@@ -116,6 +117,31 @@ async def test_the_sweep_lists_closed_cases_past_retention_and_erases_them_only_
     shorter = settings.model_copy(update={"retention_years": 1})
     again = json.loads((await rethink(monkeypatch, shorter, "privacy", "sweep", "--json")).output)
     assert {i["case_id"]: i["action"] for i in again} == {old: "already erased", recent: "due", still_open: "kept"}
+
+
+async def test_the_sweep_reads_the_log_once_and_reads_only_the_cases_it_erases_on_their_own(
+        event_log, settings, monkeypatch):
+    now = datetime.now(UTC)
+    old = await closed_case(event_log, now - timedelta(days=366 * 7), "old notes")
+    kept = [await closed_case(event_log, now - timedelta(days=365), "recent notes"),
+            await private_case(event_log, "open notes")]
+    read_alone = calls_to(monkeypatch, EventLog, "read_sealed")
+    dry = await rethink(monkeypatch, settings, "privacy", "sweep", "--json")
+    assert dry.exit_code == 0, dry.output
+    assert sorted(i["case_id"] for i in json.loads(dry.output)) == sorted([old, *kept])
+    assert read_alone == []
+    applied = await rethink(monkeypatch, settings, "privacy", "sweep", "--apply")
+    assert applied.exit_code == 0 and "1 of 3 cases erased" in applied.output
+    assert set(read_alone) == {old}  # the erasure reads its case, to chain its record onto it
+
+
+async def test_the_sweep_stops_at_a_case_with_an_unreadable_event_and_says_what_is_wrong(
+        event_log, settings, monkeypatch, nc):
+    case_id = await private_case(event_log, "a note")
+    await nc.jetstream().publish(event_log.subjects.event(case_id, "CaseClosed"), b"{not json",
+                                 stream=settings.stream)
+    result = await rethink(monkeypatch, settings, "privacy", "sweep")
+    assert result.exit_code == 1 and "not an event envelope" in result.stderr
 
 
 async def test_without_its_key_store_the_cli_refuses_to_show_a_case_in_one_line(event_log, settings, monkeypatch):
