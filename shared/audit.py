@@ -80,8 +80,8 @@ class Anchor:
 class Link:
     """What the chain reads of one event: its id, what it points at, the digest of its bytes."""
 
-    event_id: Any  # uuid.UUID
-    prev_event_id: Any  # uuid.UUID | None
+    event_id: uuid.UUID
+    prev_event_id: uuid.UUID | None
     prev_hash: str | None
     digest: str
     seq: int

@@ -1,8 +1,8 @@
 """`rethink audit verify --all` and `rethink audit anchor`: every case's chain from one read of the log.
 
 Until the thirteenth round of the performance work both read each case in turn: a consumer made,
-read and deleted per case (~2 ms a case, about a minute behind a region's year). Now the log is
-read once, in order, as the search reads it (``scan_log``), each event's link handed to its case's
+read and deleted per case (~4 ms a case: about 95 s behind a region's year, docs/performance.md).
+Now the log is read once, in order (``scan_sealed``), each event's link handed to its case's
 ``ChainWalk``, which keeps one event per case. A case whose chain is whole is reported from the
 walk. A case that is not (a break, an unreadable event, an anchor not found as it was signed) is
 read again on its own and judged by ``verify_chain`` exactly as before: so every report is the one
