@@ -22,13 +22,11 @@ import statistics
 import time
 from pathlib import Path
 
-from rethink.shared.bootstrap import bootstrap
 from rethink.shared.cli.search import CaseSummary, Criteria, search, summarise
-from rethink.shared.eventlog import EventLog, Subjects
+from rethink.shared.eventlog import EventLog
 
-from .baselines import pipelined_publish
 from .common import Cleanup
-from .console_reads import copies, own_server, settings, timed_both_ways
+from .console_reads import copies, own_server, published_log, timed_both_ways
 
 
 async def case_by_case(log: EventLog) -> list[CaseSummary]:
@@ -42,11 +40,8 @@ async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
     events: dict[int, int] = {}
     try:
         for closed in args.closed:
-            s = settings(server.url, tmp / f"state-{closed}", closed)
-            js = nc.jetstream(publish_async_max_pending=1000)
-            await bootstrap(js, s)
-            await pipelined_publish(js, list(copies(Subjects(s.subject_prefix), closed, 0)), s.stream, 1000)
-            log = EventLog(nc.jetstream(), s.stream, Subjects(s.subject_prefix), personal=None)
+            s, log = await published_log(nc, server.url, tmp / f"state-{closed}", closed,
+                                         lambda subjects, n=closed: copies(subjects, n, 0))
 
             for way in ("before", "after"):
                 rounds = times[way, closed] = []
@@ -61,7 +56,7 @@ async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
                     expected = found
                 else:  # the same cases, summarised alike
                     assert found == expected, "the two searches differ"
-            events[closed] = (await js.stream_info(s.stream)).state.messages
+            events[closed] = (await nc.jetstream().stream_info(s.stream)).state.messages
             print(f"{closed:>7,} closed cases ({events[closed]:,} events): before "
                   f"{statistics.median(times['before', closed]):.2f} s, after "
                   f"{statistics.median(times['after', closed]):.2f} s")

@@ -49,7 +49,7 @@ from rethink.scheduling import projection as p
 from rethink.shared import natsheaders, natsparser
 from rethink.shared.bootstrap import bootstrap
 from rethink.shared.envelope import Recorded, new_case_id
-from rethink.shared.eventlog import Subjects
+from rethink.shared.eventlog import EventLog, Subjects
 from rethink.shared.events import FacilitatorAssigned
 from rethink.shared.migrations import target_for, upgrade
 from rethink.shared.natsserver import EmbeddedNats, free_port
@@ -251,6 +251,17 @@ def parse_closed(parser: argparse.ArgumentParser, args: argparse.Namespace, leas
         parser.error("--closed takes whole numbers, comma-separated")
     if any(n < least for n in args.closed) or args.closed != sorted(args.closed):
         parser.error(f"--closed takes sizes of at least {least}, smallest first")
+
+
+async def published_log(nc: nats.NATS, url: str, state: Path, closed: int,
+                        messages: Callable[[Subjects], Iterable[tuple[str, bytes]]]) -> tuple[Settings, EventLog]:
+    """A log of its own for ``closed`` cases (streams named by the size), filled with ``messages``;
+    its settings, and the log read without keys."""
+    s = settings(url, state, closed)
+    js = nc.jetstream(publish_async_max_pending=1000)
+    await bootstrap(js, s)
+    await pipelined_publish(js, list(messages(Subjects(s.subject_prefix))), s.stream, 1000)
+    return s, EventLog(nc.jetstream(), s.stream, Subjects(s.subject_prefix), personal=None)
 
 
 def timed_both_ways(doc: str, amain: Callable[[argparse.Namespace, Path, Cleanup], Awaitable[None]],

@@ -32,7 +32,6 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from rethink.shared.audit import Anchor, ChainReport, verify_chain
-from rethink.shared.bootstrap import bootstrap
 from rethink.shared.cli.chains import heads, verify_all
 from rethink.shared.cli.client import Client
 from rethink.shared.envelope import Envelope, digest, new_case_id
@@ -40,16 +39,8 @@ from rethink.shared.erasure import SweepItem, sweep
 from rethink.shared.eventlog import EventLog, Subjects
 from tests.unit.test_retention_fold import already_erased, closed_on, retention_due
 
-from .baselines import pipelined_publish
 from .common import Cleanup
-from .console_reads import (
-    TEMPLATE_CASE,
-    own_server,
-    resident_mb,
-    settings,
-    template,
-    timed_both_ways,
-)
+from .console_reads import TEMPLATE_CASE, own_server, published_log, resident_mb, template, timed_both_ways
 
 AT = "2026-11-27T10:00:00+00:00"
 WHAT = ("anchor", "verify", "sweep")
@@ -103,12 +94,9 @@ async def amain(args: argparse.Namespace, tmp: Path, cleanup: Cleanup) -> None:
     events: dict[int, int] = {}
     try:
         for closed in args.closed:
-            s = settings(server.url, tmp / f"state-{closed}", closed)
-            js = nc.jetstream(publish_async_max_pending=1000)
-            await bootstrap(js, s)
-            await pipelined_publish(js, list(chained_copies(Subjects(s.subject_prefix), closed)), s.stream, 1000)
-            events[closed] = (await js.stream_info(s.stream)).state.messages
-            log = EventLog(nc.jetstream(), s.stream, Subjects(s.subject_prefix), personal=None)
+            s, log = await published_log(nc, server.url, tmp / f"state-{closed}", closed,
+                                         lambda subjects, n=closed: chained_copies(subjects, n))
+            events[closed] = (await nc.jetstream().stream_info(s.stream)).state.messages
             async with Client(s) as client:
                 for way in ("before", "after"):
                     for _ in range(args.rounds):
