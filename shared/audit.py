@@ -25,12 +25,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .envelope import Recorded
+from .envelope import Envelope, InvalidEvent, Recorded, digest
 
 
 @dataclass(frozen=True)
 class Break:
-    kind: str  # removed | altered | reordered | inserted
+    kind: str  # removed | altered | reordered | inserted | unreadable
     seq: int  # the stream sequence of the event where the chain breaks
     event_type: str
     detail: str
@@ -161,6 +161,20 @@ def verify_chain(case_id: str, history: list[Recorded], anchor: Anchor | None = 
         report.breaks.append(Break("altered", held.seq, held.type, f"the event anchored as the case's head on "
                                                                    f"{anchor.anchored_at} has changed"))
     return report
+
+
+def verify_stored(case_id: str, stored: list[tuple[bytes, int]], anchor: Anchor | None = None) -> ChainReport:
+    """``verify_chain`` of a case's stored messages (bytes, stream sequence), each that cannot be
+    read as an event reported where it stands (``unreadable``) and the chain checked without it:
+    so the event after it reads as following a ``removed`` one, which to the chain it is."""
+    history, unreadable = [], []
+    for data, seq in stored:
+        try:
+            history.append(Recorded(Envelope.from_bytes(data), seq, None, digest(data)))  # type: ignore[arg-type]
+        except InvalidEvent as exc:
+            unreadable.append(Break("unreadable", seq, "?", f"it cannot be read as an event ({exc})"))
+    report = verify_chain(case_id, history, anchor)
+    return ChainReport(case_id, len(stored), sorted(report.breaks + unreadable, key=lambda b: b.seq))
 
 
 def _verify_links(case_id: str, history: list[Recorded]) -> ChainReport:

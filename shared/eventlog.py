@@ -221,6 +221,11 @@ class EventLog:
         return [Recorded(Envelope.from_bytes(data), seq, None, digest(data))  # type: ignore[arg-type]
                 for data, seq in await self._read_raw(case_id)]
 
+    async def read_stored(self, case_id: str) -> list[tuple[bytes, int]]:
+        """Every message of one case as stored, (bytes, stream sequence), nothing parsed: for a
+        reader that reports what cannot be read rather than stopping at it (``audit verify``)."""
+        return await self._read_raw(case_id)
+
     async def decode(self, raw: Sequence[tuple[bytes, int]], envelopes: Sequence[Envelope] | None = None
                      ) -> list[Recorded]:
         """Stored messages (bytes, stream sequence) of one case, in order, as events with personal fields opened.

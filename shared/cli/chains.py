@@ -5,15 +5,15 @@ read and deleted per case (~4 ms a case: about 95 s behind a region's year, docs
 Now the log is read once, in order (``scan_sealed``), each event's link handed to its case's
 ``ChainWalk``, which keeps one event per case. A case whose chain is whole is reported from the
 walk. A case that is not (a break, an unreadable event, an anchor not found as it was signed) is
-read again on its own and judged by ``verify_chain`` exactly as before: so every report is the one
-the case-by-case read gave, and only a tampered case costs a second read.
+read again on its own and judged by ``verify_stored`` as ``audit verify CASE`` judges it: so every
+report is the one the case's own read gives, and only a tampered case costs a second read.
 """
 
 from __future__ import annotations
 
 import contextlib
 
-from rethink.shared.audit import Anchor, ChainReport, ChainWalk, Link, verify_chain
+from rethink.shared.audit import Anchor, ChainReport, ChainWalk, Link, verify_stored
 from rethink.shared.envelope import digest
 from rethink.shared.rebuild import scan_sealed
 
@@ -31,7 +31,7 @@ async def walk_chains(client: Client, anchors: dict[str, Anchor] | None = None) 
             if walk is None:
                 walk = walks[case_id] = ChainWalk(anchors.get(case_id))
             if env is None:
-                walk.unreadable()  # the case is read again, and its read says what is wrong, as before
+                walk.unreadable()  # the case is read again on its own, and its report says where
             else:
                 walk.add(Link(env.event_id, env.prev_event_id, env.prev_hash, digest(data), seq, env.type))
     return walks
@@ -45,7 +45,7 @@ async def verify_all(client: Client, anchors: dict[str, Anchor]) -> list[ChainRe
         walk, anchor = walks.get(case_id), anchors.get(case_id)
         report = walk.report(case_id, anchor) if walk is not None else None
         if report is None:  # broken, unreadable, or anchored otherwise: the case's own read decides
-            report = verify_chain(case_id, await client.sealed_history(case_id), anchor)
+            report = verify_stored(case_id, await client.stored_history(case_id), anchor)
         reports.append(report)
     return reports
 

@@ -117,6 +117,10 @@ class Client:
         """The case as stored, payloads unread: for checks that need no personal data (the hash chain)."""
         return await self.log.read_sealed(case_id)
 
+    async def stored_history(self, case_id: str) -> list[tuple[bytes, int]]:
+        """The case's messages as stored, (bytes, stream sequence), nothing parsed (``verify_stored``)."""
+        return await self.log.read_stored(case_id)
+
     @property
     def access(self) -> AccessLog:
         assert self.nc is not None

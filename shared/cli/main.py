@@ -696,7 +696,7 @@ def audit_verify(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check each case's hash chain: intact, or the exact event where it breaks (exit 2 if any break)."""
-    from rethink.shared.audit import verify_chain
+    from rethink.shared.audit import verify_stored
     from rethink.shared.cli.chains import verify_all
 
     if bool(case_id) == all_cases:
@@ -705,7 +705,7 @@ def audit_verify(
 
     async def run(c: Client) -> list[Any]:
         if case_id:
-            return [verify_chain(case_id, await c.sealed_history(case_id), held.get(case_id))]
+            return [verify_stored(case_id, await c.stored_history(case_id), held.get(case_id))]
         return await verify_all(c, held)
 
     reports = call(run)

@@ -40,8 +40,11 @@ async def cases(event_log):
 
 @pytest.fixture
 def reads(monkeypatch):
-    """The cases read on their own (``Client.sealed_history``), in order."""
-    return calls_to(monkeypatch, Client, "sealed_history")
+    """The cases read on their own (``Client.stored_history`` by verify, ``sealed_history`` by anchor), in order."""
+    seen = calls_to(monkeypatch, Client, "stored_history")
+    anchoring = calls_to(monkeypatch, Client, "sealed_history")
+    yield seen
+    assert anchoring == [], "anchor read a case on its own"
 
 
 async def _oracle(event_log, case_ids, anchors):
@@ -99,15 +102,18 @@ async def test_a_case_only_in_the_anchors_file_is_reported_removed(cases, event_
     assert [b.kind for b in report.breaks] == ["removed"] and report.events == 0
 
 
-async def test_an_unreadable_event_stops_the_read_as_it_did(cases, event_log, settings, nc, reads):
-    await nc.jetstream().publish(event_log.subjects.event(cases[0], "MeetingHeld"), b"{not json",
-                                 stream=settings.stream)
+async def test_an_unreadable_event_is_reported_by_verify_and_stops_anchor(cases, event_log, settings, nc, monkeypatch):
+    ack = await nc.jetstream().publish(event_log.subjects.event(cases[0], "MeetingHeld"), b"{not json",
+                                       stream=settings.stream)
+    verify_reads = calls_to(monkeypatch, Client, "stored_history")
+    anchor_reads = calls_to(monkeypatch, Client, "sealed_history")
     async with Client(settings) as client:
-        with pytest.raises(ValueError, match="not an event envelope"):
-            await verify_all(client, {})
+        reports = await verify_all(client, {})
         with pytest.raises(ValueError, match="not an event envelope"):
             await heads(client, AT)
-    assert reads == [cases[0], cases[0]]
+    assert verify_reads == [cases[0]] and anchor_reads == [cases[0]]
+    found = {r.case_id: [(b.kind, b.seq) for b in r.breaks] for r in reports}
+    assert found == {c: [] for c in cases} | {cases[0]: [("unreadable", ack.seq)]}
 
 
 async def test_the_cli_says_the_same_with_and_without_all(cases, event_log, settings, nc, monkeypatch):
@@ -115,10 +121,15 @@ async def test_the_cli_says_the_same_with_and_without_all(cases, event_log, sett
 
     history = await event_log.read_sealed(cases[0])
     await nc.jetstream().delete_msg(settings.stream, history[1].seq)
+    await nc.jetstream().publish(event_log.subjects.event(cases[1], "CaseClosed"), b"\x00" * 10, stream=settings.stream)
     every = await rethink(monkeypatch, settings, "audit", "verify", "--all", "--json")
     assert every.exit_code == 2
-    one_by_one = []
+    one_by_one, exits = [], {}
     for case_id in sorted(cases):
         alone = await rethink(monkeypatch, settings, "audit", "verify", case_id, "--json")
         one_by_one += json.loads(alone.stdout)
+        exits[case_id] = alone.exit_code
     assert json.loads(every.stdout) == one_by_one
+    kinds = {r["case_id"]: [b["kind"] for b in r["breaks"]] for r in one_by_one}
+    assert kinds == {c: [] for c in cases} | {cases[0]: ["removed"], cases[1]: ["unreadable"]}
+    assert exits == {c: 0 for c in cases} | {cases[0]: 2, cases[1]: 2}

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from rethink.shared.audit import Anchor, ChainWalk, Link, verify_chain
+from rethink.shared.audit import Anchor, ChainWalk, Link, verify_chain, verify_stored
 from rethink.shared.envelope import Envelope, Recorded, digest
 from rethink.shared.events import ActionCompleted
 
@@ -136,3 +136,28 @@ def test_a_walk_of_no_readable_event_reports_nothing():
 def test_an_anchor_made_from_a_link_is_the_one_made_from_the_event():
     [r] = _history(_chain(1))
     assert Anchor.of(Link.of(r), AT) == Anchor.of(r, AT) == Anchor(str(r.envelope.event_id), r.digest, r.seq, AT)
+
+
+def _as_read(stored: Stored) -> list[tuple[bytes, int]]:
+    """As the log hands a case's messages out: (bytes, stream sequence)."""
+    return [(data, seq) for seq, data in stored]
+
+
+def test_verify_stored_is_verify_chain_where_every_message_can_be_read():
+    stored = _chain(4)
+    tampered = stored[:1] + stored[2:]
+    for messages in (stored, tampered):
+        assert verify_stored(CASE, _as_read(messages)) == verify_chain(CASE, _history(messages))
+
+
+def test_a_message_that_is_not_an_event_is_reported_where_it_stands_and_the_chain_checked_without_it():
+    stored = _chain(4)
+    slipped_in = stored[:2] + [(stored[1][0] + 1, b"{not json")] + stored[2:]
+    report = verify_stored(CASE, _as_read(slipped_in))
+    assert [(b.kind, b.seq) for b in report.breaks] == [("unreadable", stored[1][0] + 1)]
+    assert "cannot be read as an event (not an event envelope" in report.breaks[0].detail
+    assert report.events == 5 and not report.intact
+
+    garbled = stored[:2] + [(stored[2][0], b'{"event_id": "x"}')] + stored[3:]
+    report = verify_stored(CASE, _as_read(garbled))
+    assert [(b.kind, b.seq) for b in report.breaks] == [("unreadable", stored[2][0]), ("removed", stored[3][0])]
