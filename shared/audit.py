@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .envelope import Envelope, InvalidEvent, Recorded, digest
+from .envelope import InvalidEvent, Recorded
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class ChainWalk:
     first event points at nothing, each next at the tail). At the first event that does anything
     else, or that cannot be read, the walk stops judging (``whole`` False): classifying a break needs
     the case's whole history, looking ahead (an event deleted and published again is found later),
-    so the caller reads that case in full and asks ``verify_chain``. Breaks are rare; memory stays
+    so the caller reads that case in full and asks ``verify_stored``. Breaks are rare; memory stays
     one event per case, not one per event.
     """
 
@@ -170,7 +170,7 @@ def verify_stored(case_id: str, stored: list[tuple[bytes, int]], anchor: Anchor 
     history, unreadable = [], []
     for data, seq in stored:
         try:
-            history.append(Recorded(Envelope.from_bytes(data), seq, None, digest(data)))  # type: ignore[arg-type]
+            history.append(Recorded.sealed(data, seq))
         except InvalidEvent as exc:
             unreadable.append(Break("unreadable", seq, "?", f"it cannot be read as an event ({exc})"))
     report = verify_chain(case_id, history, anchor)

@@ -90,6 +90,12 @@ class Recorded:
         return self.opened if self.opened is not None else self.envelope
 
     @classmethod
+    def sealed(cls, data: bytes, seq: int) -> Recorded:
+        """A stored message as it is, payload left unread (None): enough for the hash chain and the
+        envelope, with no key. Raises ``InvalidEvent`` for bytes that are not an envelope."""
+        return cls(envelope=Envelope.from_bytes(data), seq=seq, payload=None, digest=digest(data))  # type: ignore[arg-type]
+
+    @classmethod
     def from_message(cls, data: bytes, seq: int, clear: dict[str, Any] | None = None) -> Recorded:
         """For plain events; sealed ones are opened by the event log (``EventLog.decode``)."""
         env = Envelope.from_bytes(data)

@@ -218,8 +218,7 @@ class EventLog:
         """Every event of one case as stored, payloads left unread (``payload`` is None): no key needed.
 
         Enough to verify the hash chain, and to find events by type or envelope."""
-        return [Recorded(Envelope.from_bytes(data), seq, None, digest(data))  # type: ignore[arg-type]
-                for data, seq in await self._read_raw(case_id)]
+        return [Recorded.sealed(data, seq) for data, seq in await self._read_raw(case_id)]
 
     async def read_stored(self, case_id: str) -> list[tuple[bytes, int]]:
         """Every message of one case as stored, (bytes, stream sequence), nothing parsed: for a

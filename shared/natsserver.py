@@ -64,7 +64,7 @@ def free_port() -> int:
     if low - _LOWEST >= 1000:
         for _ in range(200):
             port = random.randrange(_LOWEST, low)
-            if port not in _HANDED_OUT and _bindable(port):
+            if port not in _HANDED_OUT and port_is_free(port):
                 _HANDED_OUT.add(port)
                 return port
     while True:
@@ -74,16 +74,6 @@ def free_port() -> int:
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
-
-
-def _bindable(port: int) -> bool:
-    # Without SO_REUSEADDR too: a port some connection still uses (not just TIME_WAIT) fails here.
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def fatal_line(log: Path) -> str | None:

@@ -198,9 +198,10 @@ class Scanned(NamedTuple):
     data: bytes
 
 
-async def scan_log(js: JetStreamContext, stream: str, subjects: Subjects, last: int, *, after: int = 0,
-                   batch: int | None = None, resume: bool = True) -> AsyncIterator[list[Scanned]]:
-    """Every event of the log after ``after`` up to ``last``, in order, ``batch`` (``BATCH``) at a time, undecoded.
+async def scan_log(js: JetStreamContext, stream: str, subjects: Subjects, last: int | None = None, *,
+                   after: int = 0, batch: int | None = None, resume: bool = True) -> AsyncIterator[list[Scanned]]:
+    """Every event of the log after ``after`` up to ``last`` (None: where the log ends when asked), in
+    order, ``batch`` (``BATCH``) at a time, undecoded.
 
     As a replay reads: a consumer that loses track of what it sent (or goes with a clustered
     stream's leader) is replaced, and the read goes on after the last event handed out, up to
@@ -208,6 +209,8 @@ async def scan_log(js: JetStreamContext, stream: str, subjects: Subjects, last: 
     came, for a reader that reads on later by itself (the console's reports). Close it
     (``contextlib.aclosing``) if it is left before its end, so its consumer is deleted at once
     rather than left to expire."""
+    if last is None:
+        last = (await js.stream_info(stream)).state.last_seq
     seq, interruptions, batch = after, 0, batch or BATCH
     while seq < last:
         try:
@@ -250,8 +253,7 @@ async def scan_sealed(js: JetStreamContext, stream: str, subjects: Subjects) -> 
     """Every event of the log as it stands when asked, in order, its envelope parsed and its payload
     left unread (no key needed): for the auditors' and the retention sweep's passes over every case,
     which once read each case in turn. Close it (``contextlib.aclosing``) if left before its end."""
-    last = (await js.stream_info(stream)).state.last_seq
-    async with contextlib.aclosing(scan_log(js, stream, subjects, last)) as scan:
+    async with contextlib.aclosing(scan_log(js, stream, subjects)) as scan:
         async for batch in scan:
             for seq, case_id, _, data in batch:
                 try:

@@ -127,10 +127,9 @@ class Found:
 
 async def search(js: JetStreamContext, settings: Settings, criteria: Criteria, today: date | None = None) -> Found:
     """The cases of the whole log (as it stands when asked) that match ``criteria``."""
-    last = (await js.stream_info(settings.stream)).state.last_seq
     folds: dict[str, CaseFold] = {}
     unreadable: list[int] = []
-    async with contextlib.aclosing(scan_log(js, settings.stream, Subjects(settings.subject_prefix), last)) as scan:
+    async with contextlib.aclosing(scan_log(js, settings.stream, Subjects(settings.subject_prefix))) as scan:
         async for batch in scan:
             for seq, case_id, kind, data in batch:
                 fold = folds.get(case_id)

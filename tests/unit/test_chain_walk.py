@@ -42,7 +42,7 @@ def _chain(n: int) -> Stored:
 
 
 def _history(stored: Stored) -> list[Recorded]:
-    return [Recorded(Envelope.from_bytes(b), seq, None, digest(b)) for seq, b in stored]  # type: ignore[arg-type]
+    return [Recorded.sealed(b, seq) for seq, b in stored]
 
 
 def _republished(stored: Stored, k: int, data: bytes | None = None) -> Stored:
